@@ -1,0 +1,189 @@
+"""Model checkpoints on disk: an orbax parameter tree plus a small JSON metadata file.
+
+Layout of a checkpoint directory:
+    DIR/params/        orbax StandardCheckpointer tree of the network's parameters
+    DIR/dmvfn.json     metadata: format, architecture, channel order, source file and sha256
+
+Writes are atomic: everything goes to a hidden temporary directory beside DIR, which is
+renamed into place only when complete, so a failed write never leaves a half-written DIR and
+never replaces a good one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import uuid
+from pathlib import Path
+from typing import Any, Iterator
+
+import jax
+import numpy as np
+from flax import nnx, traverse_util
+
+FORMAT = "dmvfn-jax"
+FORMAT_VERSION = 1
+METADATA_FILE = "dmvfn.json"
+PARAMS_DIR = "params"
+CHANNEL_ORDERS = ("BGR", "RGB")
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be read or written; the message names the path at fault."""
+
+
+def sha256_of(path: str | os.PathLike) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+# -- parameter trees ----------------------------------------------------------------------
+def model_params(model: nnx.Module) -> dict[str, Any]:
+    """The model's parameters as a nested dict with string keys (list indices as '0', '1', ...)."""
+    flat = traverse_util.flatten_dict(nnx.to_pure_dict(nnx.state(model, nnx.Param)))
+    return traverse_util.unflatten_dict({tuple(str(k) for k in path): v for path, v in flat.items()})
+
+
+def flat_shapes(tree: dict[str, Any]) -> dict[str, tuple[int, ...]]:
+    """{'blocks/0/conv0/0/conv/kernel': shape, ...} of a nested parameter dict."""
+    return {"/".join(p): tuple(np.shape(v)) for p, v in traverse_util.flatten_dict(tree).items()}
+
+
+def abstract_params(model_fn) -> dict[str, Any]:
+    """Parameter shapes of the model that `model_fn()` builds, without allocating it."""
+    model = nnx.eval_shape(model_fn)
+    return model_params(model)
+
+
+def load_params_into(model: nnx.Module, params: dict[str, Any], source: str = "params") -> None:
+    """Copies a nested parameter dict into `model`, checking every key and shape first."""
+    expected = flat_shapes(model_params(model))
+    got = flat_shapes(params)
+    problems = describe_mismatch(expected, got)
+    if problems:
+        raise CheckpointError(f"{source}: parameters do not fit the model:\n" + "\n".join(problems))
+    state = nnx.state(model, nnx.Param)
+    flat = traverse_util.flatten_dict(params)
+
+    def lookup(path, leaf):
+        key = tuple(str(getattr(k, "key", getattr(k, "idx", k))) for k in path)
+        return jax.numpy.asarray(flat[key], dtype=leaf.dtype)
+
+    pure = nnx.to_pure_dict(state)
+    new = jax.tree_util.tree_map_with_path(lookup, pure)
+    nnx.replace_by_pure_dict(state, new)
+    nnx.update(model, state)
+
+
+def describe_mismatch(expected: dict[str, tuple], got: dict[str, tuple], limit: int | None = None) -> list[str]:
+    """Lines naming missing, unexpected and mis-shaped keys (empty when they agree)."""
+    missing = sorted(set(expected) - set(got))
+    unexpected = sorted(set(got) - set(expected))
+    misshaped = sorted(k for k in set(expected) & set(got) if expected[k] != got[k])
+    lines = []
+    cut = (lambda xs: xs[:limit]) if limit else (lambda xs: xs)
+    for k in cut(missing):
+        lines.append(f"  missing: {k} {expected[k]}")
+    for k in cut(unexpected):
+        lines.append(f"  unexpected: {k} {got[k]}")
+    for k in cut(misshaped):
+        lines.append(f"  mis-shaped: {k} is {got[k]}, the model needs {expected[k]}")
+    return lines
+
+
+# -- atomic directories -------------------------------------------------------------------
+@contextlib.contextmanager
+def atomic_directory(path: str | os.PathLike, overwrite: bool = False) -> Iterator[Path]:
+    """Yields a temporary directory that replaces `path` only if the block completes."""
+    path = Path(path).absolute()
+    if path.exists() and not overwrite:
+        raise FileExistsError(f"{path} already exists; pass --overwrite (overwrite=True) to replace it")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.parent / f".{path.name}.tmp-{uuid.uuid4().hex[:8]}"
+    tmp.mkdir()
+    try:
+        yield tmp
+        if path.exists():
+            old = path.parent / f".{path.name}.old-{uuid.uuid4().hex[:8]}"
+            os.rename(path, old)
+            os.rename(tmp, path)
+            shutil.rmtree(old) if old.is_dir() else old.unlink()
+        else:
+            os.rename(tmp, path)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def atomic_file(path: str | os.PathLike, overwrite: bool = True) -> Iterator[Path]:
+    """Yields a temporary file path beside `path`, renamed onto it if the block completes."""
+    path = Path(path).absolute()
+    if path.exists() and not overwrite:
+        raise FileExistsError(f"{path} already exists; pass --overwrite (overwrite=True) to replace it")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.parent / f".{path.name}.tmp-{uuid.uuid4().hex[:8]}{path.suffix}"
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+# -- save / load --------------------------------------------------------------------------
+def save_checkpoint(path, params: dict[str, Any], metadata: dict[str, Any], overwrite: bool = False) -> Path:
+    """Writes `params` (nested dict of arrays) and `metadata` to the directory `path`."""
+    import orbax.checkpoint as ocp
+
+    meta = {"format": FORMAT, "format_version": FORMAT_VERSION, **metadata}
+    if meta.get("channel_order") not in CHANNEL_ORDERS:
+        raise ValueError(f"metadata channel_order must be one of {CHANNEL_ORDERS}, got {meta.get('channel_order')!r}")
+    tree = jax.tree.map(np.asarray, params)
+    with atomic_directory(path, overwrite) as tmp:
+        ckptr = ocp.StandardCheckpointer()
+        ckptr.save(tmp / PARAMS_DIR, tree)
+        ckptr.wait_until_finished()
+        ckptr.close()
+        (tmp / METADATA_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+    return Path(path)
+
+
+def read_metadata(path) -> dict[str, Any]:
+    path = Path(path)
+    meta_file = path / METADATA_FILE
+    if not path.is_dir():
+        raise CheckpointError(f"{path}: no such checkpoint directory")
+    if not meta_file.is_file() or not (path / PARAMS_DIR).is_dir():
+        raise CheckpointError(
+            f"{path}: not a dmvfn-jax checkpoint (needs {METADATA_FILE} and {PARAMS_DIR}/; "
+            "convert official weights with `python convert_weights.py dmvfn`)"
+        )
+    try:
+        meta = json.loads(meta_file.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise CheckpointError(f"{meta_file}: unreadable metadata ({e})") from e
+    if meta.get("format") != FORMAT:
+        raise CheckpointError(f"{meta_file}: format is {meta.get('format')!r}, expected {FORMAT!r}")
+    if meta.get("channel_order") not in CHANNEL_ORDERS:
+        raise CheckpointError(f"{meta_file}: channel_order {meta.get('channel_order')!r} is not one of {CHANNEL_ORDERS}")
+    return meta
+
+
+def load_checkpoint(path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Returns `(params, metadata)` of a checkpoint directory; params as numpy arrays."""
+    import orbax.checkpoint as ocp
+
+    meta = read_metadata(path)
+    try:
+        with ocp.StandardCheckpointer() as ckptr:
+            tree = ckptr.restore(Path(path).absolute() / PARAMS_DIR)
+    except Exception as e:  # orbax raises many kinds; name the directory
+        raise CheckpointError(f"{Path(path) / PARAMS_DIR}: cannot restore parameters ({type(e).__name__}: {e})") from e
+    return jax.tree.map(np.asarray, tree), meta

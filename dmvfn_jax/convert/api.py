@@ -1,0 +1,68 @@
+"""The conversions that `convert_weights.py` runs, as functions a notebook can call."""
+
+from __future__ import annotations
+
+import datetime
+import os
+from pathlib import Path
+
+from flax import nnx
+
+from dmvfn_jax import checkpoint as ckpt
+from dmvfn_jax.convert import dmvfn_torch
+from dmvfn_jax.models.dmvfn import DMVFN, SCALES, WIDTHS
+
+
+def _model_shapes():
+    return ckpt.flat_shapes(ckpt.abstract_params(lambda: DMVFN(rngs=nnx.Rngs(0))))
+
+
+def convert_dmvfn(input_path, output_dir, overwrite: bool = False, channel_order: str = "BGR") -> Path:
+    """Official `dmvfn_*.pkl` -> dmvfn-jax checkpoint directory (orbax params + metadata).
+
+    Official weights were trained on BGR frames (OpenCV); `channel_order` records that so the
+    Predictor can flip RGB input for the network.
+    """
+    from dmvfn_jax.convert.torch_io import load_state_dict
+
+    output_dir = Path(output_dir)
+    if output_dir.exists() and not overwrite:  # fail before the (slow) read
+        raise FileExistsError(f"{output_dir} already exists; pass --overwrite to replace it")
+    input_path = Path(input_path)
+    state = load_state_dict(input_path)
+    params = dmvfn_torch.torch_to_jax(state, _model_shapes(), source=str(input_path))
+    metadata = {
+        "architecture": dmvfn_torch.ARCHITECTURE,
+        "widths": list(WIDTHS),
+        "scales": list(SCALES),
+        "channel_order": channel_order,
+        "source": {"file": os.path.basename(input_path), "sha256": ckpt.sha256_of(input_path)},
+        "converted": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    }
+    return ckpt.save_checkpoint(output_dir, params, metadata, overwrite=overwrite)
+
+
+def export_dmvfn_to_torch(checkpoint_dir, output_path, overwrite: bool = False) -> Path:
+    """dmvfn-jax checkpoint -> state dict file in the official format (`module.` keys).
+
+    The official code loads it with `load_state_dict(..., strict=True)` after stripping the
+    prefix, exactly as it loads its own releases.
+    """
+    from dmvfn_jax.convert.torch_io import save_state_dict
+
+    if Path(output_path).exists() and not overwrite:
+        raise FileExistsError(f"{output_path} already exists; pass --overwrite to replace it")
+    params, meta = ckpt.load_checkpoint(checkpoint_dir)
+    if meta.get("architecture") != dmvfn_torch.ARCHITECTURE:
+        raise ckpt.CheckpointError(f"{checkpoint_dir}: architecture {meta.get('architecture')!r} is not 'dmvfn'")
+    problems = ckpt.describe_mismatch(_model_shapes(), ckpt.flat_shapes(params))
+    if problems:
+        raise ckpt.CheckpointError(f"{checkpoint_dir}: parameters do not fit DMVFN:\n" + "\n".join(problems))
+    return save_state_dict(output_path, dmvfn_torch.jax_to_torch(params), overwrite=overwrite)
+
+
+def write_random_official(output_path, seed: int = 0, overwrite: bool = False) -> Path:
+    """A random-weight checkpoint in the official format, for trying the tools without weights."""
+    from dmvfn_jax.convert.torch_io import save_state_dict
+
+    return save_state_dict(output_path, dmvfn_torch.random_official_state(seed), overwrite=overwrite)

@@ -1,0 +1,106 @@
+"""Reading frames and writing pictures, with errors that name the file at fault.
+
+Frames are HWC RGB. Files are written atomically (temporary file beside the target, then
+rename), so a failure never leaves a half-written output in place of a good one.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from dmvfn_jax.checkpoint import atomic_file
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
+
+
+class FrameError(ValueError):
+    """A frame that cannot be used; the message names the input."""
+
+
+def load_image(path: str | os.PathLike) -> np.ndarray:
+    """An image file as an (H, W, 3) uint8 RGB array."""
+    from PIL import Image, UnidentifiedImageError
+
+    path = Path(path)
+    if not path.is_file():
+        raise FrameError(f"{path}: no such file")
+    try:
+        with Image.open(path) as im:
+            im.load()
+            mode = im.mode
+            if mode == "P":  # palette images are RGB(A) underneath
+                im = im.convert("RGBA" if "transparency" in im.info else "RGB")
+                mode = im.mode
+            if mode in ("1", "L", "I", "I;16", "F"):
+                raise FrameError(f"{path}: has 1 channel (mode {mode}); DMVFN needs 3-channel RGB frames")
+            if mode in ("LA", "La"):
+                raise FrameError(f"{path}: has 2 channels (grey + alpha); DMVFN needs 3-channel RGB frames")
+            if mode in ("RGBA", "RGBa"):
+                raise FrameError(f"{path}: has 4 channels (RGBA); drop the alpha channel to get RGB frames")
+            if mode != "RGB":
+                im = im.convert("RGB")
+            return np.asarray(im, dtype=np.uint8).copy()
+    except FrameError:
+        raise
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+        raise FrameError(f"{path}: unreadable image ({type(e).__name__}: {e})") from e
+
+
+def list_frames(folder: str | os.PathLike) -> list[Path]:
+    """Image files of a folder, sorted by name."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FrameError(f"{folder}: no such folder")
+    files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise FrameError(f"{folder}: holds no image files ({', '.join(IMAGE_SUFFIXES)})")
+    return files
+
+
+def resolve_frames(inputs: Sequence[str | os.PathLike], needed: int = 2) -> list[Path]:
+    """Frame files from a list of files and/or folders (a folder gives its last `needed` frames)."""
+    files: list[Path] = []
+    for item in inputs:
+        p = Path(item)
+        files.extend(list_frames(p)[-needed:] if p.is_dir() else [p])
+    if len(files) < needed:
+        raise FrameError(f"need at least {needed} frames, got {len(files)} from {', '.join(map(str, inputs))}")
+    return files[-needed:]
+
+
+def to_uint8(img: np.ndarray) -> np.ndarray:
+    """[0, 1] floats -> uint8 with rounding."""
+    return np.clip(np.rint(np.asarray(img, np.float32) * 255.0), 0, 255).astype(np.uint8)
+
+
+def save_png(path: str | os.PathLike, img: np.ndarray, overwrite: bool = True) -> Path:
+    """Writes an (H, W, 3) image (uint8, or float in [0, 1]) as PNG."""
+    from PIL import Image
+
+    arr = img if img.dtype == np.uint8 else to_uint8(img)
+    with atomic_file(path, overwrite=overwrite) as tmp:
+        Image.fromarray(arr).save(tmp, format="PNG")
+    return Path(path)
+
+
+def save_gif(path: str | os.PathLike, frames: Sequence[np.ndarray], fps: float = 4.0, overwrite: bool = True) -> Path:
+    """Writes frames (uint8, or float in [0, 1]) as a looping GIF."""
+    from PIL import Image
+
+    ims = [Image.fromarray(f if f.dtype == np.uint8 else to_uint8(f)) for f in frames]
+    if not ims:
+        raise ValueError("save_gif: no frames")
+    with atomic_file(path, overwrite=overwrite) as tmp:
+        ims[0].save(tmp, format="GIF", save_all=True, append_images=ims[1:], duration=int(1000 / fps), loop=0)
+    return Path(path)
+
+
+def save_npy(path: str | os.PathLike, arr: np.ndarray, overwrite: bool = True) -> Path:
+    with atomic_file(path, overwrite=overwrite) as tmp:
+        with open(tmp, "wb") as f:
+            np.save(f, arr)
+    return Path(path)

@@ -1,0 +1,199 @@
+"""DMVFN: nine MVFBs, a backward warp and a routing module (NHWC, frames in [0, 1]).
+
+Two call modes:
+- `train_outputs(img0, img1, gates)`: all nine blocks run; returns the nine merged outputs of
+  the official training mode (ungated update for blocks 0-7, gated state for block 8).
+- `infer(img0, img1, gates)`: a block whose gate is 0 for every sample is skipped with
+  `lax.cond` (no compute spent on it, also under `jit`); gates apply per sample unless
+  `first_decides=True` (the official quirk: batch element 0 decides for everyone).
+
+Any H x W works: inputs are padded to a multiple of 16 by edge replication and outputs are
+cropped back; multiples of 16 pass through untouched.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple, Sequence
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from dmvfn_jax import ops
+from dmvfn_jax.models import routing as routing_lib
+from dmvfn_jax.models.mvfb import MVFB
+
+WIDTHS = (160, 160, 160, 80, 80, 80, 44, 44, 44)
+SCALES = (4, 4, 4, 2, 2, 2, 1, 1, 1)
+SIZE_MULTIPLE = 16
+EMPTY_CHOICES = ("merge", "img0")
+
+
+class FlowState(NamedTuple):
+    flow: jax.Array  # (B, H, W, 4): [:2] warps img0, [2:] warps img1
+    mask: jax.Array  # (B, H, W, 1) fusion logits
+    warped0: jax.Array
+    warped1: jax.Array
+
+
+class InferenceResult(NamedTuple):
+    prediction: jax.Array  # (B, H, W, 3) in [0, 1]
+    flow: jax.Array  # (B, H, W, 4) final voxel flow
+    mask: jax.Array  # (B, H, W, 1) sigmoid of the fusion mask
+    gates: jax.Array  # (B, n) gates actually applied
+
+
+def merge(img0, img1, flow, mask):
+    """clamp(sigmoid(m) * warp(img0, f[:2]) + (1 - sigmoid(m)) * warp(img1, f[2:]), 0, 1)."""
+    m = jax.nn.sigmoid(mask)
+    out = m * ops.warp(img0, flow[..., 0:2]) + (1 - m) * ops.warp(img1, flow[..., 2:4])
+    return jnp.clip(out, 0.0, 1.0)
+
+
+def _check_frames(img0, img1):
+    if img0.ndim != 4 or img0.shape != img1.shape or img0.shape[-1] != 3:
+        raise ValueError(
+            f"DMVFN takes two (B, H, W, 3) frames of the same shape; got {img0.shape} and {img1.shape}"
+        )
+
+
+def _gate_column(gates, i):
+    return gates[:, i].reshape(-1, 1, 1, 1)
+
+
+class DMVFN(nnx.Module):
+    """The DMVFN network. Frames are (B, H, W, 3) in [0, 1], in the checkpoint's channel order."""
+
+    def __init__(
+        self,
+        *,
+        rngs: nnx.Rngs,
+        widths: Sequence[int] = WIDTHS,
+        scales: Sequence[int] = SCALES,
+    ):
+        if len(widths) != len(scales):
+            raise ValueError(f"widths {widths} and scales {scales} differ in length")
+        self.blocks = nnx.List([MVFB(nf, rngs=rngs) for nf in widths])
+        self.routing = routing_lib.RoutingModule(len(widths), rngs=rngs)
+        self.scales = tuple(scales)
+
+    @property
+    def num_blocks(self) -> int:
+        return len(self.scales)
+
+    # -- pieces ---------------------------------------------------------------------------
+    def routing_probs(self, img0: jax.Array, img1: jax.Array) -> jax.Array:
+        """Routing probabilities v (B, n) on the unpadded frames."""
+        _check_frames(img0, img1)
+        return self.routing(img0, img1)
+
+    def _initial_state(self, img0, img1) -> FlowState:
+        b, h, w, _ = img0.shape
+        return FlowState(
+            flow=jnp.zeros((b, h, w, 4), img0.dtype),
+            mask=jnp.zeros((b, h, w, 1), img0.dtype),
+            warped0=img0,
+            warped1=img1,
+        )
+
+    def _block_update(self, i, img0, img1, state: FlowState):
+        x13 = jnp.concatenate([img0, img1, state.warped0, state.warped1, state.mask], axis=-1)
+        return self.blocks[i](x13, state.flow, self.scales[i])
+
+    @staticmethod
+    def _advance(img0, img1, state: FlowState, flow_d, mask_d, gate) -> FlowState:
+        flow = state.flow + gate * flow_d
+        mask = state.mask + gate * mask_d
+        return FlowState(flow, mask, ops.warp(img0, flow[..., 0:2]), ops.warp(img1, flow[..., 2:4]))
+
+    # -- training mode --------------------------------------------------------------------
+    def train_outputs(self, img0: jax.Array, img1: jax.Array, gates: jax.Array) -> list[jax.Array]:
+        """All blocks run; returns the n merged outputs, each (B, H, W, 3).
+
+        Output i < n-1 merges the ungated update `flow + flow_d_i`; the last output merges
+        the gated state. `gates` (B, n) may carry a straight-through gradient.
+        """
+        _check_frames(img0, img1)
+        h, w = img0.shape[1:3]
+        p0, p1 = ops.pad_to_multiple(img0, SIZE_MULTIPLE), ops.pad_to_multiple(img1, SIZE_MULTIPLE)
+        gates = jnp.broadcast_to(jnp.asarray(gates, p0.dtype), (p0.shape[0], self.num_blocks))
+        state = self._initial_state(p0, p1)
+        outputs = []
+        for i in range(self.num_blocks):
+            flow_d, mask_d = self._block_update(i, p0, p1, state)
+            if i < self.num_blocks - 1:
+                outputs.append(merge(p0, p1, state.flow + flow_d, state.mask + mask_d))
+            state = self._advance(p0, p1, state, flow_d, mask_d, _gate_column(gates, i))
+        outputs.append(merge(p0, p1, state.flow, state.mask))
+        return [o[:, :h, :w] for o in outputs]
+
+    # -- inference mode -------------------------------------------------------------------
+    def infer(
+        self,
+        img0: jax.Array,
+        img1: jax.Array,
+        gates: jax.Array | None = None,
+        *,
+        first_decides: bool = False,
+        empty: str = "merge",
+    ) -> InferenceResult:
+        """Prediction of the next frame with the given hard gates (B, n); None runs every block.
+
+        A block runs when any sample's gate is 1 (or, with `first_decides`, when sample 0's is);
+        its update is applied per sample. A sample for which no block ran gets the merge of the
+        zero state (`empty="merge"`, the average of the two frames) or `img0`
+        (`empty="img0"`, the official scripts' quirk).
+        """
+        _check_frames(img0, img1)
+        if empty not in EMPTY_CHOICES:
+            raise ValueError(f"empty must be one of {EMPTY_CHOICES}, got {empty!r}")
+        b, h, w, _ = img0.shape
+        p0, p1 = ops.pad_to_multiple(img0, SIZE_MULTIPLE), ops.pad_to_multiple(img1, SIZE_MULTIPLE)
+        if gates is None:
+            gates = jnp.ones((b, self.num_blocks), p0.dtype)
+            static_all = True
+        else:
+            gates = jnp.broadcast_to(jnp.asarray(gates, p0.dtype), (b, self.num_blocks))
+            static_all = False
+        if first_decides:
+            gates = jnp.broadcast_to(gates[0:1], gates.shape)
+        state = self._initial_state(p0, p1)
+        for i in range(self.num_blocks):
+            gate = _gate_column(gates, i)
+
+            def run(s, i=i, gate=gate):
+                flow_d, mask_d = self._block_update(i, p0, p1, s)
+                return self._advance(p0, p1, s, flow_d, mask_d, gate)
+
+            if static_all:
+                state = run(state)
+            else:
+                state = jax.lax.cond(jnp.any(gates[:, i] > 0), run, lambda s: s, state)
+        pred = merge(p0, p1, state.flow, state.mask)
+        if empty == "img0":
+            ran = jnp.any(gates > 0, axis=1).reshape(-1, 1, 1, 1)
+            pred = jnp.where(ran, pred, p0)
+        crop = lambda x: x[:, :h, :w]
+        return InferenceResult(crop(pred), crop(state.flow), crop(jax.nn.sigmoid(state.mask)), gates)
+
+    def predict(
+        self,
+        img0: jax.Array,
+        img1: jax.Array,
+        routing: routing_lib.Routing = "threshold",
+        key: jax.Array | None = None,
+        *,
+        first_decides: bool = False,
+        empty: str = "merge",
+    ) -> InferenceResult:
+        """Routing followed by inference: `routing` is "sample", "threshold", "all" or gates."""
+        routing_lib.check_routing(routing, self.num_blocks)
+        if isinstance(routing, str) and routing == "all":
+            return self.infer(img0, img1, None, first_decides=first_decides, empty=empty)
+        v = self.routing_probs(img0, img1)
+        gates = routing_lib.select_gates(v, routing, key)
+        return self.infer(img0, img1, gates, first_decides=first_decides, empty=empty)
+
+    def __call__(self, img0, img1, routing="threshold", key=None, **kwargs) -> jax.Array:
+        """The predicted next frame (B, H, W, 3); see `predict` for the options."""
+        return self.predict(img0, img1, routing, key, **kwargs).prediction

@@ -1,0 +1,51 @@
+"""Small layers shared by the DMVFN modules: PReLU, the conv unit, the transposed conv."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from dmvfn_jax import ops
+
+
+class PReLU(nnx.Module):
+    """Per-channel PReLU; slopes start at 0.25 as in PyTorch."""
+
+    def __init__(self, channels: int, init: float = 0.25):
+        self.slope = nnx.Param(jnp.full((channels,), init, jnp.float32))
+
+    def __call__(self, x):
+        return ops.prelu(x, self.slope[...].astype(x.dtype))
+
+
+class ConvUnit(nnx.Module):
+    """`Conv2d(k=3, padding=1, bias=True)` followed by a per-channel PReLU."""
+
+    def __init__(self, in_ch: int, out_ch: int, stride: int = 1, *, rngs: nnx.Rngs):
+        self.conv = nnx.Conv(
+            in_ch, out_ch, (3, 3), strides=stride, padding=((1, 1), (1, 1)), use_bias=True, rngs=rngs
+        )
+        self.prelu = PReLU(out_ch)
+
+    def __call__(self, x):
+        return self.prelu(self.conv(x))
+
+
+class ConvTranspose(nnx.Module):
+    """PyTorch's `ConvTranspose2d(in_ch, out_ch, kernel, stride, padding)` with bias.
+
+    The kernel is stored (k, k, in, out), unflipped: `kernel[i, j, a, b] == torch_weight[a, b, i, j]`.
+    """
+
+    def __init__(self, in_ch: int, out_ch: int, kernel: int, stride: int, padding: int, *, rngs: nnx.Rngs):
+        bound = 1.0 / (out_ch * kernel * kernel) ** 0.5  # PyTorch's default fan-in bound
+        self.kernel = nnx.Param(
+            jax.random.uniform(rngs.params(), (kernel, kernel, in_ch, out_ch), jnp.float32, -bound, bound)
+        )
+        self.bias = nnx.Param(jax.random.uniform(rngs.params(), (out_ch,), jnp.float32, -bound, bound))
+        self.stride = stride
+        self.padding = padding
+
+    def __call__(self, x):
+        return ops.conv_transpose(x, self.kernel[...], self.bias[...], self.stride, self.padding)

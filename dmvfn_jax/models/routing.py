@@ -1,0 +1,98 @@
+"""The routing module and the ways of turning its probabilities into block gates.
+
+Training estimators (both give P(gate = 1) = v in the forward pass):
+- `bernoulli_st`: the official one. g ~ Bernoulli(v), gradient passed straight through to v.
+- `gumbel_st`: binary Gumbel-softmax with a temperature, hard sample in the forward pass and the
+  gradient of the relaxed sample in the backward pass.
+
+Inference choices (`select_gates`): `"sample"` (Bernoulli, seeded), `"threshold"` (v >= 0.5),
+`"all"` (DMVFN without routing), or an explicit gate array from the caller.
+"""
+
+from __future__ import annotations
+
+from typing import Union
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+ROUTING_CHOICES = ("sample", "threshold", "all")
+ESTIMATORS = ("bernoulli", "gumbel")
+Routing = Union[str, jax.Array, np.ndarray]
+
+
+class RoutingModule(nnx.Module):
+    """Conv(6->32) -> ReLU -> Conv(32->32) -> global mean -> Linear(32->n) -> sigmoid -> normalise."""
+
+    def __init__(self, num_blocks: int = 9, *, rngs: nnx.Rngs):
+        self.conv_a = nnx.Conv(6, 32, (3, 3), padding=((1, 1), (1, 1)), rngs=rngs)
+        self.conv_b = nnx.Conv(32, 32, (3, 3), padding=((1, 1), (1, 1)), rngs=rngs)
+        self.l1 = nnx.Linear(32, num_blocks, rngs=rngs)
+        self.num_blocks = num_blocks
+
+    def __call__(self, img0: jax.Array, img1: jax.Array) -> jax.Array:
+        """Per-block probabilities v, (B, num_blocks), in [0, 1]."""
+        x = jnp.concatenate([img0, img1], axis=-1)
+        x = self.conv_b(jax.nn.relu(self.conv_a(x)))
+        v = jax.nn.sigmoid(self.l1(jnp.mean(x, axis=(1, 2))))
+        v = v / (jnp.sum(v, axis=1, keepdims=True) + 1e-6) * (self.num_blocks / 2)
+        return jnp.clip(v, 0.0, 1.0)
+
+
+def bernoulli_st(key: jax.Array, v: jax.Array) -> jax.Array:
+    """Official estimator: hard Bernoulli(v) sample, identity gradient to v."""
+    hard = jax.random.bernoulli(key, v).astype(v.dtype)
+    return v + jax.lax.stop_gradient(hard - v)
+
+
+def gumbel_st(key: jax.Array, v: jax.Array, temperature: float = 1.0, eps: float = 1e-6) -> jax.Array:
+    """Binary Gumbel-softmax, straight-through: hard sample forward, relaxed gradient backward.
+
+    The two-class softmax over logits (log v, log(1 - v)) with Gumbel noise is
+    sigmoid((logit(v) + L) / temperature) with L ~ Logistic(0, 1); its hard version
+    (relaxed > 0.5) is 1 with probability exactly v.
+    """
+    if temperature <= 0:
+        raise ValueError(f"gumbel_st: temperature must be > 0, got {temperature}")
+    vc = jnp.clip(v, eps, 1.0 - eps)
+    noise = jax.random.logistic(key, v.shape, v.dtype)
+    soft = jax.nn.sigmoid((jnp.log(vc) - jnp.log1p(-vc) + noise) / temperature)
+    hard = (soft > 0.5).astype(v.dtype)
+    return soft + jax.lax.stop_gradient(hard - soft)
+
+
+def training_gates(v: jax.Array, key: jax.Array, estimator: str = "bernoulli", temperature: float = 1.0):
+    """Hard gates with a gradient path to `v`, from the named training estimator."""
+    if estimator == "bernoulli":
+        return bernoulli_st(key, v)
+    if estimator == "gumbel":
+        return gumbel_st(key, v, temperature)
+    raise ValueError(f"unknown routing estimator {estimator!r}; choose one of {ESTIMATORS}")
+
+
+def check_routing(routing: Routing, num_blocks: int = 9) -> None:
+    """Raises a clear error for a routing choice that `select_gates` would not accept."""
+    if isinstance(routing, str):
+        if routing not in ROUTING_CHOICES:
+            raise ValueError(f"unknown routing {routing!r}; choose one of {ROUTING_CHOICES} or pass gates")
+        return
+    shape = tuple(np.shape(routing))
+    if shape not in ((num_blocks,),) and not (len(shape) == 2 and shape[1] == num_blocks):
+        raise ValueError(f"explicit gates must have shape ({num_blocks},) or (B, {num_blocks}), got {shape}")
+
+
+def select_gates(v: jax.Array, routing: Routing, key: jax.Array | None = None) -> jax.Array:
+    """Inference gates (B, n) in {0, 1} as float, from the routing probabilities `v` (B, n)."""
+    check_routing(routing, v.shape[1])
+    if isinstance(routing, str):
+        if routing == "all":
+            return jnp.ones_like(v)
+        if routing == "threshold":
+            return (v >= 0.5).astype(v.dtype)
+        if key is None:
+            raise ValueError("routing='sample' needs a PRNG key (pass seed= or key=)")
+        return jax.random.bernoulli(key, v).astype(v.dtype)
+    gates = jnp.asarray(routing, v.dtype)
+    return jnp.broadcast_to(gates, v.shape)

@@ -1,0 +1,85 @@
+"""Shared fixtures: the PyTorch oracle with random weights, the same weights in JAX, real frames."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+import torch
+from flax import nnx
+
+import torch_dmvfn as tdm
+from dmvfn_jax import checkpoint as ckpt
+from dmvfn_jax.convert import dmvfn_torch
+from dmvfn_jax.models import DMVFN
+
+REPO = Path(__file__).resolve().parents[1]
+REAL_DATA = REPO.parent / "shared" / "data" / "real"
+
+torch.set_num_threads(2)
+
+
+@pytest.fixture(autouse=True)
+def highest_precision():
+    """Every comparison runs at float32 with full-precision matmuls/convs."""
+    with jax.default_matmul_precision("highest"):
+        yield
+
+
+@pytest.fixture(scope="session")
+def real_data() -> Path:
+    assert REAL_DATA.is_dir(), f"the shared real frames are expected at {REAL_DATA}"
+    return REAL_DATA
+
+
+@pytest.fixture(scope="session")
+def torch_model():
+    return tdm.randomize_(tdm.TorchDMVFN(), seed=1).eval()
+
+
+def model_shapes():
+    return ckpt.flat_shapes(ckpt.abstract_params(lambda: DMVFN(rngs=nnx.Rngs(0))))
+
+
+def jax_model_from_state(state: dict[str, np.ndarray]) -> DMVFN:
+    """A JAX DMVFN carrying an official-format state dict, through the converter's table."""
+    params = dmvfn_torch.torch_to_jax(state, model_shapes())
+    model = nnx.eval_shape(lambda: DMVFN(rngs=nnx.Rngs(0)))
+    ckpt.load_params_into(model, params)
+    return model
+
+
+@pytest.fixture(scope="session")
+def jax_model(torch_model) -> DMVFN:
+    state = {k: v.numpy() for k, v in tdm.official_state_dict(torch_model).items()}
+    return jax_model_from_state(state)
+
+
+@pytest.fixture(scope="session")
+def official_pkl(tmp_path_factory, torch_model) -> Path:
+    """The oracle's random weights saved exactly as an official release is (`module.` keys)."""
+    path = tmp_path_factory.mktemp("official") / "dmvfn_random.pkl"
+    torch.save(tdm.official_state_dict(torch_model), path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def converted_dir(tmp_path_factory, official_pkl) -> Path:
+    from dmvfn_jax.convert import convert_dmvfn
+
+    return convert_dmvfn(official_pkl, tmp_path_factory.mktemp("converted") / "ckpt")
+
+
+def to_nchw(x) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(np.asarray(x).transpose(0, 3, 1, 2)))
+
+
+def to_nhwc(t: torch.Tensor) -> np.ndarray:
+    return t.detach().numpy().transpose(0, 2, 3, 1)
+
+
+def random_frames(seed: int, b: int, h: int, w: int):
+    rng = np.random.default_rng(seed)
+    return rng.random((b, h, w, 3), dtype=np.float32), rng.random((b, h, w, 3), dtype=np.float32)

@@ -1,0 +1,114 @@
+"""The whole network against the PyTorch oracle, with random weights moved by the converter.
+
+Tolerance: max abs difference <= 1e-4 on outputs in [0, 1] (float32, highest precision).
+"""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import torch
+
+from conftest import random_frames, to_nchw, to_nhwc
+from dmvfn_jax.models.dmvfn import SCALES
+
+ATOL = 1e-4
+SIZES = [(64, 64), (256, 448)]
+GATES = np.array(
+    [[1, 0, 1, 1, 0, 0, 1, 0, 1], [0, 1, 0, 0, 1, 1, 0, 1, 1]], dtype=np.float32
+)
+
+
+def test_parameter_count(jax_model):
+    from flax import nnx
+
+    leaves = jax.tree.leaves(nnx.state(jax_model, nnx.Param))
+    assert len(leaves) == 240
+    assert sum(x.size for x in leaves) == 3_559_930
+
+
+@pytest.mark.parametrize("block,scale", [(0, 4), (3, 2), (6, 1)])
+def test_one_mvfb(torch_model, jax_model, block, scale):
+    rng = np.random.default_rng(block)
+    x13 = rng.random((2, 64, 64, 13), dtype=np.float32)
+    flow = (rng.standard_normal((2, 64, 64, 4)) * 2).astype(np.float32)
+    with torch.no_grad():
+        tf, tm = torch_model.blocks()[block](to_nchw(x13), to_nchw(flow), scale)
+    jf, jm = jax_model.blocks[block](jnp.asarray(x13), jnp.asarray(flow), scale)
+    np.testing.assert_allclose(np.asarray(jf), to_nhwc(tf), rtol=0, atol=ATOL)
+    np.testing.assert_allclose(np.asarray(jm), to_nhwc(tm), rtol=0, atol=ATOL)
+
+
+@pytest.mark.parametrize("h,w", SIZES)
+def test_routing_probabilities(torch_model, jax_model, h, w):
+    a, b = random_frames(h, 2, h, w)
+    with torch.no_grad():
+        want = torch_model.routing_probs(to_nchw(a), to_nchw(b)).numpy()
+    got = np.asarray(jax_model.routing_probs(jnp.asarray(a), jnp.asarray(b)))
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-6)
+
+
+@pytest.fixture(scope="module")
+def jitted(jax_model):
+    from flax import nnx
+
+    graphdef, state = nnx.split(jax_model)
+    train = jax.jit(lambda s, a, b, g: nnx.merge(graphdef, s).train_outputs(a, b, g))
+    infer = jax.jit(
+        lambda s, a, b, g, fd, empty: nnx.merge(graphdef, s).infer(a, b, g, first_decides=fd, empty=empty).prediction,
+        static_argnums=(4, 5),
+    )
+    infer_all = jax.jit(lambda s, a, b: nnx.merge(graphdef, s).infer(a, b, None).prediction)
+    return state, train, infer, infer_all
+
+
+@pytest.mark.parametrize("h,w", SIZES)
+def test_nine_training_outputs(torch_model, jitted, h, w):
+    state, train, _, _ = jitted
+    a, b = random_frames(h + w, 2, h, w)
+    with torch.no_grad():
+        want = [to_nhwc(o) for o in torch_model.forward_train(to_nchw(a), to_nchw(b), torch.from_numpy(GATES))]
+    got = train(state, a, b, GATES)
+    assert len(got) == len(want) == 9
+    for i, (g, t) in enumerate(zip(got, want)):
+        np.testing.assert_allclose(np.asarray(g), t, rtol=0, atol=ATOL, err_msg=f"training output {i}")
+
+
+@pytest.mark.parametrize("h,w", SIZES)
+def test_inference_all_blocks(torch_model, jitted, h, w):
+    state, _, _, infer_all = jitted
+    a, b = random_frames(h * w, 2, h, w)
+    with torch.no_grad():
+        want = to_nhwc(torch_model.forward_infer(to_nchw(a), to_nchw(b), torch.ones(2, 9)))
+    np.testing.assert_allclose(np.asarray(infer_all(state, a, b)), want, rtol=0, atol=ATOL)
+
+
+@pytest.mark.parametrize("h,w", SIZES)
+@pytest.mark.parametrize("first_decides", [False, True])
+def test_inference_given_gates(torch_model, jitted, h, w, first_decides):
+    state, _, infer, _ = jitted
+    a, b = random_frames(abs(h - w) + 1, 2, h, w)
+    with torch.no_grad():
+        want = to_nhwc(
+            torch_model.forward_infer(to_nchw(a), to_nchw(b), torch.from_numpy(GATES), first_decides=first_decides)
+        )
+    got = np.asarray(infer(state, a, b, GATES, first_decides, "merge"))
+    np.testing.assert_allclose(got, want, rtol=0, atol=ATOL)
+
+
+def test_official_empty_routing_returns_img0(torch_model, jitted):
+    state, _, infer, _ = jitted
+    a, b = random_frames(7, 2, 64, 64)
+    zeros = np.zeros((2, 9), np.float32)
+    with torch.no_grad():
+        want = to_nhwc(torch_model.forward_infer(to_nchw(a), to_nchw(b), torch.from_numpy(zeros), True, "img0"))
+    got = np.asarray(infer(state, a, b, zeros, True, "img0"))
+    np.testing.assert_array_equal(got, a)
+    np.testing.assert_allclose(got, want, rtol=0, atol=0)
+    # the clean default: the merge of the zero state, i.e. the average of the two frames
+    got = np.asarray(infer(state, a, b, zeros, False, "merge"))
+    np.testing.assert_allclose(got, np.clip(0.5 * a + 0.5 * b, 0, 1), rtol=0, atol=1e-6)
+
+
+def test_scales_match_spec():
+    assert SCALES == (4, 4, 4, 2, 2, 2, 1, 1, 1)

@@ -1,0 +1,88 @@
+"""Each op against its PyTorch counterpart (float32, highest precision)."""
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+import torch_dmvfn as tdm
+from conftest import to_nchw, to_nhwc
+from dmvfn_jax import ops
+
+TOL = dict(rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("h,w", [(16, 16), (37, 53), (64, 96)])
+def test_warp_matches_grid_sample_border(h, w):
+    rng = np.random.default_rng(h * w)
+    img = rng.random((2, h, w, 3), dtype=np.float32)
+    # displacements up to ~1.5 image sizes, so many samples leave the image (border clamp)
+    flow = (rng.standard_normal((2, h, w, 2)) * np.array([w, h]) * 0.6).astype(np.float32)
+    want = to_nhwc(tdm.warp(to_nchw(img), to_nchw(flow)))
+    got = np.asarray(ops.warp(jnp.asarray(img), jnp.asarray(flow)))
+    np.testing.assert_allclose(got, want, **TOL)
+
+
+def test_warp_zero_flow_is_identity():
+    img = np.random.default_rng(0).random((1, 20, 24, 3), dtype=np.float32)
+    got = np.asarray(ops.warp(jnp.asarray(img), jnp.zeros((1, 20, 24, 2))))
+    np.testing.assert_array_equal(got, img)
+
+
+def test_warp_rejects_mismatched_flow():
+    with pytest.raises(ValueError, match="flow"):
+        ops.warp(jnp.zeros((1, 8, 8, 3)), jnp.zeros((1, 8, 4, 2)))
+
+
+@pytest.mark.parametrize("factor", [0.25, 0.5])
+def test_downsample_matches_interpolate(factor):
+    x = np.random.default_rng(1).random((2, 64, 96, 17), dtype=np.float32)
+    want = to_nhwc(F.interpolate(to_nchw(x), scale_factor=factor, mode="bilinear", align_corners=False))
+    got = np.asarray(ops.resize_by(jnp.asarray(x), factor))
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("factor", [2, 4, 8])
+def test_upsample_matches_interpolate(factor):
+    x = np.random.default_rng(2).standard_normal((2, 8, 12, 5)).astype(np.float32)
+    want = to_nhwc(F.interpolate(to_nchw(x), scale_factor=factor, mode="bilinear", align_corners=False))
+    got = np.asarray(ops.resize_by(jnp.asarray(x), factor))
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-5)
+
+
+def test_resize_by_rejects_fractional_pixels():
+    with pytest.raises(ValueError, match="whole number"):
+        ops.resize_by(jnp.zeros((1, 10, 10, 1)), 0.25)
+
+
+def test_conv_transpose_matches_torch():
+    torch.manual_seed(0)
+    layer = torch.nn.ConvTranspose2d(48, 5, 4, 2, 1)
+    x = np.random.default_rng(3).standard_normal((2, 16, 24, 48)).astype(np.float32)
+    want = to_nhwc(layer(to_nchw(x)))
+    kernel = layer.weight.detach().numpy().transpose(2, 3, 0, 1)  # (I,O,kh,kw) -> (kh,kw,I,O)
+    got = np.asarray(ops.conv_transpose(jnp.asarray(x), jnp.asarray(kernel), jnp.asarray(layer.bias.detach().numpy()), 2, 1))
+    assert got.shape == (2, 32, 48, 5)
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-5)
+
+
+def test_prelu_matches_torch():
+    layer = torch.nn.PReLU(7)
+    with torch.no_grad():
+        layer.weight.copy_(torch.linspace(-0.5, 0.9, 7))
+    x = np.random.default_rng(4).standard_normal((2, 5, 6, 7)).astype(np.float32)
+    want = to_nhwc(layer(to_nchw(x)))
+    got = np.asarray(ops.prelu(jnp.asarray(x), jnp.asarray(layer.weight.detach().numpy())))
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-7)
+
+
+def test_pad_to_multiple_edge_replicates_and_leaves_multiples_alone():
+    x = jnp.arange(2 * 5 * 7 * 1, dtype=jnp.float32).reshape(2, 5, 7, 1)
+    p = ops.pad_to_multiple(x, 16)
+    assert p.shape == (2, 16, 16, 1)
+    np.testing.assert_array_equal(p[:, :5, :7], x)
+    np.testing.assert_array_equal(p[:, 10, :7], x[:, 4])  # bottom rows repeat the last row
+    np.testing.assert_array_equal(p[:, :5, 15], x[:, :, 6])  # right columns repeat the last column
+    y = jnp.zeros((1, 32, 48, 3))
+    assert ops.pad_to_multiple(y, 16) is y
