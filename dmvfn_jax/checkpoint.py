@@ -12,6 +12,7 @@ never replaces a good one.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -97,14 +98,23 @@ def describe_mismatch(expected: dict[str, tuple], got: dict[str, tuple], limit: 
     return lines
 
 
-# -- atomic directories -------------------------------------------------------------------
+# -- atomic files and directories ---------------------------------------------------------
+def _make_parent(path: Path) -> None:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError) as e:
+        raise NotADirectoryError(errno.ENOTDIR, "exists and is not a folder", e.filename) from e
+
+
 @contextlib.contextmanager
 def atomic_directory(path: str | os.PathLike, overwrite: bool = False) -> Iterator[Path]:
     """Yields a temporary directory that replaces `path` only if the block completes."""
     path = Path(path).absolute()
     if path.exists() and not overwrite:
         raise FileExistsError(f"{path} already exists; pass --overwrite (overwrite=True) to replace it")
-    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.exists() and not path.is_dir():
+        raise NotADirectoryError(errno.ENOTDIR, "exists and is not a folder", str(path))
+    _make_parent(path)
     tmp = path.parent / f".{path.name}.tmp-{uuid.uuid4().hex[:8]}"
     tmp.mkdir()
     try:
@@ -127,7 +137,9 @@ def atomic_file(path: str | os.PathLike, overwrite: bool = True) -> Iterator[Pat
     path = Path(path).absolute()
     if path.exists() and not overwrite:
         raise FileExistsError(f"{path} already exists; pass --overwrite (overwrite=True) to replace it")
-    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.is_dir():
+        raise IsADirectoryError(errno.EISDIR, "is a folder, expected a file name", str(path))
+    _make_parent(path)
     tmp = path.parent / f".{path.name}.tmp-{uuid.uuid4().hex[:8]}{path.suffix}"
     try:
         yield tmp

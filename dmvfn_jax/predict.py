@@ -91,6 +91,9 @@ def main(argv=None) -> int:
     except (FrameError, CheckpointError, FileExistsError) as e:
         print(f"predict: error: {e}", file=sys.stderr)
         return 1
+    except OSError as e:  # unwritable output, a folder where a file should go, ...
+        print(f"predict: error: {e.filename or args.output}: {e.strerror or e}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -57,6 +57,9 @@ def main(argv=None) -> int:
     except (ConversionError, CheckpointError, FileExistsError) as e:
         print(f"convert_weights.py: error: {e}", file=sys.stderr)
         return 1
+    except OSError as e:  # unwritable output, a file where a folder should go, ...
+        print(f"convert_weights.py: error: {e.filename or args.output}: {e.strerror or e}", file=sys.stderr)
+        return 1
     return 0
 
 

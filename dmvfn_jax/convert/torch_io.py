@@ -7,6 +7,8 @@ a checkpoint cannot run code when it is loaded.
 from __future__ import annotations
 
 import os
+import re
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +28,22 @@ def _torch():
     return torch
 
 
+def _explain_load_failure(e: Exception) -> str:
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(e)).strip()
+    found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", text)
+    if found:
+        return (
+            f"refused to unpickle: the file references {found.group(1)}, which could run code on load; "
+            "only plain state dicts of tensors are accepted"
+        )
+    if "Unsupported operand" in text or "invalid load key" in text:
+        return "not a PyTorch checkpoint (not a zip archive or a pickle of tensors)"
+    if "zip archive" in text or "central directory" in text:
+        return "not a readable PyTorch checkpoint (truncated or corrupt zip archive)"
+    first = text.splitlines()[0][:160] if text else ""
+    return f"not a readable PyTorch checkpoint ({type(e).__name__}{': ' + first if first else ''})"
+
+
 def load_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
     """A PyTorch state dict file as {key: float numpy array}; clear one-line errors otherwise."""
     torch = _torch()
@@ -33,10 +51,11 @@ def load_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
     if not path.is_file():
         raise ConversionError(f"{path}: no such file")
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch warns about pickle protocols before refusing
+            warnings.simplefilter("ignore")
+            obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # truncated zips, foreign pickles, plain text, refused globals ...
-        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ConversionError(f"{path}: not a readable PyTorch checkpoint ({type(e).__name__}: {reason[:200]})") from e
+        raise ConversionError(f"{path}: {_explain_load_failure(e)}") from e
     if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
         obj = obj["state_dict"]
     if not isinstance(obj, dict) or not obj:

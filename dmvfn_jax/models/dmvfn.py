@@ -127,6 +127,23 @@ class DMVFN(nnx.Module):
         outputs.append(merge(p0, p1, state.flow, state.mask))
         return [o[:, :h, :w] for o in outputs]
 
+    def train_forward(
+        self,
+        img0: jax.Array,
+        img1: jax.Array,
+        key: jax.Array,
+        estimator: str = "bernoulli",
+        temperature: float = 1.0,
+    ) -> tuple[list[jax.Array], jax.Array, jax.Array]:
+        """Routing, hard gates from a training estimator, and the n training outputs.
+
+        Returns `(outputs, gates, v)`; gradients reach the routing module through the gates
+        (`estimator="bernoulli"`: official straight-through; `"gumbel"`: binary Gumbel-softmax).
+        """
+        v = self.routing_probs(img0, img1)
+        gates = routing_lib.training_gates(v, key, estimator, temperature)
+        return self.train_outputs(img0, img1, gates), gates, v
+
     # -- inference mode -------------------------------------------------------------------
     def infer(
         self,

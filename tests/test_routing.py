@@ -1,0 +1,105 @@
+"""Routing: the gate estimators' forward distribution and gradients, and the inference choices."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from dmvfn_jax.models import routing as R
+
+V = jnp.array([0.0, 0.1, 0.5, 0.9, 1.0, 0.3])
+N = 20_000  # std of a mean of N Bernoulli draws <= 0.0036; 0.015 is > 4 sigma
+
+
+def draws(fn, **kw):
+    keys = jax.random.split(jax.random.key(0), N)
+    return np.asarray(jax.vmap(lambda k: fn(k, V, **kw))(keys))
+
+
+@pytest.mark.parametrize(
+    "fn,kw", [(R.bernoulli_st, {}), (R.gumbel_st, {"temperature": 1.0}), (R.gumbel_st, {"temperature": 0.3})]
+)
+def test_forward_is_hard_and_bernoulli_v(fn, kw):
+    g = draws(fn, **kw)
+    assert set(np.unique(g)) <= {0.0, 1.0}
+    np.testing.assert_allclose(g.mean(0), np.asarray(V), atol=0.015)
+    assert g[:, 0].max() == 0 and g[:, 4].min() == 1  # v = 0 never fires, v = 1 always does
+
+
+def test_bernoulli_straight_through_gradient_is_identity():
+    w = jnp.arange(1.0, 7.0)
+    grad = jax.grad(lambda v: jnp.sum(w * R.bernoulli_st(jax.random.key(3), v)))(V)
+    np.testing.assert_allclose(np.asarray(grad), np.asarray(w), rtol=0, atol=0)
+
+
+def test_gumbel_gradient_is_the_relaxed_one_and_depends_on_temperature():
+    v = jnp.array([0.2, 0.5, 0.8])
+    key = jax.random.key(5)
+
+    def grad_at(t):
+        return np.asarray(jax.grad(lambda v: jnp.sum(R.gumbel_st(key, v, t)))(v))
+
+    g1, g2 = grad_at(1.0), grad_at(0.5)
+    assert np.all(np.isfinite(g1)) and np.all(g1 > 0)  # sigmoid of increasing logit: positive
+    assert not np.allclose(g1, 1.0)  # not the identity of the Bernoulli estimator
+    assert not np.allclose(g1, g2)
+    # analytic check: d/dv sigmoid((logit v + L)/t) = s (1 - s) / (t v (1 - v))
+    noise = jax.random.logistic(key, v.shape)
+    s = jax.nn.sigmoid((jnp.log(v) - jnp.log1p(-v) + noise) / 1.0)
+    np.testing.assert_allclose(g1, np.asarray(s * (1 - s) / (v * (1 - v))), rtol=1e-5)
+
+
+def test_gumbel_rejects_bad_temperature():
+    with pytest.raises(ValueError, match="temperature"):
+        R.gumbel_st(jax.random.key(0), V, 0.0)
+
+
+@pytest.mark.parametrize("estimator", ["bernoulli", "gumbel"])
+def test_gradients_reach_routing_parameters(jax_model, estimator):
+    model = jax_model
+    a = jax.random.uniform(jax.random.key(1), (2, 32, 32, 3))
+    b = jnp.roll(a, 2, axis=2)
+    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+
+    def loss(p):
+        m = nnx.merge(graphdef, p, rest)
+        outs, gates, v = m.train_forward(a, b, jax.random.key(2), estimator, 0.7)
+        return sum(0.8 ** (8 - i) * jnp.mean(jnp.abs(o - b)) for i, o in enumerate(outs))
+
+    grads = nnx.to_pure_dict(jax.jit(jax.grad(loss))(params))
+    for name in ("conv_a", "conv_b", "l1"):
+        g = np.asarray(grads["routing"][name]["kernel"])
+        assert np.all(np.isfinite(g))
+        assert np.abs(g).max() > 0, f"no gradient reached routing.{name} with {estimator}"
+
+
+def test_training_gates_rejects_unknown_estimator():
+    with pytest.raises(ValueError, match="estimator"):
+        R.training_gates(V[None], jax.random.key(0), "softmax")
+
+
+def test_select_gates_choices():
+    v = jnp.array([[0.2, 0.5, 0.7], [0.6, 0.49, 1.0]])
+    np.testing.assert_array_equal(R.select_gates(v, "threshold"), [[0, 1, 1], [1, 0, 1]])
+    np.testing.assert_array_equal(R.select_gates(v, "all"), np.ones((2, 3)))
+    s1 = R.select_gates(v, "sample", jax.random.key(4))
+    s2 = R.select_gates(v, "sample", jax.random.key(4))
+    np.testing.assert_array_equal(s1, s2)
+    assert set(np.unique(np.asarray(s1))) <= {0.0, 1.0}
+    np.testing.assert_array_equal(R.select_gates(v, np.array([1, 0, 1])), [[1, 0, 1], [1, 0, 1]])
+    np.testing.assert_array_equal(R.select_gates(v, np.array([[1, 0, 0], [0, 0, 1]])), [[1, 0, 0], [0, 0, 1]])
+
+
+@pytest.mark.parametrize(
+    "routing,match",
+    [("random", "unknown routing"), (np.ones(4), r"shape \(3,\)"), (np.ones((2, 2)), r"shape \(3,\)")],
+)
+def test_select_gates_errors(routing, match):
+    with pytest.raises(ValueError, match=match):
+        R.select_gates(jnp.full((2, 3), 0.5), routing)
+
+
+def test_sample_needs_a_key():
+    with pytest.raises(ValueError, match="key"):
+        R.select_gates(jnp.full((1, 3), 0.5), "sample")
