@@ -25,6 +25,8 @@ import jax
 import numpy as np
 from flax import nnx, traverse_util
 
+from dmvfn_jax.errors import InputError
+
 FORMAT = "dmvfn-jax"
 FORMAT_VERSION = 1
 METADATA_FILE = "dmvfn.json"
@@ -32,7 +34,7 @@ PARAMS_DIR = "params"
 CHANNEL_ORDERS = ("BGR", "RGB")
 
 
-class CheckpointError(ValueError):
+class CheckpointError(InputError):
     """A checkpoint that cannot be read or written; the message names the path at fault."""
 
 

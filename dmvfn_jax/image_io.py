@@ -13,11 +13,12 @@ from typing import Sequence
 import numpy as np
 
 from dmvfn_jax.checkpoint import atomic_file
+from dmvfn_jax.errors import InputError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
 
 
-class FrameError(ValueError):
+class FrameError(InputError):
     """A frame that cannot be used; the message names the input."""
 
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dmvfn_jax.checkpoint import CheckpointError
+from dmvfn_jax.errors import run_command
 from dmvfn_jax.image_io import FrameError, load_image, resolve_frames, save_gif, save_npy, save_png
 
 
@@ -69,7 +69,8 @@ def main(argv=None) -> int:
     if args.steps < 1:
         print("predict: error: --steps must be >= 1", file=sys.stderr)
         return 2
-    try:
+
+    def body():
         files = resolve_frames(args.frames, 2)
         frames = [load_image(f) for f in files]
         if frames[0].shape != frames[1].shape:
@@ -88,13 +89,8 @@ def main(argv=None) -> int:
         print(f"predicted {args.steps} frame(s) with routing={args.routing} in {time.perf_counter() - t0:.1f}s")
         for path in write_outputs(Path(args.output), frames, preds):
             print(f"wrote {path}")
-    except (FrameError, CheckpointError, FileExistsError) as e:
-        print(f"predict: error: {e}", file=sys.stderr)
-        return 1
-    except OSError as e:  # unwritable output, a folder where a file should go, ...
-        print(f"predict: error: {e.filename or args.output}: {e.strerror or e}", file=sys.stderr)
-        return 1
-    return 0
+
+    return run_command("predict", body)
 
 
 if __name__ == "__main__":

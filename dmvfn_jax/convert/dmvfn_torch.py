@@ -19,6 +19,7 @@ import numpy as np
 from flax import traverse_util
 
 from dmvfn_jax.checkpoint import describe_mismatch
+from dmvfn_jax.errors import InputError
 from dmvfn_jax.models.dmvfn import WIDTHS
 
 ARCHITECTURE = "dmvfn"
@@ -38,7 +39,7 @@ _TO_TORCH = {
 }
 
 
-class ConversionError(ValueError):
+class ConversionError(InputError):
     """A checkpoint that cannot be converted; the message names the file at fault."""
 
 

@@ -1,4 +1,7 @@
-"""Small layers shared by the DMVFN modules: PReLU, the conv unit, the transposed conv."""
+"""Small layers shared by the DMVFN modules: PReLU, the conv unit, the transposed conv.
+
+All parameters start from PyTorch's default initialisation, as the official model does.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +10,40 @@ import jax.numpy as jnp
 from flax import nnx
 
 from dmvfn_jax import ops
+
+
+def _torch_default_bias_init(fan_in: int):
+    bound = 1.0 / fan_in**0.5
+
+    def init(key, shape, dtype=jnp.float32):
+        return jax.random.uniform(key, shape, dtype, -bound, bound)
+
+    return init
+
+
+# PyTorch's default weight init for Conv2d/Linear (kaiming_uniform with a=sqrt(5)) is
+# U(-1/sqrt(fan_in), 1/sqrt(fan_in)): variance_scaling(1/3, fan_in, uniform).
+TORCH_KERNEL_INIT = jax.nn.initializers.variance_scaling(1.0 / 3.0, "fan_in", "uniform")
+
+
+def torch_conv(in_ch: int, out_ch: int, stride: int = 1, *, rngs: nnx.Rngs) -> nnx.Conv:
+    """`Conv2d(in_ch, out_ch, 3, stride, padding=1, bias=True)` with PyTorch's default init."""
+    return nnx.Conv(
+        in_ch,
+        out_ch,
+        (3, 3),
+        strides=stride,
+        padding=((1, 1), (1, 1)),
+        use_bias=True,
+        kernel_init=TORCH_KERNEL_INIT,
+        bias_init=_torch_default_bias_init(in_ch * 9),
+        rngs=rngs,
+    )
+
+
+def torch_linear(in_f: int, out_f: int, *, rngs: nnx.Rngs) -> nnx.Linear:
+    """`nn.Linear(in_f, out_f)` with PyTorch's default init."""
+    return nnx.Linear(in_f, out_f, kernel_init=TORCH_KERNEL_INIT, bias_init=_torch_default_bias_init(in_f), rngs=rngs)
 
 
 class PReLU(nnx.Module):
@@ -23,9 +60,7 @@ class ConvUnit(nnx.Module):
     """`Conv2d(k=3, padding=1, bias=True)` followed by a per-channel PReLU."""
 
     def __init__(self, in_ch: int, out_ch: int, stride: int = 1, *, rngs: nnx.Rngs):
-        self.conv = nnx.Conv(
-            in_ch, out_ch, (3, 3), strides=stride, padding=((1, 1), (1, 1)), use_bias=True, rngs=rngs
-        )
+        self.conv = torch_conv(in_ch, out_ch, stride, rngs=rngs)
         self.prelu = PReLU(out_ch)
 
     def __call__(self, x):

@@ -18,6 +18,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from dmvfn_jax.models.layers import torch_conv, torch_linear
+
 ROUTING_CHOICES = ("sample", "threshold", "all")
 ESTIMATORS = ("bernoulli", "gumbel")
 Routing = Union[str, jax.Array, np.ndarray]
@@ -27,9 +29,9 @@ class RoutingModule(nnx.Module):
     """Conv(6->32) -> ReLU -> Conv(32->32) -> global mean -> Linear(32->n) -> sigmoid -> normalise."""
 
     def __init__(self, num_blocks: int = 9, *, rngs: nnx.Rngs):
-        self.conv_a = nnx.Conv(6, 32, (3, 3), padding=((1, 1), (1, 1)), rngs=rngs)
-        self.conv_b = nnx.Conv(32, 32, (3, 3), padding=((1, 1), (1, 1)), rngs=rngs)
-        self.l1 = nnx.Linear(32, num_blocks, rngs=rngs)
+        self.conv_a = torch_conv(6, 32, rngs=rngs)
+        self.conv_b = torch_conv(32, 32, rngs=rngs)
+        self.l1 = torch_linear(32, num_blocks, rngs=rngs)
         self.num_blocks = num_blocks
 
     def __call__(self, img0: jax.Array, img1: jax.Array) -> jax.Array:
