@@ -7,11 +7,19 @@ from dmvfn_jax.convert.dmvfn_torch import (
     random_official_state,
     torch_to_jax,
 )
-from dmvfn_jax.convert.api import convert_dmvfn, export_dmvfn_to_torch, write_random_official
+from dmvfn_jax.convert.api import (
+    convert_dmvfn,
+    convert_vgg19,
+    export_dmvfn_to_torch,
+    load_vgg19,
+    write_random_official,
+)
 
 __all__ = [
     "ConversionError",
     "convert_dmvfn",
+    "convert_vgg19",
+    "load_vgg19",
     "export_dmvfn_to_torch",
     "write_random_official",
     "jax_to_torch",

@@ -9,7 +9,8 @@ from pathlib import Path
 from flax import nnx
 
 from dmvfn_jax import checkpoint as ckpt
-from dmvfn_jax.convert import dmvfn_torch
+from dmvfn_jax.convert import dmvfn_torch, vgg_torch
+from dmvfn_jax.losses import VGG19Features
 from dmvfn_jax.models.dmvfn import DMVFN, SCALES, WIDTHS
 
 
@@ -66,3 +67,46 @@ def write_random_official(output_path, seed: int = 0, overwrite: bool = False) -
     from dmvfn_jax.convert.torch_io import save_state_dict
 
     return save_state_dict(output_path, dmvfn_torch.random_official_state(seed), overwrite=overwrite)
+
+
+def _vgg19_shapes():
+    return ckpt.flat_shapes(ckpt.abstract_params(lambda: VGG19Features(rngs=nnx.Rngs(0))))
+
+
+def convert_vgg19(input_path, output_dir, overwrite: bool = False) -> Path:
+    """torchvision `vgg19-dcbee2f5.pth` -> checkpoint of the features the perceptual loss uses.
+
+    Only `features[0:29]` (up to relu5_1) is kept; `features.30/32/34` and `classifier.*` are
+    dropped and their names recorded in the metadata. `channel_order` is recorded as 'RGB'
+    (ImageNet's), although the DMVFN loss feeds the network whatever order its frames are in.
+    """
+    from dmvfn_jax.convert.torch_io import load_state_dict
+
+    output_dir = Path(output_dir)
+    if output_dir.exists() and not overwrite:  # fail before the (slow) read
+        raise FileExistsError(f"{output_dir} already exists; pass --overwrite to replace it")
+    input_path = Path(input_path)
+    state = load_state_dict(input_path)
+    params, dropped = vgg_torch.torch_to_jax(state, _vgg19_shapes(), source=str(input_path))
+    metadata = {
+        "architecture": vgg_torch.ARCHITECTURE,
+        "layers": vgg_torch.LAYERS,
+        "channel_order": "RGB",
+        "dropped_keys": dropped,
+        "source": {"file": os.path.basename(input_path), "sha256": ckpt.sha256_of(input_path)},
+        "converted": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    }
+    return ckpt.save_checkpoint(output_dir, params, metadata, overwrite=overwrite)
+
+
+def load_vgg19(checkpoint_dir) -> VGG19Features:
+    """The frozen VGG19 features of a checkpoint written by `convert_weights.py vgg19`."""
+    params, meta = ckpt.load_checkpoint(checkpoint_dir)
+    if meta.get("architecture") != vgg_torch.ARCHITECTURE:
+        raise ckpt.CheckpointError(
+            f"{checkpoint_dir}: architecture {meta.get('architecture')!r} is not 'vgg19' "
+            "(convert torchvision weights with `python convert_weights.py vgg19`)"
+        )
+    model = nnx.eval_shape(lambda: VGG19Features(rngs=nnx.Rngs(0)))  # no init compute
+    ckpt.load_params_into(model, params, source=str(checkpoint_dir))
+    return model

@@ -5,21 +5,21 @@ from __future__ import annotations
 import argparse
 import sys
 
-from dmvfn_jax.checkpoint import CheckpointError
 from dmvfn_jax.convert import api
-from dmvfn_jax.convert.dmvfn_torch import ConversionError
+from dmvfn_jax.errors import run_command
 
 EXAMPLES = """examples:
   python convert_weights.py dmvfn --input dmvfn_city.pkl --output checkpoints/dmvfn_city
   python convert_weights.py dmvfn --to-torch --input checkpoints/dmvfn_city --output dmvfn_city_back.pkl
   python convert_weights.py make-random --output dmvfn_random.pkl --seed 0
+  python convert_weights.py vgg19 --input vgg19-dcbee2f5.pth --output checkpoints/vgg19
 """
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="convert_weights.py",
-        description="Convert official PyTorch checkpoints to dmvfn-jax checkpoints and back.",
+        description="Convert PyTorch checkpoints (official DMVFN, torchvision VGG19) to dmvfn-jax and back.",
         epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -35,6 +35,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="channel order the weights were trained on (official releases: BGR)",
     )
     d.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    v = sub.add_parser(
+        "vgg19", help="torchvision VGG19 weights (vgg19-dcbee2f5.pth) -> checkpoint for the training loss"
+    )
+    v.add_argument("--input", required=True, help="torchvision VGG19 state dict (.pth)")
+    v.add_argument("--output", required=True, help="checkpoint directory (features up to relu5_1)")
+    v.add_argument("--overwrite", action="store_true", help="replace an existing output")
     r = sub.add_parser("make-random", help="write a random-weight state dict in the official format")
     r.add_argument("--output", required=True)
     r.add_argument("--seed", type=int, default=0)
@@ -44,23 +50,22 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    try:
+
+    def body():
         if args.what == "make-random":
             out = api.write_random_official(args.output, args.seed, args.overwrite)
             print(f"wrote random official-format DMVFN state dict to {out}")
+        elif args.what == "vgg19":
+            out = api.convert_vgg19(args.input, args.output, args.overwrite)
+            print(f"wrote VGG19 features checkpoint to {out} (features[0:29], up to relu5_1)")
         elif args.to_torch:
             out = api.export_dmvfn_to_torch(args.input, args.output, args.overwrite)
             print(f"wrote official-format state dict to {out}")
         else:
             out = api.convert_dmvfn(args.input, args.output, args.overwrite, args.channel_order)
             print(f"wrote dmvfn-jax checkpoint to {out} (channel order {args.channel_order})")
-    except (ConversionError, CheckpointError, FileExistsError) as e:
-        print(f"convert_weights.py: error: {e}", file=sys.stderr)
-        return 1
-    except OSError as e:  # unwritable output, a file where a folder should go, ...
-        print(f"convert_weights.py: error: {e.filename or args.output}: {e.strerror or e}", file=sys.stderr)
-        return 1
-    return 0
+
+    return run_command("convert_weights.py", body)
 
 
 if __name__ == "__main__":

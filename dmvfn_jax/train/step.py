@@ -1,0 +1,158 @@
+"""The training step: loss on triplets, AdamW update, sharded over a `data` mesh axis.
+
+A batch is a uint8 array of clips (B, T, H, W, 3); a clip of T frames gives T - 2 triplets
+(f[t], f[t+1] -> f[t+2]). Two update modes:
+- `update_per_triplet` (official): one optimiser update per triplet position, T - 2 updates
+  per batch, all at the learning rate of the batch step;
+- `per_batch`: one update per batch on the mean loss over all its triplets.
+
+Parameters and optimiser state are replicated, the batch is sharded on the `data` axis, the
+state is donated. An update whose loss or gradient is not finite is skipped (parameters and
+optimiser state unchanged) and counted.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+from dmvfn_jax.losses import dmvfn_loss
+from dmvfn_jax.models.dmvfn import DMVFN
+from dmvfn_jax.train.optim import set_learning_rate
+
+UPDATE_MODES = ("update_per_triplet", "per_batch")
+
+
+class TrainState(NamedTuple):
+    params: Any  # nnx.State of the model's Params
+    opt_state: Any
+    step: jax.Array  # batch steps taken (int32)
+    rng: jax.Array  # raw PRNG key data (uint32), so checkpoints hold plain arrays
+    bad_streak: jax.Array  # consecutive skipped (non-finite) updates
+    skipped: jax.Array  # all skipped updates
+
+
+def init_state(model: DMVFN, optimizer: optax.GradientTransformation, seed: int) -> tuple[Any, TrainState]:
+    """(graphdef, TrainState) of a model; the graphdef rebuilds the module inside the step."""
+    graphdef, params = nnx.split(model, nnx.Param)
+    state = TrainState(
+        params=params,
+        opt_state=optimizer.init(params),
+        step=jnp.zeros((), jnp.int32),
+        rng=jax.random.key_data(jax.random.key(seed)),
+        bad_streak=jnp.zeros((), jnp.int32),  # distinct buffers: the state is donated
+        skipped=jnp.zeros((), jnp.int32),
+    )
+    return graphdef, state
+
+
+def _select(ok, new, old):
+    return jax.tree.map(lambda a, b: jnp.where(ok, a, b), new, old)
+
+
+def make_train_step(
+    graphdef,
+    optimizer: optax.GradientTransformation,  # from optim.make_train_optimizer
+    schedule: Callable[[jax.Array], jax.Array],
+    *,
+    vgg=None,
+    update_mode: str = "update_per_triplet",
+    estimator: str = "bernoulli",
+    temperature: float = 1.0,
+) -> Callable[[TrainState, jax.Array], tuple[TrainState, dict]]:
+    """Returns `step(state, clips) -> (state, metrics)` (not jitted; see `shard_train_step`)."""
+    if update_mode not in UPDATE_MODES:
+        raise ValueError(f"update_mode must be one of {UPDATE_MODES}, got {update_mode!r}")
+
+    def loss_fn(params, img0, img1, gt, key):
+        model = nnx.merge(graphdef, params)
+        outputs, gates, _ = model.train_forward(img0, img1, key, estimator, temperature)
+        total, terms = dmvfn_loss(outputs, gt, vgg)
+        mse = jnp.mean((outputs[-1] - gt) ** 2)
+        return total, (terms, jnp.mean(gates, axis=0), mse)
+
+    grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+
+    def update(carry, triplet, lr, key):
+        params, opt_state, bad_streak, skipped = carry
+        img0, img1, gt = triplet
+        (loss, (terms, rates, mse)), grads = grad_fn(params, img0, img1, gt, key)
+        gnorm = optax.global_norm(grads)
+        ok = jnp.isfinite(loss) & jnp.isfinite(gnorm)
+        opt_state = set_learning_rate(opt_state, lr)
+        updates, new_opt = optimizer.update(grads, opt_state, params)
+        new_params = optax.apply_updates(params, updates)
+        params, opt_state = _select(ok, new_params, params), _select(ok, new_opt, opt_state)
+        bad_streak = jnp.where(ok, 0, bad_streak + 1)
+        skipped = skipped + (~ok).astype(jnp.int32)
+        metrics = {**terms, "grad_norm": gnorm, "mse": mse, "routing_rate": rates}
+        return (params, opt_state, bad_streak, skipped), metrics
+
+    def step(state: TrainState, clips: jax.Array):
+        frames = clips.astype(jnp.float32) / 255.0  # uint8 transport, normalise on device
+        b, t = frames.shape[:2]
+        if t < 3:
+            raise ValueError(f"clips need at least 3 frames, got {t}")
+        lr = schedule(state.step)
+        key = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
+        carry = (state.params, state.opt_state, state.bad_streak, state.skipped)
+        if update_mode == "per_batch":
+            trip = [frames[:, k : k + t - 2].reshape((b * (t - 2),) + frames.shape[2:]) for k in range(3)]
+            carry, metrics = update(carry, trip, lr, key)
+        else:
+            trips = tuple(jnp.moveaxis(frames[:, k : k + t - 2], 1, 0) for k in range(3))  # (T-2, B, ...)
+            keys = jax.random.split(key, t - 2)
+
+            def body(c, xs):
+                *trip, k = xs
+                return update(c, trip, lr, k)
+
+            carry, metrics = jax.lax.scan(body, carry, (*trips, keys))
+            metrics = jax.tree.map(lambda m: jnp.mean(m, axis=0), metrics)
+        params, opt_state, bad_streak, skipped = carry
+        metrics["psnr"] = -10.0 * jnp.log10(jnp.maximum(metrics.pop("mse"), 1e-10))
+        metrics["lr"] = lr
+        metrics["skipped_total"] = skipped
+        metrics["bad_streak"] = bad_streak
+        new_state = TrainState(params, opt_state, state.step + 1, state.rng, bad_streak, skipped)
+        return new_state, metrics
+
+    return step
+
+
+def data_mesh(devices=None) -> Mesh:
+    """A 1-D mesh over all (global) devices with the axis name `data`."""
+    devices = jax.devices() if devices is None else devices
+    return Mesh(np.asarray(devices).reshape(-1), ("data",))
+
+
+def shard_train_step(step_fn, mesh: Mesh, state: TrainState):
+    """jit of `step_fn` with the state replicated and donated and the batch sharded on `data`.
+
+    Returns `(jitted_step, state_on_mesh)`.
+    """
+    replicated = NamedSharding(mesh, P())
+    batch = NamedSharding(mesh, P("data"))
+    state_sharding = jax.tree.map(lambda _: replicated, state)
+    state = jax.device_put(state, state_sharding)
+    jitted = jax.jit(
+        step_fn,
+        in_shardings=(state_sharding, batch),
+        out_shardings=(state_sharding, replicated),
+        donate_argnums=(0,),
+    )
+    return jitted, state
+
+
+def global_batch(mesh: Mesh, local_clips) -> jax.Array:
+    """This host's slice of the batch -> a global array sharded on `data`.
+
+    Each process passes only its own clips (B / process_count of them).
+    """
+    return jax.make_array_from_process_local_data(NamedSharding(mesh, P("data")), local_clips)
