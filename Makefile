@@ -1,10 +1,10 @@
-# `make test` creates .venv if it is missing, installs the package and runs the suite.
+# The two set-up commands, `make demo` and `make test`: each creates .venv if it is missing and installs.
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: test install clean
+.PHONY: demo test install clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -15,6 +15,11 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 install: $(STAMP)
+
+# Train on the bundled synthetic videos on CPU, evaluate against copy-last-frame, write runs/demo/.
+# Running it again resumes (or, once finished, only re-evaluates); `make clean` starts over.
+demo: $(STAMP)
+	$(PY) train.py --config configs/demo.py --workdir runs/demo
 
 test: $(STAMP)
 	$(PY) -m pytest -q tests

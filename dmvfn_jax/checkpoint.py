@@ -151,6 +151,18 @@ def atomic_file(path: str | os.PathLike, overwrite: bool = True) -> Iterator[Pat
             tmp.unlink()
 
 
+def _this_process_only():
+    """Orbax options for a file written or read by this process alone (no cross-host barrier).
+
+    Inference checkpoints hold host-local numpy arrays; in a multi-host run only process 0
+    writes them, and any process may read them.
+    """
+    import orbax.checkpoint as ocp
+
+    me = jax.process_index()
+    return ocp.options.MultiprocessingOptions(primary_host=me, active_processes={me})
+
+
 # -- save / load --------------------------------------------------------------------------
 def save_checkpoint(path, params: dict[str, Any], metadata: dict[str, Any], overwrite: bool = False) -> Path:
     """Writes `params` (nested dict of arrays) and `metadata` to the directory `path`."""
@@ -161,7 +173,7 @@ def save_checkpoint(path, params: dict[str, Any], metadata: dict[str, Any], over
         raise ValueError(f"metadata channel_order must be one of {CHANNEL_ORDERS}, got {meta.get('channel_order')!r}")
     tree = jax.tree.map(np.asarray, params)
     with atomic_directory(path, overwrite) as tmp:
-        ckptr = ocp.StandardCheckpointer()
+        ckptr = ocp.StandardCheckpointer(multiprocessing_options=_this_process_only())
         ckptr.save(tmp / PARAMS_DIR, tree)
         ckptr.wait_until_finished()
         ckptr.close()
@@ -196,7 +208,7 @@ def load_checkpoint(path) -> tuple[dict[str, Any], dict[str, Any]]:
 
     meta = read_metadata(path)
     try:
-        with ocp.StandardCheckpointer() as ckptr:
+        with ocp.StandardCheckpointer(multiprocessing_options=_this_process_only()) as ckptr:
             tree = ckptr.restore(Path(path).absolute() / PARAMS_DIR)
     except Exception as e:  # orbax raises many kinds; name the directory
         raise CheckpointError(f"{Path(path) / PARAMS_DIR}: cannot restore parameters ({type(e).__name__}: {e})") from e

@@ -118,7 +118,8 @@ def _bounce(p0: float, v: float, lo: float, hi: float, t: np.ndarray) -> np.ndar
 class _Shape:
     """A disc or an axis-aligned rectangle with its own texture, bouncing off the frame edges."""
 
-    def __init__(self, rng: np.random.Generator, height: int, width: int, scale: float):
+    def __init__(self, rng: np.random.Generator, height: int, width: int, scale: float, motion: float = 1.0,
+                 smoothness: float = 1.0):
         side = min(height, width)
         self.disc = bool(rng.integers(2))
         if self.disc:
@@ -128,9 +129,9 @@ class _Shape:
             self.half = tuple(rng.uniform(0.1, 0.25, size=2) * side)
         self.start = (rng.uniform(0, width), rng.uniform(0, height))
         angle = rng.uniform(0, 2 * np.pi)
-        speed = rng.uniform(0.5, 3.0) * scale
+        speed = rng.uniform(0.5, 3.0) * scale * motion
         self.velocity = (speed * np.cos(angle), speed * np.sin(angle))
-        self.texture = _Texture(rng, scale)
+        self.texture = _Texture(rng, scale * smoothness)
         self.height, self.width = height, width
 
     def render(self, frame: np.ndarray, xs: np.ndarray, ys: np.ndarray, t: np.ndarray):
@@ -150,13 +151,19 @@ class _Shape:
         return frame + alpha * (self.texture(dx, dy) - frame)
 
 
-def synthetic_video(seed: int, num_frames: int, height: int, width: int) -> np.ndarray:
+def synthetic_video(
+    seed: int, num_frames: int, height: int, width: int, motion: float = 1.0, smoothness: float = 1.0
+) -> np.ndarray:
     """A synthetic RGB video: a textured background panning at a constant random velocity under
     2-4 textured discs and rectangles, each moving at its own velocity and bouncing off the edges.
 
     Args:
       seed: non-negative integer; the same seed gives the same video.
       num_frames, height, width: any positive sizes.
+      motion: multiplies every velocity (1.0: 0.5-3 px per frame at 64x64; the random draws do
+        not depend on it, so the same seed gives the same scene moving slower or faster).
+      smoothness: multiplies every texture wavelength (1.0: stripes of 8-18 px at 64x64); larger
+        values give smoother textures, whose motion is easier to estimate.
     Returns:
       (num_frames, height, width, 3) uint8 RGB.
     Raises:
@@ -168,11 +175,15 @@ def synthetic_video(seed: int, num_frames: int, height: int, width: int) -> np.n
     width = _check_int("width", width, 1)
     rng = np.random.default_rng(seed)
     scale = max(min(height, width) / 64.0, 0.5)
-    background = _Texture(rng, scale)
+    background = _Texture(rng, scale * smoothness)
     angle = rng.uniform(0, 2 * np.pi)
-    speed = rng.uniform(0.5, 2.0) * scale
+    if not (isinstance(motion, (int, float)) and np.isfinite(motion) and motion >= 0):
+        raise ValueError(f"motion must be a finite number >= 0, got {motion!r}")
+    if not (isinstance(smoothness, (int, float)) and np.isfinite(smoothness) and smoothness > 0):
+        raise ValueError(f"smoothness must be a finite number > 0, got {smoothness!r}")
+    speed = rng.uniform(0.5, 2.0) * scale * motion
     pan = (speed * np.cos(angle), speed * np.sin(angle))
-    shapes = [_Shape(rng, height, width, scale) for _ in range(rng.integers(2, 5))]
+    shapes = [_Shape(rng, height, width, scale, motion, smoothness) for _ in range(rng.integers(2, 5))]
 
     xs, ys = np.arange(width, dtype=np.float64), np.arange(height, dtype=np.float64)
     video = np.empty((num_frames, height, width, 3), np.uint8)
@@ -194,7 +205,8 @@ def clip_seed(seed: int, index: int) -> int:
 
 
 def synthetic_clips(
-    seed: int, num_clips: int, num_frames: int, height: int, width: int
+    seed: int, num_clips: int, num_frames: int, height: int, width: int, motion: float = 1.0,
+    smoothness: float = 1.0,
 ) -> np.ndarray:
     """`num_clips` independent synthetic videos: clip i is
     `synthetic_video(clip_seed(seed, i), num_frames, height, width)`.
@@ -211,5 +223,5 @@ def synthetic_clips(
     width = _check_int("width", width, 1)
     out = np.empty((num_clips, num_frames, height, width, 3), np.uint8)
     for i in range(num_clips):
-        out[i] = synthetic_video(clip_seed(seed, i), num_frames, height, width)
+        out[i] = synthetic_video(clip_seed(seed, i), num_frames, height, width, motion, smoothness)
     return out

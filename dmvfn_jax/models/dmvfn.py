@@ -70,10 +70,13 @@ class DMVFN(nnx.Module):
         rngs: nnx.Rngs,
         widths: Sequence[int] = WIDTHS,
         scales: Sequence[int] = SCALES,
+        dtype=None,
     ):
+        """`dtype`: computation dtype of the blocks' convs (e.g. `jnp.bfloat16`); parameters,
+        flows, warps and outputs stay float32."""
         if len(widths) != len(scales):
             raise ValueError(f"widths {widths} and scales {scales} differ in length")
-        self.blocks = nnx.List([MVFB(nf, rngs=rngs) for nf in widths])
+        self.blocks = nnx.List([MVFB(nf, dtype=dtype, rngs=rngs) for nf in widths])
         self.routing = routing_lib.RoutingModule(len(widths), rngs=rngs)
         self.scales = tuple(scales)
 

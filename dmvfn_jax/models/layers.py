@@ -26,8 +26,11 @@ def _torch_default_bias_init(fan_in: int):
 TORCH_KERNEL_INIT = jax.nn.initializers.variance_scaling(1.0 / 3.0, "fan_in", "uniform")
 
 
-def torch_conv(in_ch: int, out_ch: int, stride: int = 1, *, rngs: nnx.Rngs) -> nnx.Conv:
-    """`Conv2d(in_ch, out_ch, 3, stride, padding=1, bias=True)` with PyTorch's default init."""
+def torch_conv(in_ch: int, out_ch: int, stride: int = 1, *, dtype=None, rngs: nnx.Rngs) -> nnx.Conv:
+    """`Conv2d(in_ch, out_ch, 3, stride, padding=1, bias=True)` with PyTorch's default init.
+
+    `dtype` is the computation dtype (e.g. bfloat16); parameters stay float32.
+    """
     return nnx.Conv(
         in_ch,
         out_ch,
@@ -37,12 +40,13 @@ def torch_conv(in_ch: int, out_ch: int, stride: int = 1, *, rngs: nnx.Rngs) -> n
         use_bias=True,
         kernel_init=TORCH_KERNEL_INIT,
         bias_init=_torch_default_bias_init(in_ch * 9),
+        dtype=dtype,
         rngs=rngs,
     )
 
 
 def torch_linear(in_f: int, out_f: int, *, rngs: nnx.Rngs) -> nnx.Linear:
-    """`nn.Linear(in_f, out_f)` with PyTorch's default init."""
+    """`nn.Linear(in_f, out_f)` with PyTorch's default init (always float32: it is tiny)."""
     return nnx.Linear(in_f, out_f, kernel_init=TORCH_KERNEL_INIT, bias_init=_torch_default_bias_init(in_f), rngs=rngs)
 
 
@@ -59,8 +63,8 @@ class PReLU(nnx.Module):
 class ConvUnit(nnx.Module):
     """`Conv2d(k=3, padding=1, bias=True)` followed by a per-channel PReLU."""
 
-    def __init__(self, in_ch: int, out_ch: int, stride: int = 1, *, rngs: nnx.Rngs):
-        self.conv = torch_conv(in_ch, out_ch, stride, rngs=rngs)
+    def __init__(self, in_ch: int, out_ch: int, stride: int = 1, *, dtype=None, rngs: nnx.Rngs):
+        self.conv = torch_conv(in_ch, out_ch, stride, dtype=dtype, rngs=rngs)
         self.prelu = PReLU(out_ch)
 
     def __call__(self, x):

@@ -83,7 +83,7 @@ def make_train_step(
         params, opt_state, bad_streak, skipped = carry
         img0, img1, gt = triplet
         (loss, (terms, rates, mse)), grads = grad_fn(params, img0, img1, gt, key)
-        gnorm = optax.global_norm(grads)
+        gnorm = optax.tree.norm(grads)
         ok = jnp.isfinite(loss) & jnp.isfinite(gnorm)
         opt_state = set_learning_rate(opt_state, lr)
         updates, new_opt = optimizer.update(grads, opt_state, params)

@@ -1,0 +1,41 @@
+"""Settings every config shares: the official recipe (reference-dmvfn.md, Training recipe)."""
+
+import ml_collections
+
+
+def base_config() -> ml_collections.ConfigDict:
+    c = ml_collections.ConfigDict()
+    c.name = "dmvfn"
+    c.seed = 1234
+    c.batch_size = 64  # global: 8 per GPU x 8 GPUs, as the official README launches
+    c.num_train_steps = 100_000
+    # Learning rate per batch step: 1e-5 -> 1e-4 linear warm-up over 2000 steps, then cosine to 1e-5.
+    c.warmup_steps = 2000
+    c.base_lr = 1e-5
+    c.peak_lr = 1e-4
+    c.weight_decay = 1e-3  # AdamW, decoupled
+    c.compute_dtype = "float32"  # or "bfloat16": convs in bf16, parameters and flows in float32
+    # update_per_triplet: one AdamW update per triplet position of the clips (official: n-2 per batch)
+    # per_batch: one update per batch on the mean loss over all triplets
+    c.update_mode = "update_per_triplet"
+    c.routing = ml_collections.ConfigDict({"estimator": "bernoulli", "temperature": 1.0})  # or "gumbel"
+    c.vgg_checkpoint = ""  # `convert_weights.py vgg19` output; empty: Laplacian term alone
+    c.init_checkpoint = ""  # start from converted weights instead of a fresh model
+    c.max_bad_steps = 20  # stop after this many non-finite updates in a row
+    c.checkpoint_every = 1000
+    c.keep_checkpoints = 3
+    c.async_checkpoints = True
+    c.log_every = 50
+    c.image_every = 1000
+    c.data = ml_collections.ConfigDict()
+    c.data.source = "synthetic"
+    c.data.seed = 0
+    c.data.motion = 1.0  # synthetic source only: velocity scale
+    c.data.smoothness = 1.0  # synthetic source only: texture wavelength scale
+    c.data.num_frames = 3
+    c.data.height = 256
+    c.data.width = 256
+    c.data.channel_order = "RGB"  # the order the frames reach the network in (official data: BGR)
+    c.data.data_dir = ""
+    c.eval = ml_collections.ConfigDict({"num_clips": 0, "num_frames": 5, "routings": ("threshold",), "save_clips": 0})
+    return c

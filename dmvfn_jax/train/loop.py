@@ -1,0 +1,302 @@
+"""`train_and_evaluate(config, workdir)`: the whole training run, importable from a notebook.
+
+- data parallel over every device (`jax.jit` over a `Mesh(('data',))`), several hosts when
+  `jax.distributed.initialize()` was called first (train.py does it with --distributed);
+- orbax `CheckpointManager` in `workdir/checkpoints` (parameters, optimiser state, step, RNG;
+  the input position is the step), keeping the latest N, saving asynchronously; a run resumes
+  from the latest complete checkpoint by itself; SIGTERM saves and exits cleanly;
+- non-finite updates are skipped and counted; `max_bad_steps` of them in a row stop training;
+- metrics to TensorBoard (`workdir/tensorboard`) and the log, progress with ETA;
+- at the end, `workdir/model` is an inference checkpoint that `Predictor.from_checkpoint` and
+  `python -m dmvfn_jax.predict` load.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from flax import nnx
+
+from dmvfn_jax import checkpoint as ckpt
+from dmvfn_jax.data.sources import make_source
+from dmvfn_jax.errors import InputError
+from dmvfn_jax.models.dmvfn import DMVFN, SCALES, WIDTHS
+from dmvfn_jax.train import optim
+from dmvfn_jax.train import step as step_lib
+from dmvfn_jax.train.metrics import MetricWriter, Progress, format_duration
+
+log = logging.getLogger("dmvfn_jax")
+
+
+class TrainingDiverged(RuntimeError):
+    """Too many non-finite updates in a row."""
+
+
+_file_handler: logging.Handler | None = None
+
+
+def setup_logging(workdir: Path | None = None) -> None:
+    """Console logging for the `dmvfn_jax` logger, and `workdir/train.log` for this run."""
+    global _file_handler
+    fmt = logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S")
+    if not getattr(log, "_dmvfn_configured", False):
+        from absl import logging as absl_logging
+
+        absl_logging.set_verbosity(absl_logging.WARNING)  # orbax logs every file it writes at INFO
+        log.setLevel(logging.INFO)
+        h = logging.StreamHandler(sys.stdout)
+        h.setFormatter(fmt)
+        log.addHandler(h)
+        log.propagate = False
+        log._dmvfn_configured = True
+    if _file_handler is not None:  # a previous run in this process (a notebook, the tests)
+        log.removeHandler(_file_handler)
+        _file_handler.close()
+        _file_handler = None
+    if workdir is not None:
+        workdir.mkdir(parents=True, exist_ok=True)
+        _file_handler = logging.FileHandler(workdir / "train.log")
+        _file_handler.setFormatter(fmt)
+        log.addHandler(_file_handler)
+
+
+def build_model(config) -> DMVFN:
+    """A fresh DMVFN, or the weights of `config.init_checkpoint` (e.g. converted official ones)."""
+    # The 'rbg' PRNG initialises the 240 parameters several times faster than threefry on CPU.
+    dtype = {"float32": None, "bfloat16": jnp.bfloat16}[config.get("compute_dtype", "float32")]
+    model = DMVFN(rngs=nnx.Rngs(jax.random.key(config.seed, impl="rbg")), dtype=dtype)
+    if config.get("init_checkpoint"):
+        params, meta = ckpt.load_checkpoint(config.init_checkpoint)
+        ckpt.load_params_into(model, params, source=config.init_checkpoint)
+        log.info("initialised from %s (channel order %s)", config.init_checkpoint, meta["channel_order"])
+    return model
+
+
+def _build_vgg(config):
+    if not config.get("vgg_checkpoint"):
+        log.info("no VGG19 weights (config.vgg_checkpoint is empty): training on the Laplacian term alone")
+        return None
+    from dmvfn_jax.convert.api import load_vgg19
+
+    log.info("perceptual loss with VGG19 features from %s", config.vgg_checkpoint)
+    return load_vgg19(config.vgg_checkpoint)
+
+
+def _checkpoint_manager(workdir: Path, config):
+    import orbax.checkpoint as ocp
+
+    options = ocp.CheckpointManagerOptions(
+        max_to_keep=config.keep_checkpoints,
+        enable_async_checkpointing=config.async_checkpoints,
+        cleanup_tmp_directories=True,
+    )
+    return ocp.CheckpointManager((workdir / "checkpoints").absolute(), options=options)
+
+
+def _save(mngr, state, step: int, config, wait: bool = False) -> None:
+    import orbax.checkpoint as ocp
+
+    meta = {"step": step, "input_position": step, "data_source": config.data.source}
+    mngr.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)))
+    if wait:
+        mngr.wait_until_finished()
+
+
+def _restore(mngr, state):
+    import orbax.checkpoint as ocp
+
+    step = mngr.latest_step()
+    if step is None:
+        return None, None
+    abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, state)
+    restored = mngr.restore(
+        step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore())
+    )
+    return restored.state, restored.meta
+
+
+def export_model(model_params, graphdef, path: Path, channel_order: str, extra: dict | None = None) -> Path:
+    """Writes an inference checkpoint (same format as converted official weights)."""
+    model = nnx.merge(graphdef, model_params)
+    meta = {"architecture": "dmvfn", "widths": list(WIDTHS), "scales": list(SCALES), "channel_order": channel_order}
+    meta.update(extra or {})
+    return ckpt.save_checkpoint(path, ckpt.model_params(model), meta, overwrite=True)
+
+
+class _Stopper:
+    """Turns SIGTERM into a flag the loop checks after each step (main thread only)."""
+
+    def __init__(self):
+        self.requested = False
+        self._old = None
+
+    def __enter__(self):
+        try:
+            self._old = signal.signal(signal.SIGTERM, self._handle)
+        except ValueError:  # not the main thread (e.g. some notebook kernels): no handler
+            self._old = None
+        return self
+
+    def _handle(self, signum, frame):
+        self.requested = True
+
+    def __exit__(self, *exc):
+        if self._old is not None:
+            signal.signal(signal.SIGTERM, self._old)
+
+
+def host_copy(tree):
+    """Numpy copy of replicated arrays, also when they span several processes."""
+    return jax.tree.map(lambda a: np.asarray(a.addressable_data(0)) if isinstance(a, jax.Array) else a, tree)
+
+
+def _to_host(metrics) -> dict[str, Any]:
+    host = host_copy(metrics)
+    out = {}
+    for k, v in host.items():
+        v = np.asarray(v)
+        if v.ndim == 0:
+            out[k] = float(v)
+        else:
+            out[k] = v
+    return out
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path, model: DMVFN | None = None) -> dict:
+    """Trains per `config`, writing checkpoints, metrics and the final model under `workdir`.
+
+    Returns a summary dict: final step, last metrics, skipped updates, status
+    ('completed' or 'preempted'), and the evaluation results if the config asks for them.
+    `model` overrides the freshly built one (tests, fine-tuning from a notebook).
+    """
+    workdir = Path(workdir)
+    setup_logging(workdir if jax.process_index() == 0 else None)
+    validate_config(config)
+    total = config.num_train_steps
+    log.info(
+        "devices: %d (%s), processes: %d; global batch %d", jax.device_count(), jax.devices()[0].platform,
+        jax.process_count(), config.batch_size,
+    )
+    if config.batch_size % jax.device_count():
+        raise InputError(f"batch_size {config.batch_size} is not divisible by the {jax.device_count()} devices")
+
+    model = model if model is not None else build_model(config)
+    vgg = _build_vgg(config)
+    optimizer = optim.make_train_optimizer(config.weight_decay)
+    schedule = optim.lr_schedule(total, config.warmup_steps, config.base_lr, config.peak_lr)
+    graphdef, state = step_lib.init_state(model, optimizer, config.seed)
+    del model
+    step_fn = step_lib.make_train_step(
+        graphdef, optimizer, schedule, vgg=vgg, update_mode=config.update_mode,
+        estimator=config.routing.estimator, temperature=config.routing.temperature,
+    )
+    mesh = step_lib.data_mesh()
+    jitted, state = step_lib.shard_train_step(step_fn, mesh, state)
+
+    mngr = _checkpoint_manager(workdir, config)
+    restored, meta = _restore(mngr, state)
+    start = 0
+    if restored is not None:
+        state, start = restored, int(meta["step"])
+        log.info("resumed from %s at step %d", workdir / "checkpoints" / str(start), start)
+    source = make_source(config.data, config.batch_size, jax.process_index(), jax.process_count())
+    writer = MetricWriter(workdir / "tensorboard", enabled=jax.process_index() == 0)
+    writer.text(start, "config", "```\n" + config.to_json_best_effort(indent=2) + "\n```")
+    clips_per_step = config.batch_size
+    progress = Progress(total, start, clips_per_step)
+    last, status, done = {}, "completed", start
+    t_start = time.perf_counter()
+
+    with _Stopper() as stopper:
+        for step in range(start, total):
+            clips = source.batch(step)
+            state, metrics = jitted(state, step_lib.global_batch(mesh, clips))
+            done = step + 1
+            streak = int(host_copy(metrics["bad_streak"]))
+            if streak >= config.max_bad_steps:
+                raise TrainingDiverged(
+                    f"step {done}: {streak} updates in a row had a non-finite loss or gradient and were "
+                    f"skipped (max_bad_steps={config.max_bad_steps}); last good checkpoint: "
+                    f"{mngr.latest_step()}. Lower the learning rate or check the data."
+                )
+            if done % config.log_every == 0 or done == total or done == start + 1:
+                last = _to_host(metrics)
+                speed = progress.report(done)
+                rates = last.pop("routing_rate")
+                scalars = {f"train/{k}": v for k, v in last.items()}
+                scalars.update({f"routing/block{i}": float(r) for i, r in enumerate(rates)})
+                scalars.update({f"speed/{k}": v for k, v in speed.items() if np.isfinite(v)})
+                writer.scalars(done, scalars)
+                log.info("%s  blocks %s", progress.line(done, speed, last), " ".join(f"{r:.2f}" for r in rates))
+                last["routing_rate"] = rates.tolist()
+            if config.image_every and done % config.image_every == 0:
+                writer.image(done, "train/inputs_prediction_truth", _image_strip(graphdef, state.params, clips[0]))
+            if done % config.checkpoint_every == 0 or done == total or stopper.requested:
+                _save(mngr, state, done, config, wait=stopper.requested or done == total)
+            if stopper.requested:
+                status = "preempted"
+                log.info("SIGTERM: saved a checkpoint at step %d and stopped; run again to resume", done)
+                break
+
+    mngr.wait_until_finished()
+    mngr.close()
+    elapsed = time.perf_counter() - t_start
+    summary = {
+        "status": status,
+        "step": int(done),
+        "skipped_updates": int(host_copy(state.skipped)),
+        "train_time_s": elapsed,
+        "last_metrics": {k: v for k, v in last.items()},
+    }
+    if summary["skipped_updates"]:
+        log.info("%d updates were skipped for non-finite loss or gradient", summary["skipped_updates"])
+    if status == "completed" and jax.process_index() == 0:
+        params = host_copy(state.params)
+        export_model(params, graphdef, workdir / "model", config.data.channel_order,
+                     {"trained_steps": total, "config": config.get("name", "")})
+        log.info("training done in %s; inference checkpoint: %s", format_duration(elapsed), workdir / "model")
+        if config.get("eval") and config.eval.get("num_clips"):
+            from dmvfn_jax.train.evaluate import evaluate_synthetic
+
+            summary["eval"] = evaluate_synthetic(nnx.merge(graphdef, params), config, workdir)
+    writer.flush()
+    writer.close()
+    if jax.process_index() == 0:
+        (workdir / "summary.json").write_text(json.dumps(summary, indent=2, default=float) + "\n")
+    return summary
+
+
+def _image_strip(graphdef, params, clip: np.ndarray) -> np.ndarray:
+    """inputs | prediction | ground truth of the clip's first triplet, side by side."""
+    model = nnx.merge(graphdef, host_copy(params))
+    f = clip[:3].astype(np.float32) / 255.0
+    pred = np.asarray(model.infer(jnp.asarray(f[0:1]), jnp.asarray(f[1:2])).prediction[0])
+    return np.concatenate([f[0], f[1], pred, f[2]], axis=1)
+
+
+def validate_config(config) -> None:
+    """Clear errors for settings that would fail deep inside XLA."""
+    if config.num_train_steps <= config.warmup_steps:
+        raise InputError(f"num_train_steps ({config.num_train_steps}) must exceed warmup_steps ({config.warmup_steps})")
+    if config.data.num_frames < 3:
+        raise InputError(f"data.num_frames must be >= 3 (a triplet), got {config.data.num_frames}")
+    for name in ("height", "width"):
+        v = config.data[name]
+        if v < 64 or v % 32:
+            raise InputError(f"data.{name}={v}: the 5-level Laplacian loss needs a multiple of 32, at least 64")
+    if config.update_mode not in step_lib.UPDATE_MODES:
+        raise InputError(f"update_mode must be one of {step_lib.UPDATE_MODES}, got {config.update_mode!r}")
+    if config.get("compute_dtype", "float32") not in ("float32", "bfloat16"):
+        raise InputError(f"compute_dtype must be 'float32' or 'bfloat16', got {config.compute_dtype!r}")
+    if config.data.channel_order not in ckpt.CHANNEL_ORDERS:
+        raise InputError(f"data.channel_order must be one of {ckpt.CHANNEL_ORDERS}")

@@ -1,0 +1,43 @@
+"""A real two-process run (JAX distributed runtime, CPU gloo collectives, localhost coordinator)
+ends with the same parameters as the one-process run over the same two-device layout."""
+
+import socket
+import subprocess
+import sys
+
+import numpy as np
+
+from conftest import REPO
+from dmvfn_jax import checkpoint as ckpt
+
+SCRIPT = str(REPO / "tests" / "multiprocess_train.py")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_two_processes_equal_one(tmp_path):
+    single = tmp_path / "single"
+    r = subprocess.run([sys.executable, SCRIPT, "0", "1", "0", str(single), "2"],
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
+
+    multi = tmp_path / "multi"
+    port = str(free_port())
+    procs = [subprocess.Popen([sys.executable, SCRIPT, str(i), "2", port, str(multi), "1"],
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for i in range(2)]
+    outs = [p.communicate(timeout=600)[0] for p in procs]
+    for p, out in zip(procs, outs):
+        assert p.returncode == 0, out[-4000:]
+    assert "process 0/2 done: step 3" in outs[0] and "process 1/2 done: step 3" in outs[1]
+
+    a, _ = ckpt.load_checkpoint(single / "model")
+    b, _ = ckpt.load_checkpoint(multi / "model")
+    import jax
+
+    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
+        np.testing.assert_allclose(x, y, rtol=0, atol=1e-6)
+    assert sorted(p.name for p in (multi / "checkpoints").iterdir() if p.name.isdigit()) == ["2", "3"]

@@ -1,0 +1,216 @@
+"""The training loop: learning, checkpoints and resuming, SIGTERM, non-finite updates, configs."""
+
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from conftest import REPO
+from dmvfn_jax import checkpoint as ckpt
+from dmvfn_jax.data.sources import heldout_synthetic
+from dmvfn_jax.errors import InputError
+from dmvfn_jax.losses import dmvfn_loss
+from dmvfn_jax.train import loop
+from dmvfn_jax.train import step as step_lib
+from dmvfn_jax.train.optim import make_train_optimizer
+
+sys.path.insert(0, str(REPO))
+from configs import cityscapes, demo, kitti, ucf101  # noqa: E402
+
+TINY = [
+    "--config.num_train_steps=10", "--config.warmup_steps=2", "--config.log_every=1",
+    "--config.eval.num_clips=0", "--config.image_every=0",
+]
+
+
+def tiny_config(**overrides):
+    c = demo.get_config()
+    c.num_train_steps, c.warmup_steps, c.log_every, c.image_every = 10, 2, 1, 0
+    c.eval.num_clips = 0
+    for k, v in overrides.items():
+        c[k] = v
+    return c
+
+
+def train_cmd(workdir, *extra):
+    return [sys.executable, str(REPO / "train.py"), "--config", str(REPO / "configs/demo.py"),
+            "--workdir", str(workdir), *TINY, *extra]
+
+
+def model_params(path):
+    params, _ = ckpt.load_checkpoint(path)
+    return jax.tree.leaves(params)
+
+
+def heldout_scores(model, clips):
+    f = jnp.asarray(clips.astype(np.float32) / 255.0)
+    outs = model.train_outputs(f[:, 0], f[:, 1], jnp.ones((len(f), 9)))
+    loss, _ = dmvfn_loss(outs, f[:, 2])
+    pred = model.infer(f[:, 0], f[:, 1]).prediction
+    psnr = -10 * jnp.log10(jnp.mean((pred - f[:, 2]) ** 2, axis=(1, 2, 3)))
+    return float(loss), float(jnp.mean(psnr))
+
+
+def test_loss_falls_and_psnr_rises(tmp_path):
+    config = tiny_config(num_train_steps=60, warmup_steps=5, checkpoint_every=1000)
+    before = loop.build_model(config)
+    clips = heldout_synthetic(config.data.seed, 16, 3, 64, 64)
+    loss0, psnr0 = heldout_scores(before, clips)
+    summary = loop.train_and_evaluate(config, tmp_path)
+    assert summary["status"] == "completed" and summary["step"] == 60
+    from dmvfn_jax import Predictor
+
+    after = Predictor.from_checkpoint(tmp_path / "model").model
+    loss1, psnr1 = heldout_scores(after, clips)
+    assert loss1 < 0.95 * loss0, (loss0, loss1)
+    assert psnr1 > psnr0 + 0.5, (psnr0, psnr1)
+    # observability: TensorBoard events with the loss terms, routing rates and speed
+    events = b"".join(p.read_bytes() for p in (tmp_path / "tensorboard").glob("events.out.tfevents.*"))
+    for tag in (b"train/total", b"train/lap", b"train/lr", b"train/grad_norm", b"routing/block8",
+                b"speed/clips_per_s"):
+        assert tag in events, tag
+    log = (tmp_path / "train.log").read_text()
+    assert log.count("training on the Laplacian term alone") == 1
+    assert re.search(r"step 60/60 \(100%\).*clips/s  ETA", log)
+
+
+def test_resume_after_sigkill_is_bit_exact(tmp_path):
+    straight = tmp_path / "straight"
+    r = subprocess.run(train_cmd(straight, "--config.checkpoint_every=5"), capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen(train_cmd(killed, "--config.checkpoint_every=5", "--config.async_checkpoints=False"),
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    deadline = time.time() + 300
+    while not (killed / "checkpoints" / "5").is_dir():
+        assert proc.poll() is None and time.time() < deadline, "no checkpoint at step 5"
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (killed / "model").exists()  # really killed before the end
+    r = subprocess.run(train_cmd(killed, "--config.checkpoint_every=5"), capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert re.search(r"resumed from .* at step (5|10)", r.stdout), r.stdout
+    for a, b in zip(model_params(straight / "model"), model_params(killed / "model"), strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_sigterm_saves_and_exits_cleanly(tmp_path):
+    cmd = train_cmd(tmp_path, "--config.num_train_steps=100000", "--config.checkpoint_every=100000")
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines = []
+    for line in proc.stdout:
+        lines.append(line)
+        if re.search(r"step 2/100000", line):
+            proc.send_signal(signal.SIGTERM)
+            break
+    out, _ = proc.communicate(timeout=300)
+    text = "".join(lines) + out
+    assert proc.returncode == 0, text[-3000:]
+    m = re.search(r"SIGTERM: saved a checkpoint at step (\d+)", text)
+    assert m, text[-3000:]
+    assert (tmp_path / "checkpoints" / m.group(1)).is_dir()
+
+
+def test_incomplete_checkpoint_is_never_the_latest(tmp_path):
+    config = tiny_config(num_train_steps=4, checkpoint_every=2)
+    loop.train_and_evaluate(config, tmp_path)
+    ckdir = tmp_path / "checkpoints"
+    assert sorted(p.name for p in ckdir.iterdir() if p.name.isdigit()) == ["2", "4"]
+    # a save of step 6 killed mid-write: orbax writes into a temporary name and renames at the end
+    partial = ckdir / "6.orbax-checkpoint-tmp-1234567"
+    shutil.copytree(ckdir / "4", partial)
+    for f in list(partial.rglob("*"))[::2]:
+        if f.is_file():
+            f.unlink()
+    mngr = loop._checkpoint_manager(tmp_path, config)
+    assert mngr.latest_step() == 4
+    mngr.close()
+    config.num_train_steps = 6
+    summary = loop.train_and_evaluate(config, tmp_path)
+    assert summary["step"] == 6
+    log = (tmp_path / "train.log").read_text()
+    assert "at step 4" in log
+
+
+def test_nonfinite_update_is_skipped_and_counted(jax_model):
+    opt = make_train_optimizer()
+    graphdef, state = step_lib.init_state(jax_model, opt, seed=0)
+    step = jax.jit(step_lib.make_train_step(graphdef, opt, lambda s: 1e-4, update_mode="per_batch"))
+    clips = heldout_synthetic(0, 2, 3, 64, 64)
+    bad_params = jax.tree.map(jnp.array, state.params)  # a copy: the fixture's model stays intact
+    pure = nnx.to_pure_dict(bad_params)
+    pure["blocks"][0]["lastconv"]["bias"] = jnp.full_like(pure["blocks"][0]["lastconv"]["bias"], jnp.nan)
+    nnx.replace_by_pure_dict(bad_params, pure)
+    bad = state._replace(params=bad_params)
+    new, metrics = step(bad, clips)
+    assert int(new.skipped) == 1 and int(new.bad_streak) == 1
+    for a, b in zip(jax.tree.leaves(new.params), jax.tree.leaves(bad.params)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    good, _ = step(state, clips)
+    assert int(good.skipped) == 0 and int(good.bad_streak) == 0
+
+
+def test_training_stops_after_max_bad_steps(tmp_path, jax_model):
+    graphdef, params = nnx.split(jax_model, nnx.Param)
+    params = jax.tree.map(jnp.array, params)  # a copy: the fixture's model stays intact
+    pure = nnx.to_pure_dict(params)
+    pure["routing"]["l1"]["bias"] = np.full_like(np.asarray(pure["routing"]["l1"]["bias"]), np.nan)
+    nnx.replace_by_pure_dict(params, pure)
+    broken = nnx.merge(graphdef, params)
+    config = tiny_config(max_bad_steps=3)
+    with pytest.raises(loop.TrainingDiverged, match=r"step 3: 3 updates in a row .* non-finite"):
+        loop.train_and_evaluate(config, tmp_path, model=broken)
+
+
+def test_configs():
+    for mod, frames in ((cityscapes, 30), (kitti, 9), (ucf101, 10)):
+        c = mod.get_config()
+        assert c.batch_size == 64 and c.peak_lr == 1e-4 and c.base_lr == 1e-5 and c.warmup_steps == 2000
+        assert c.weight_decay == 1e-3 and c.update_mode == "update_per_triplet" and c.seed == 1234
+        assert c.data.num_frames == frames and c.data.channel_order == "BGR"
+    c = demo.get_config()
+    assert c.data.source == "synthetic" and c.batch_size < 64
+
+
+def test_bad_config_is_refused_before_compute(tmp_path):
+    with pytest.raises(InputError, match="multiple of 32"):
+        loop.train_and_evaluate(tiny_config(data=dict(demo.get_config().data, height=50)), tmp_path)
+    with pytest.raises(InputError, match="warmup_steps"):
+        loop.train_and_evaluate(tiny_config(warmup_steps=20), tmp_path)
+
+
+def test_train_py_reports_config_errors(tmp_path):
+    r = subprocess.run(train_cmd(tmp_path, "--config.data.height=50"), capture_output=True, text=True, timeout=300)
+    assert r.returncode == 1
+    assert "train.py: error: data.height=50" in r.stderr
+
+
+def test_bfloat16_compute_tracks_float32(jax_model):
+    from dmvfn_jax.models import DMVFN
+
+    params = ckpt.model_params(jax_model)
+    clips = heldout_synthetic(1, 4, 3, 64, 64)
+    losses = {}
+    for name, dtype in (("f32", None), ("bf16", jnp.bfloat16)):
+        model = nnx.eval_shape(lambda: DMVFN(rngs=nnx.Rngs(0), dtype=dtype))
+        ckpt.load_params_into(model, params)
+        opt = make_train_optimizer()
+        graphdef, state = step_lib.init_state(model, opt, seed=0)
+        step = jax.jit(step_lib.make_train_step(graphdef, opt, lambda s: 1e-4, update_mode="per_batch"))
+        new, metrics = step(state, clips)
+        losses[name] = float(metrics["total"])
+        leaf = jax.tree.leaves(new.params)[0]
+        assert leaf.dtype == jnp.float32  # parameters stay float32
+        assert int(new.skipped) == 0
+    assert abs(losses["bf16"] - losses["f32"]) <= 0.02 * losses["f32"], losses
