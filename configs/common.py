@@ -30,8 +30,12 @@ def base_config() -> ml_collections.ConfigDict:
     c.data = ml_collections.ConfigDict()
     c.data.source = "synthetic"
     c.data.seed = 0
-    c.data.motion = 1.0  # synthetic source only: velocity scale
-    c.data.smoothness = 1.0  # synthetic source only: texture wavelength scale
+    # synthetic source only (dmvfn_jax/data/synthetic.py): velocity scale, texture wavelength
+    # scale, (least, most) moving shapes, camera pan direction in degrees (None: random)
+    c.data.motion = 1.0
+    c.data.smoothness = 1.0
+    c.data.shapes = (2, 4)
+    c.data.pan_direction = ml_collections.config_dict.placeholder(float)
     c.data.num_frames = 3
     c.data.height = 256
     c.data.width = 256

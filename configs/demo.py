@@ -1,7 +1,10 @@
-"""Tiny CPU run on the bundled synthetic videos: `make demo` (a few minutes on 2 cores).
+"""Tiny CPU run on the bundled synthetic videos: `make demo` (about 6 minutes on 2 cores).
 
-Higher learning rate and a short schedule than the official recipe, so that a model trained
-from scratch beats copy-last-frame within minutes.
+The synthetic world has smooth textures, at most two moving shapes, and a camera that always
+pans roughly the same way (0 degrees +-20, 0.5-2 px per frame), like footage from a vehicle:
+a motion prior that a model trained from scratch picks up within minutes, enough to beat
+copy-last-frame by several dB on held-out clips. Higher learning rate and a much shorter
+schedule than the official recipe; the loss, optimiser and routing are the official ones.
 """
 
 from configs.common import base_config
@@ -11,18 +14,21 @@ def get_config():
     c = base_config()
     c.name = "demo"
     c.batch_size = 4
-    c.num_train_steps = 1200
-    c.warmup_steps = 100
+    c.num_train_steps = 800
+    c.warmup_steps = 80
     c.base_lr = 1e-4
     c.peak_lr = 1e-3
     c.update_mode = "per_batch"
-    c.checkpoint_every = 400
+    c.checkpoint_every = 200
     c.log_every = 50
-    c.image_every = 400
+    c.image_every = 200
     c.data.source = "synthetic"
     c.data.num_frames = 3
     c.data.height = 64
     c.data.width = 64
+    c.data.smoothness = 2.0
+    c.data.shapes = (0, 2)
+    c.data.pan_direction = 0.0
     c.eval.num_clips = 64
     c.eval.num_frames = 5
     c.eval.routings = ("threshold", "all")

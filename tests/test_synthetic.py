@@ -94,3 +94,24 @@ def test_rejects_bad_arguments(args, match):
 def test_clips_reject_negative_count():
     with pytest.raises(ValueError, match="num_clips must be >= 0"):
         synthetic_clips(0, -1, 2, 8, 8)
+
+
+def test_scene_options():
+    from dmvfn_jax.data.synthetic import synthetic_video
+
+    base = synthetic_video(3, 4, 32, 40)
+    np.testing.assert_array_equal(base, synthetic_video(3, 4, 32, 40, 1.0, 1.0, (2, 4), None))
+    still = synthetic_video(3, 4, 32, 40, motion=0.0)
+    assert np.array_equal(still[0], still[-1])  # no motion: every frame is the same
+    assert not np.array_equal(synthetic_video(3, 4, 32, 40, smoothness=3.0), base)
+    empty = synthetic_video(3, 3, 32, 40, shapes=(0, 0), pan_direction=0.0)
+    # a pan towards +x: frame t+1 shifted left by the speed matches frame t in the interior
+    errs = [np.abs(empty[1, :, 8:-8].astype(int) - np.roll(empty[0], s, axis=1)[:, 8:-8].astype(int)).mean()
+            for s in range(0, 4)]
+    assert int(np.argmin(errs)) >= 1  # moved right by at least about a pixel, not left
+    with pytest.raises(ValueError, match="shapes"):
+        synthetic_video(3, 2, 8, 8, shapes=(3, 1))
+    with pytest.raises(ValueError, match="motion"):
+        synthetic_video(3, 2, 8, 8, motion=-1.0)
+    with pytest.raises(ValueError, match="smoothness"):
+        synthetic_video(3, 2, 8, 8, smoothness=0.0)

@@ -152,7 +152,8 @@ class _Shape:
 
 
 def synthetic_video(
-    seed: int, num_frames: int, height: int, width: int, motion: float = 1.0, smoothness: float = 1.0
+    seed: int, num_frames: int, height: int, width: int, motion: float = 1.0, smoothness: float = 1.0,
+    shapes: tuple[int, int] = (2, 4), pan_direction: float | None = None,
 ) -> np.ndarray:
     """A synthetic RGB video: a textured background panning at a constant random velocity under
     2-4 textured discs and rectangles, each moving at its own velocity and bouncing off the edges.
@@ -164,6 +165,10 @@ def synthetic_video(
         not depend on it, so the same seed gives the same scene moving slower or faster).
       smoothness: multiplies every texture wavelength (1.0: stripes of 8-18 px at 64x64); larger
         values give smoother textures, whose motion is easier to estimate.
+      shapes: the least and most number of moving shapes (inclusive).
+      pan_direction: None pans the background in a random direction; an angle in degrees (0:
+        the scene moves right, 90: down) pans every video that way, within +-20 degrees, like a
+        camera that always turns the same way, so that the motion has a prior a model can learn.
     Returns:
       (num_frames, height, width, 3) uint8 RGB.
     Raises:
@@ -182,8 +187,13 @@ def synthetic_video(
     if not (isinstance(smoothness, (int, float)) and np.isfinite(smoothness) and smoothness > 0):
         raise ValueError(f"smoothness must be a finite number > 0, got {smoothness!r}")
     speed = rng.uniform(0.5, 2.0) * scale * motion
+    if pan_direction is not None:  # the same draw count: only the angle changes
+        angle = np.deg2rad(pan_direction) + (angle / (2 * np.pi) - 0.5) * np.deg2rad(40.0)
     pan = (speed * np.cos(angle), speed * np.sin(angle))
-    shapes = [_Shape(rng, height, width, scale, motion, smoothness) for _ in range(rng.integers(2, 5))]
+    lo, hi = shapes
+    if not 0 <= lo <= hi:
+        raise ValueError(f"shapes must be (least, most) with 0 <= least <= most, got {shapes!r}")
+    shapes = [_Shape(rng, height, width, scale, motion, smoothness) for _ in range(rng.integers(lo, hi + 1))]
 
     xs, ys = np.arange(width, dtype=np.float64), np.arange(height, dtype=np.float64)
     video = np.empty((num_frames, height, width, 3), np.uint8)
@@ -206,7 +216,7 @@ def clip_seed(seed: int, index: int) -> int:
 
 def synthetic_clips(
     seed: int, num_clips: int, num_frames: int, height: int, width: int, motion: float = 1.0,
-    smoothness: float = 1.0,
+    smoothness: float = 1.0, shapes: tuple[int, int] = (2, 4), pan_direction: float | None = None,
 ) -> np.ndarray:
     """`num_clips` independent synthetic videos: clip i is
     `synthetic_video(clip_seed(seed, i), num_frames, height, width)`.
@@ -223,5 +233,6 @@ def synthetic_clips(
     width = _check_int("width", width, 1)
     out = np.empty((num_clips, num_frames, height, width, 3), np.uint8)
     for i in range(num_clips):
-        out[i] = synthetic_video(clip_seed(seed, i), num_frames, height, width, motion, smoothness)
+        out[i] = synthetic_video(clip_seed(seed, i), num_frames, height, width, motion, smoothness, shapes,
+                                 pan_direction)
     return out
