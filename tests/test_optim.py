@@ -208,3 +208,25 @@ def test_state_has_the_structure_of_optax_adamw():
     ours = make_optimizer(sched, updates_per_step=3).init(params)
     theirs = optax.adamw(sched, weight_decay=1e-3).init(params)
     assert jax.tree.structure(ours) == jax.tree.structure(theirs)
+
+
+def test_train_optimizer_with_per_batch_lr_equals_scheduled_adamw():
+    """The training step's optimiser (learning rate set per batch) is the same AdamW."""
+    from dmvfn_jax.train.optim import learning_rate, make_train_optimizer, set_learning_rate
+
+    schedule = lr_schedule(20, 5, 1e-3, 1e-2)
+    rng = np.random.default_rng(0)
+    params = {"w": jnp.asarray(rng.standard_normal((4, 5)), jnp.float32), "b": jnp.zeros((5,))}
+    ref_opt, opt = make_optimizer(schedule, weight_decay=0.1), make_train_optimizer(weight_decay=0.1)
+    p_ref, p = params, params
+    s_ref, s = ref_opt.init(params), opt.init(params)
+    for step in range(6):
+        g = jax.tree.map(lambda x: jnp.asarray(rng.standard_normal(x.shape), jnp.float32), params)
+        u, s_ref = ref_opt.update(g, s_ref, p_ref)
+        p_ref = optax.apply_updates(p_ref, u)
+        s = set_learning_rate(s, schedule(step))
+        np.testing.assert_allclose(float(learning_rate(s)), float(schedule(step)), rtol=1e-7)
+        u, s = opt.update(g, s, p)
+        p = optax.apply_updates(p, u)
+    for a, b in zip(jax.tree.leaves(p_ref), jax.tree.leaves(p)):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-6, atol=1e-7)

@@ -61,7 +61,7 @@ def heldout_scores(model, clips):
 
 
 def test_loss_falls_and_psnr_rises(tmp_path):
-    config = tiny_config(num_train_steps=60, warmup_steps=5, checkpoint_every=1000)
+    config = tiny_config(num_train_steps=60, warmup_steps=5, checkpoint_every=1000, image_every=30)
     before = loop.build_model(config)
     clips = heldout_synthetic(config.data.seed, 16, 3, 64, 64)
     loss0, psnr0 = heldout_scores(before, clips)
@@ -76,7 +76,7 @@ def test_loss_falls_and_psnr_rises(tmp_path):
     # observability: TensorBoard events with the loss terms, routing rates and speed
     events = b"".join(p.read_bytes() for p in (tmp_path / "tensorboard").glob("events.out.tfevents.*"))
     for tag in (b"train/total", b"train/lap", b"train/lr", b"train/grad_norm", b"routing/block8",
-                b"speed/clips_per_s"):
+                b"speed/clips_per_s", b"train/inputs_prediction_truth"):
         assert tag in events, tag
     log = (tmp_path / "train.log").read_text()
     assert log.count("training on the Laplacian term alone") == 1
@@ -123,10 +123,10 @@ def test_sigterm_saves_and_exits_cleanly(tmp_path):
 
 
 def test_incomplete_checkpoint_is_never_the_latest(tmp_path):
-    config = tiny_config(num_train_steps=4, checkpoint_every=2)
+    config = tiny_config(num_train_steps=4, checkpoint_every=1, keep_checkpoints=2)
     loop.train_and_evaluate(config, tmp_path)
     ckdir = tmp_path / "checkpoints"
-    assert sorted(p.name for p in ckdir.iterdir() if p.name.isdigit()) == ["2", "4"]
+    assert sorted(p.name for p in ckdir.iterdir() if p.name.isdigit()) == ["3", "4"]  # the latest 2 kept
     # a save of step 6 killed mid-write: orbax writes into a temporary name and renames at the end
     partial = ckdir / "6.orbax-checkpoint-tmp-1234567"
     shutil.copytree(ckdir / "4", partial)
@@ -141,6 +141,7 @@ def test_incomplete_checkpoint_is_never_the_latest(tmp_path):
     assert summary["step"] == 6
     log = (tmp_path / "train.log").read_text()
     assert "at step 4" in log
+    assert sorted(p.name for p in ckdir.iterdir() if p.name.isdigit()) == ["5", "6"]
 
 
 def test_nonfinite_update_is_skipped_and_counted(jax_model):

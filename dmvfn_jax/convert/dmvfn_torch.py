@@ -93,6 +93,27 @@ def strip_module_prefix(state: dict[str, Any]) -> dict[str, Any]:
     return {k[len(MODULE_PREFIX):] if k.startswith(MODULE_PREFIX) else k: v for k, v in state.items()}
 
 
+def check_state_shapes(expected: dict, got: dict, source: str, network: str, required=None) -> None:
+    """Raises ConversionError naming `source` unless `got` has exactly the `expected` keys and shapes.
+
+    Fewer than half of the `required` keys (default: all expected) present means the file holds
+    another network: one line. Otherwise every missing, unexpected and mis-shaped key is listed.
+    """
+    required = expected if required is None else required
+    found = len(set(required) & set(got))
+    if found < len(required) // 2:
+        some = ", ".join(sorted(got)[:3]) or "nothing"
+        raise ConversionError(
+            f"{source}: holds another network, not {network} ({found} of {len(required)} {network} keys "
+            f"found; it has {len(got)} keys such as {some})"
+        )
+    problems = describe_mismatch(expected, got)
+    if problems:
+        raise ConversionError(
+            f"{source}: does not match {network} ({len(problems)} problems):\n" + "\n".join(problems)
+        )
+
+
 def torch_to_jax(
     state: dict[str, np.ndarray],
     jax_shapes: dict[str, tuple[int, ...]],
@@ -106,19 +127,7 @@ def torch_to_jax(
     """
     state = strip_module_prefix(state)
     expected = torch_shapes(jax_shapes, num_blocks)
-    got = {k: tuple(np.shape(v)) for k, v in state.items()}
-    found = len(set(expected) & set(got))
-    if found < len(expected) // 2:
-        some = ", ".join(sorted(got)[:3]) or "nothing"
-        raise ConversionError(
-            f"{source}: holds another network, not DMVFN ({found} of {len(expected)} DMVFN keys found; "
-            f"it has {len(got)} keys such as {some})"
-        )
-    problems = describe_mismatch(expected, got)
-    if problems:
-        raise ConversionError(
-            f"{source}: does not match the DMVFN architecture ({len(problems)} problems):\n" + "\n".join(problems)
-        )
+    check_state_shapes(expected, {k: tuple(np.shape(v)) for k, v in state.items()}, source, "DMVFN")
     flat = {}
     for tkey, jpath, kind in key_table(num_blocks):
         arr = np.asarray(state[tkey])

@@ -23,8 +23,7 @@ from typing import Any
 import numpy as np
 from flax import traverse_util
 
-from dmvfn_jax.checkpoint import describe_mismatch
-from dmvfn_jax.convert.dmvfn_torch import ConversionError
+from dmvfn_jax.convert.dmvfn_torch import ConversionError, check_state_shapes
 from dmvfn_jax.losses import VGG19_CONV_INDICES
 
 ARCHITECTURE = "vgg19"
@@ -84,20 +83,9 @@ def torch_to_jax(
     expected = torch_shapes(jax_shapes)
     kept, dropped = split_unused(state)
     got = {k: tuple(np.shape(v)) for k, v in kept.items()}
-    found = len(set(expected) & set(got))
-    if found < len(expected) // 2:
-        some = ", ".join(sorted(state)[:3]) or "nothing"
-        raise ConversionError(
-            f"{source}: holds another network, not torchvision VGG19 ({found} of {len(expected)} VGG19 "
-            f"feature keys found; it has {len(state)} keys such as {some})"
-        )
     extra_shapes = unused_shapes()
     expected_all = {**expected, **{k: s for k, s in extra_shapes.items() if k in got}}  # present but mis-shaped
-    problems = describe_mismatch(expected_all, got)
-    if problems:
-        raise ConversionError(
-            f"{source}: does not match torchvision VGG19 features ({len(problems)} problems):\n" + "\n".join(problems)
-        )
+    check_state_shapes(expected_all, got, source, "torchvision VGG19", required=expected)
     flat = {}
     for tkey, jpath, kind in key_table():
         arr = np.asarray(kept[tkey], dtype=np.float32)
