@@ -49,6 +49,70 @@ def heldout_synthetic(seed: int, num_clips: int, num_frames: int, height: int, w
     return synthetic_clips(clip_seed(seed + 1, 2**31 - 1), num_clips, num_frames, height, width, **options)
 
 
+class ClipFolderSource:
+    """Clips stored as folders of frames (`root/<clip>/<frame>.png`, the layout the official
+    preparation and `python -m dmvfn_jax.data.prepare` write), with the official augmentations.
+
+    Step s takes the global examples s*B .. s*B+B-1 of an endless stream that visits every clip
+    once per epoch in an order shuffled per epoch; each clip gets one augmentation draw (crop,
+    rotation cascade, channel reversal, flips) seeded by (seed, example index). Each process
+    reads only its own share. Frames are read as RGB and flipped when the config trains on BGR.
+    """
+
+    def __init__(self, root, seed: int, num_frames: int, crop_h: int, crop_w: int, global_batch: int,
+                 process_index: int = 0, process_count: int = 1, channel_order: str = "RGB"):
+        from pathlib import Path
+
+        from dmvfn_jax.image_io import list_frames
+
+        root = Path(root)
+        if not root.is_dir():
+            raise InputError(f"data_dir {root}: no such folder")
+        clips = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+        if not clips:
+            raise InputError(f"data_dir {root}: holds no clip folders (expected {root}/<clip>/<frame>.png)")
+        self.frames = []
+        for clip in clips:
+            files = list_frames(clip)
+            if len(files) < num_frames:
+                raise InputError(f"clip {clip}: {len(files)} frames, the config needs {num_frames}")
+            self.frames.append(files[:num_frames])
+        if global_batch % process_count:
+            raise InputError(f"batch_size {global_batch} is not divisible by the {process_count} processes")
+        self.seed, self.num_frames, self.crop = seed, num_frames, (crop_h, crop_w)
+        self.global_batch, self.local_batch = global_batch, global_batch // process_count
+        self.offset = process_index * self.local_batch
+        self.flip = channel_order == "BGR"
+
+    def __len__(self) -> int:
+        return len(self.frames)
+
+    def _clip_of(self, example: int) -> int:
+        epoch, pos = divmod(example, len(self.frames))
+        return int(np.random.default_rng([self.seed, epoch]).permutation(len(self.frames))[pos])
+
+    def load(self, example: int) -> np.ndarray:
+        from dmvfn_jax.data.augment import augment_clip
+        from dmvfn_jax.image_io import FrameError, load_image
+
+        files = self.frames[self._clip_of(example)]
+        frames = [load_image(f) for f in files]
+        if any(f.shape != frames[0].shape for f in frames):
+            sizes = sorted({f"{f.shape[1]}x{f.shape[0]}" for f in frames})
+            raise FrameError(f"clip {files[0].parent}: frames of different sizes ({', '.join(sizes)})")
+        clip = np.stack(frames)
+        rng = np.random.default_rng([self.seed, 1, example])
+        clip = augment_clip(rng, clip, *self.crop)
+        return clip[..., ::-1] if self.flip else clip
+
+    def batch(self, step: int) -> np.ndarray:
+        first = step * self.global_batch + self.offset
+        return np.ascontiguousarray(np.stack([self.load(first + i) for i in range(self.local_batch)]))
+
+
+FOLDER_SOURCES = ("clips", "cityscapes", "kitti")
+
+
 def make_source(data_config, global_batch: int, process_index: int, process_count: int):
     """The training source that `config.data` names."""
     name = data_config.source
@@ -56,7 +120,16 @@ def make_source(data_config, global_batch: int, process_index: int, process_coun
         return SyntheticSource(data_config.seed, data_config.num_frames, data_config.height,
                                data_config.width, global_batch, process_index, process_count,
                                **synthetic_options(data_config))
+    if name in FOLDER_SOURCES:
+        if not data_config.get("data_dir"):
+            raise InputError(
+                f"config.data.source={name!r} reads prepared clip folders: set --config.data.data_dir "
+                "(for Cityscapes: the train/ folder written by `python -m dmvfn_jax.data.prepare cityscapes`)"
+            )
+        return ClipFolderSource(data_config.data_dir, data_config.seed, data_config.num_frames,
+                                data_config.height, data_config.width, global_batch, process_index,
+                                process_count, data_config.channel_order)
     raise InputError(
-        f"config.data.source={name!r}: only 'synthetic' is available in this version; the dataset "
-        "pipelines (Cityscapes, KITTI, UCF101, Vimeo, DAVIS, clip folders) are the next piece of work"
+        f"config.data.source={name!r}: not available yet; sources: 'synthetic', {', '.join(map(repr, FOLDER_SOURCES))} "
+        "(UCF101, Vimeo and DAVIS pipelines are still to come)"
     )

@@ -1,0 +1,63 @@
+"""Training from prepared clip folders: the real Cityscapes clip through the preparation tool."""
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from conftest import REPO
+from dmvfn_jax.data.sources import ClipFolderSource
+from dmvfn_jax.errors import InputError
+
+
+@pytest.fixture(scope="module")
+def cityscapes_prepared(tmp_path_factory, real_data):
+    from dmvfn_jax.data.prepare import prepare_cityscapes
+
+    src = tmp_path_factory.mktemp("cs_src")
+    city = src / "train" / "aachen"
+    city.mkdir(parents=True)
+    for f in sorted((real_data / "cityscapes_aachen00").glob("*.jpg")):
+        (city / f.name).symlink_to(f)
+    out = tmp_path_factory.mktemp("cs_out")
+    prepare_cityscapes(src, out, split="train", progress=False, log=lambda *a: None)
+    return out / "train"
+
+
+def test_clip_folder_source_is_deterministic_and_augmented(cityscapes_prepared):
+    src = ClipFolderSource(cityscapes_prepared, seed=3, num_frames=30, crop_h=256, crop_w=256, global_batch=2)
+    assert len(src) == 1
+    a, b = src.batch(0), src.batch(0)
+    assert a.shape == (2, 30, 256, 256, 3) and a.dtype == np.uint8
+    np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(a[0], a[1])  # two draws of augmentation for the same clip
+    # two processes each read half of the same global batch
+    halves = [ClipFolderSource(cityscapes_prepared, 3, 30, 256, 256, 2, i, 2).batch(0) for i in range(2)]
+    np.testing.assert_array_equal(np.concatenate(halves), a)
+    bgr = ClipFolderSource(cityscapes_prepared, 3, 30, 256, 256, 2, channel_order="BGR").batch(0)
+    np.testing.assert_array_equal(bgr, a[..., ::-1])
+
+
+def test_clip_folder_errors(tmp_path, cityscapes_prepared):
+    with pytest.raises(InputError, match="no such folder"):
+        ClipFolderSource(tmp_path / "none", 0, 3, 64, 64, 1)
+    with pytest.raises(InputError, match="no clip folders"):
+        ClipFolderSource(tmp_path, 0, 3, 64, 64, 1)
+    with pytest.raises(InputError, match="30 frames, the config needs 31"):
+        ClipFolderSource(cityscapes_prepared, 0, 31, 64, 64, 1)
+
+
+def test_train_cityscapes_config_on_the_real_clip(tmp_path, cityscapes_prepared):
+    cmd = [sys.executable, str(REPO / "train.py"), "--config", str(REPO / "configs/cityscapes.py"),
+           "--workdir", str(tmp_path / "run"), f"--config.data.data_dir={cityscapes_prepared}",
+           "--config.data.num_frames=4", "--config.data.height=64", "--config.data.width=64",
+           "--config.batch_size=2", "--config.num_train_steps=2", "--config.warmup_steps=1",
+           "--config.log_every=1"]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
+    assert "step 2/2 (100%)" in r.stdout
+    assert (tmp_path / "run" / "model" / "dmvfn.json").is_file()
+    import json
+
+    assert json.loads((tmp_path / "run" / "model" / "dmvfn.json").read_text())["channel_order"] == "BGR"
