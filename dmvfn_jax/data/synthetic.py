@@ -172,20 +172,20 @@ def synthetic_video(
     Returns:
       (num_frames, height, width, 3) uint8 RGB.
     Raises:
-      ValueError: for a negative seed or a non-positive size.
+      ValueError: for a negative seed, a non-positive size, or out-of-range scene options.
     """
     seed = _check_int("seed", seed, 0)
     num_frames = _check_int("num_frames", num_frames, 1)
     height = _check_int("height", height, 1)
     width = _check_int("width", width, 1)
-    rng = np.random.default_rng(seed)
-    scale = max(min(height, width) / 64.0, 0.5)
-    background = _Texture(rng, scale * smoothness)
-    angle = rng.uniform(0, 2 * np.pi)
     if not (isinstance(motion, (int, float)) and np.isfinite(motion) and motion >= 0):
         raise ValueError(f"motion must be a finite number >= 0, got {motion!r}")
     if not (isinstance(smoothness, (int, float)) and np.isfinite(smoothness) and smoothness > 0):
         raise ValueError(f"smoothness must be a finite number > 0, got {smoothness!r}")
+    rng = np.random.default_rng(seed)
+    scale = max(min(height, width) / 64.0, 0.5)
+    background = _Texture(rng, scale * smoothness)
+    angle = rng.uniform(0, 2 * np.pi)
     speed = rng.uniform(0.5, 2.0) * scale * motion
     if pan_direction is not None:  # the same draw count: only the angle changes
         angle = np.deg2rad(pan_direction) + (angle / (2 * np.pi) - 0.5) * np.deg2rad(40.0)
