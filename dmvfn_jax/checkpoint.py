@@ -64,6 +64,13 @@ def abstract_params(model_fn) -> dict[str, Any]:
     return model_params(model)
 
 
+def build_with_params(model_fn, params: dict[str, Any], source: str = "params"):
+    """The module `model_fn()` builds, created without init compute, carrying `params`."""
+    model = nnx.eval_shape(model_fn)
+    load_params_into(model, params, source)
+    return model
+
+
 def load_params_into(model: nnx.Module, params: dict[str, Any], source: str = "params") -> None:
     """Copies a nested parameter dict into `model`, checking every key and shape first."""
     expected = flat_shapes(model_params(model))

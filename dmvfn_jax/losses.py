@@ -53,7 +53,7 @@ def _upsample(x: jax.Array) -> jax.Array:
     return _blur(up, gain=4.0)
 
 
-def _check_pyramid_size(shape: tuple[int, ...], levels: int) -> None:
+def check_pyramid_size(shape: tuple[int, ...], levels: int) -> None:
     if len(shape) != 4:
         raise ValueError(f"laplacian pyramid: expected an NHWC batch, got shape {shape}")
     h, w = shape[1], shape[2]
@@ -72,7 +72,7 @@ def laplacian_pyramid(x: jax.Array, levels: int = 5) -> list[jax.Array]:
     At each level: `filtered = blur(current)`, `down = filtered[:, ::2, ::2]`,
     `band = current - upsample(down)`, and the next level's `current` is `down`.
     """
-    _check_pyramid_size(x.shape, levels)
+    check_pyramid_size(x.shape, levels)
     bands = []
     current = x
     for _ in range(levels):

@@ -75,8 +75,7 @@ class Predictor:
         kwargs = {}
         if "widths" in meta and "scales" in meta:
             kwargs = {"widths": tuple(meta["widths"]), "scales": tuple(meta["scales"])}
-        model = nnx.eval_shape(lambda: DMVFN(rngs=nnx.Rngs(0), **kwargs))  # no init compute
-        ckpt.load_params_into(model, params, source=str(path))
+        model = ckpt.build_with_params(lambda: DMVFN(rngs=nnx.Rngs(0), **kwargs), params, str(path))
         return cls(model, meta["channel_order"], meta)
 
     # -- compiled core ----------------------------------------------------------------------

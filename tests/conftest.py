@@ -46,9 +46,7 @@ def model_shapes():
 def jax_model_from_state(state: dict[str, np.ndarray]) -> DMVFN:
     """A JAX DMVFN carrying an official-format state dict, through the converter's table."""
     params = dmvfn_torch.torch_to_jax(state, model_shapes())
-    model = nnx.eval_shape(lambda: DMVFN(rngs=nnx.Rngs(0)))
-    ckpt.load_params_into(model, params)
-    return model
+    return ckpt.build_with_params(lambda: DMVFN(rngs=nnx.Rngs(0)), params)
 
 
 @pytest.fixture(scope="session")

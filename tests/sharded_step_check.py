@@ -25,10 +25,9 @@ from dmvfn_jax.train.optim import make_train_optimizer  # noqa: E402
 
 
 def fresh_model():
-    model = nnx.eval_shape(lambda: DMVFN(rngs=nnx.Rngs(0)))
-    shapes = ckpt.flat_shapes(ckpt.model_params(model))
-    ckpt.load_params_into(model, torch_to_jax(random_official_state(3), shapes))
-    return model
+    build = lambda: DMVFN(rngs=nnx.Rngs(0))  # noqa: E731
+    shapes = ckpt.flat_shapes(ckpt.abstract_params(build))
+    return ckpt.build_with_params(build, torch_to_jax(random_official_state(3), shapes))
 
 
 def run(devices, clips, mode):

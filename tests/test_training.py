@@ -185,7 +185,7 @@ def test_configs():
 
 
 def test_bad_config_is_refused_before_compute(tmp_path):
-    with pytest.raises(InputError, match="multiple of 32"):
+    with pytest.raises(InputError, match="50x64: .*multiples of 32"):
         loop.train_and_evaluate(tiny_config(data=dict(demo.get_config().data, height=50)), tmp_path)
     with pytest.raises(InputError, match="warmup_steps"):
         loop.train_and_evaluate(tiny_config(warmup_steps=20), tmp_path)
@@ -194,7 +194,7 @@ def test_bad_config_is_refused_before_compute(tmp_path):
 def test_train_py_reports_config_errors(tmp_path):
     r = subprocess.run(train_cmd(tmp_path, "--config.data.height=50"), capture_output=True, text=True, timeout=300)
     assert r.returncode == 1
-    assert "train.py: error: data.height=50" in r.stderr
+    assert "train.py: error: data.height x data.width = 50x64" in r.stderr
 
 
 def test_bfloat16_compute_tracks_float32(jax_model):
@@ -204,8 +204,7 @@ def test_bfloat16_compute_tracks_float32(jax_model):
     clips = heldout_synthetic(1, 4, 3, 64, 64)
     losses = {}
     for name, dtype in (("f32", None), ("bf16", jnp.bfloat16)):
-        model = nnx.eval_shape(lambda: DMVFN(rngs=nnx.Rngs(0), dtype=dtype))
-        ckpt.load_params_into(model, params)
+        model = ckpt.build_with_params(lambda: DMVFN(rngs=nnx.Rngs(0), dtype=dtype), params)
         opt = make_train_optimizer()
         graphdef, state = step_lib.init_state(model, opt, seed=0)
         step = jax.jit(step_lib.make_train_step(graphdef, opt, lambda s: 1e-4, update_mode="per_batch"))

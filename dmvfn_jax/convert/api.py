@@ -107,6 +107,4 @@ def load_vgg19(checkpoint_dir) -> VGG19Features:
             f"{checkpoint_dir}: architecture {meta.get('architecture')!r} is not 'vgg19' "
             "(convert torchvision weights with `python convert_weights.py vgg19`)"
         )
-    model = nnx.eval_shape(lambda: VGG19Features(rngs=nnx.Rngs(0)))  # no init compute
-    ckpt.load_params_into(model, params, source=str(checkpoint_dir))
-    return model
+    return ckpt.build_with_params(lambda: VGG19Features(rngs=nnx.Rngs(0)), params, str(checkpoint_dir))

@@ -83,13 +83,16 @@ class ClipFolderSource:
         self.global_batch, self.local_batch = global_batch, global_batch // process_count
         self.offset = process_index * self.local_batch
         self.flip = channel_order == "BGR"
+        self._order = (-1, None)  # (epoch, its shuffled clip order)
 
     def __len__(self) -> int:
         return len(self.frames)
 
     def _clip_of(self, example: int) -> int:
         epoch, pos = divmod(example, len(self.frames))
-        return int(np.random.default_rng([self.seed, epoch]).permutation(len(self.frames))[pos])
+        if self._order[0] != epoch:  # one shuffle per epoch, not one per example
+            self._order = (epoch, np.random.default_rng([self.seed, epoch]).permutation(len(self.frames)))
+        return int(self._order[1][pos])
 
     def load(self, example: int) -> np.ndarray:
         from dmvfn_jax.data.augment import augment_clip

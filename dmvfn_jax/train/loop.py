@@ -30,6 +30,7 @@ from flax import nnx
 from dmvfn_jax import checkpoint as ckpt
 from dmvfn_jax.data.sources import make_source
 from dmvfn_jax.errors import InputError
+from dmvfn_jax.losses import check_pyramid_size
 from dmvfn_jax.models.dmvfn import DMVFN, SCALES, WIDTHS
 from dmvfn_jax.train import optim
 from dmvfn_jax.train import step as step_lib
@@ -72,14 +73,13 @@ def setup_logging(workdir: Path | None = None) -> None:
 
 def build_model(config) -> DMVFN:
     """A fresh DMVFN, or the weights of `config.init_checkpoint` (e.g. converted official ones)."""
-    # The 'rbg' PRNG initialises the 240 parameters several times faster than threefry on CPU.
     dtype = {"float32": None, "bfloat16": jnp.bfloat16}[config.get("compute_dtype", "float32")]
-    model = DMVFN(rngs=nnx.Rngs(jax.random.key(config.seed, impl="rbg")), dtype=dtype)
-    if config.get("init_checkpoint"):
+    if config.get("init_checkpoint"):  # no random init to throw away
         params, meta = ckpt.load_checkpoint(config.init_checkpoint)
-        ckpt.load_params_into(model, params, source=config.init_checkpoint)
-        log.info("initialised from %s (channel order %s)", config.init_checkpoint, meta["channel_order"])
-    return model
+        log.info("initialising from %s (channel order %s)", config.init_checkpoint, meta["channel_order"])
+        return ckpt.build_with_params(lambda: DMVFN(rngs=nnx.Rngs(0), dtype=dtype), params, config.init_checkpoint)
+    # The 'rbg' PRNG initialises the 240 parameters several times faster than threefry on CPU.
+    return DMVFN(rngs=nnx.Rngs(jax.random.key(config.seed, impl="rbg")), dtype=dtype)
 
 
 def _build_vgg(config):
@@ -212,8 +212,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path, m
     source = make_source(config.data, config.batch_size, jax.process_index(), jax.process_count())
     writer = MetricWriter(workdir / "tensorboard", enabled=jax.process_index() == 0)
     writer.text(start, "config", "```\n" + config.to_json_best_effort(indent=2) + "\n```")
-    clips_per_step = config.batch_size
-    progress = Progress(total, start, clips_per_step)
+    progress = Progress(total, start, config.batch_size)
+    strip_fn = jax.jit(lambda p, a, b: nnx.merge(graphdef, p).infer(a, b).prediction)
     last, status, done = {}, "completed", start
     t_start = time.perf_counter()
 
@@ -240,7 +240,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path, m
                 log.info("%s  blocks %s", progress.line(done, speed, last), " ".join(f"{r:.2f}" for r in rates))
                 last["routing_rate"] = rates.tolist()
             if config.image_every and done % config.image_every == 0:
-                writer.image(done, "train/inputs_prediction_truth", _image_strip(graphdef, state.params, clips[0]))
+                writer.image(done, "train/inputs_prediction_truth", _image_strip(strip_fn, state.params, clips[0]))
             if done % config.checkpoint_every == 0 or done == total or stopper.requested:
                 _save(mngr, state, done, config, wait=stopper.requested or done == total)
             if stopper.requested:
@@ -276,11 +276,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path, m
     return summary
 
 
-def _image_strip(graphdef, params, clip: np.ndarray) -> np.ndarray:
+def _image_strip(strip_fn, params, clip: np.ndarray) -> np.ndarray:
     """inputs | prediction | ground truth of the clip's first triplet, side by side."""
-    model = nnx.merge(graphdef, host_copy(params))
     f = clip[:3].astype(np.float32) / 255.0
-    pred = np.asarray(model.infer(jnp.asarray(f[0:1]), jnp.asarray(f[1:2])).prediction[0])
+    pred = host_copy(strip_fn(params, f[0:1], f[1:2]))[0]
     return np.concatenate([f[0], f[1], pred, f[2]], axis=1)
 
 
@@ -290,10 +289,10 @@ def validate_config(config) -> None:
         raise InputError(f"num_train_steps ({config.num_train_steps}) must exceed warmup_steps ({config.warmup_steps})")
     if config.data.num_frames < 3:
         raise InputError(f"data.num_frames must be >= 3 (a triplet), got {config.data.num_frames}")
-    for name in ("height", "width"):
-        v = config.data[name]
-        if v < 64 or v % 32:
-            raise InputError(f"data.{name}={v}: the 5-level Laplacian loss needs a multiple of 32, at least 64")
+    try:
+        check_pyramid_size((1, config.data.height, config.data.width, 3), levels=5)
+    except ValueError as e:
+        raise InputError(f"data.height x data.width = {config.data.height}x{config.data.width}: {e}") from e
     if config.update_mode not in step_lib.UPDATE_MODES:
         raise InputError(f"update_mode must be one of {step_lib.UPDATE_MODES}, got {config.update_mode!r}")
     if config.get("compute_dtype", "float32") not in ("float32", "bfloat16"):
