@@ -11,7 +11,8 @@ def get_config():
     c = base_config()
     c.name = "cityscapes"
     c.num_train_steps = 13_945
-    c.data.source = "cityscapes"
+    c.data.source = "tfds"
+    c.data.tfds_name = "dmvfn_cityscapes"  # python -m dmvfn_jax.data.build cityscapes ...; --config.data_dir=<its --data_dir>
     c.data.num_frames = 30
     c.data.height = 256  # crop
     c.data.width = 256

@@ -27,6 +27,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.async_checkpoints = True
     c.log_every = 50
     c.image_every = 1000
+    c.data_dir = ""  # TFDS data_dir for data.source="tfds"; the clip folders for data.source="clips"
     c.data = ml_collections.ConfigDict()
     c.data.source = "synthetic"
     c.data.seed = 0
@@ -40,6 +41,11 @@ def base_config() -> ml_collections.ConfigDict:
     c.data.height = 256
     c.data.width = 256
     c.data.channel_order = "RGB"  # the order the frames reach the network in (official data: BGR)
-    c.data.data_dir = ""
+    # data.source "tfds": a TFDS build (python -m dmvfn_jax.data.build ...) read from config.data_dir
+    c.data.tfds_name = ""
+    c.data.split = "train"
+    c.data.max_stride = 1  # temporal stride drawn from 1..min(max_stride, n // num_frames) (UCF101: 5)
+    c.data.workers = 0  # input processes (0: load in the training process)
+    c.data.prefetch = 2  # batches loaded ahead of the training step when workers > 0
     c.eval = ml_collections.ConfigDict({"num_clips": 0, "num_frames": 5, "routings": ("threshold",), "save_clips": 0})
     return c

@@ -10,7 +10,8 @@ from configs.common import base_config
 def get_config():
     c = base_config()
     c.name = "kitti"
-    c.data.source = "kitti"
+    c.data.source = "tfds"
+    c.data.tfds_name = "dmvfn_kitti"  # python -m dmvfn_jax.data.build kitti ...; --config.data_dir=<its --data_dir>
     c.data.num_frames = 9
     c.data.height = 256
     c.data.width = 256

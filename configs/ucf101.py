@@ -8,7 +8,8 @@ from configs.common import base_config
 def get_config():
     c = base_config()
     c.name = "ucf101"
-    c.data.source = "ucf101"
+    c.data.source = "tfds"
+    c.data.tfds_name = "dmvfn_ucf101"  # python -m dmvfn_jax.data.build ucf101 ...; --config.data_dir=<its --data_dir>
     c.data.num_frames = 10
     c.data.max_stride = 5
     c.data.height = 256

@@ -22,33 +22,42 @@ class FrameError(InputError):
     """A frame that cannot be used; the message names the input."""
 
 
-def load_image(path: str | os.PathLike) -> np.ndarray:
-    """An image file as an (H, W, 3) uint8 RGB array."""
+def decode_image(data: bytes, name: str | os.PathLike = "<bytes>") -> np.ndarray:
+    """Encoded image bytes (PNG, JPEG, ...) as an (H, W, 3) uint8 RGB array; errors name `name`."""
+    import io
+
     from PIL import Image, UnidentifiedImageError
 
-    path = Path(path)
-    if not path.is_file():
-        raise FrameError(f"{path}: no such file")
     try:
-        with Image.open(path) as im:
+        with Image.open(io.BytesIO(data)) as im:
             im.load()
             mode = im.mode
             if mode == "P":  # palette images are RGB(A) underneath
                 im = im.convert("RGBA" if "transparency" in im.info else "RGB")
                 mode = im.mode
             if mode in ("1", "L", "I", "I;16", "F"):
-                raise FrameError(f"{path}: has 1 channel (mode {mode}); DMVFN needs 3-channel RGB frames")
+                raise FrameError(f"{name}: has 1 channel (mode {mode}); DMVFN needs 3-channel RGB frames")
             if mode in ("LA", "La"):
-                raise FrameError(f"{path}: has 2 channels (grey + alpha); DMVFN needs 3-channel RGB frames")
+                raise FrameError(f"{name}: has 2 channels (grey + alpha); DMVFN needs 3-channel RGB frames")
             if mode in ("RGBA", "RGBa"):
-                raise FrameError(f"{path}: has 4 channels (RGBA); drop the alpha channel to get RGB frames")
+                raise FrameError(f"{name}: has 4 channels (RGBA); drop the alpha channel to get RGB frames")
             if mode != "RGB":
                 im = im.convert("RGB")
             return np.asarray(im, dtype=np.uint8).copy()
     except FrameError:
         raise
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
-        raise FrameError(f"{path}: unreadable image ({type(e).__name__}: {e})") from e
+    except UnidentifiedImageError as e:
+        raise FrameError(f"{name}: unreadable image (not a recognised image format, or corrupt)") from e
+    except (OSError, SyntaxError, ValueError) as e:
+        raise FrameError(f"{name}: unreadable image ({type(e).__name__}: {e})") from e
+
+
+def load_image(path: str | os.PathLike) -> np.ndarray:
+    """An image file as an (H, W, 3) uint8 RGB array."""
+    path = Path(path)
+    if not path.is_file():
+        raise FrameError(f"{path}: no such file")
+    return decode_image(path.read_bytes(), path)
 
 
 def list_frames(folder: str | os.PathLike) -> list[Path]:

@@ -81,3 +81,18 @@ def to_nhwc(t: torch.Tensor) -> np.ndarray:
 def random_frames(seed: int, b: int, h: int, w: int):
     rng = np.random.default_rng(seed)
     return rng.random((b, h, w, 3), dtype=np.float32), rng.random((b, h, w, 3), dtype=np.float32)
+
+
+@pytest.fixture(scope="session")
+def cityscapes_prepared(tmp_path_factory, real_data) -> Path:
+    """The real 30-frame Cityscapes clip through `prepare_cityscapes`: <tmp>/train/000000/ (1024x512)."""
+    from dmvfn_jax.data.prepare import prepare_cityscapes
+
+    src = tmp_path_factory.mktemp("cs_src")
+    city = src / "train" / "aachen"
+    city.mkdir(parents=True)
+    for f in sorted((real_data / "cityscapes_aachen00").glob("*.jpg")):
+        (city / f.name).symlink_to(f)
+    out = tmp_path_factory.mktemp("cs_out")
+    prepare_cityscapes(src, out, split="train", progress=False, log=lambda *a: None)
+    return out / "train"

@@ -11,20 +11,6 @@ from dmvfn_jax.data.sources import ClipFolderSource
 from dmvfn_jax.errors import InputError
 
 
-@pytest.fixture(scope="module")
-def cityscapes_prepared(tmp_path_factory, real_data):
-    from dmvfn_jax.data.prepare import prepare_cityscapes
-
-    src = tmp_path_factory.mktemp("cs_src")
-    city = src / "train" / "aachen"
-    city.mkdir(parents=True)
-    for f in sorted((real_data / "cityscapes_aachen00").glob("*.jpg")):
-        (city / f.name).symlink_to(f)
-    out = tmp_path_factory.mktemp("cs_out")
-    prepare_cityscapes(src, out, split="train", progress=False, log=lambda *a: None)
-    return out / "train"
-
-
 def test_clip_folder_source_is_deterministic_and_augmented(cityscapes_prepared):
     src = ClipFolderSource(cityscapes_prepared, seed=3, num_frames=30, crop_h=256, crop_w=256, global_batch=2)
     assert len(src) == 1
@@ -48,9 +34,9 @@ def test_clip_folder_errors(tmp_path, cityscapes_prepared):
         ClipFolderSource(cityscapes_prepared, 0, 31, 64, 64, 1)
 
 
-def test_train_cityscapes_config_on_the_real_clip(tmp_path, cityscapes_prepared):
+def test_train_cityscapes_config_on_prepared_clip_folders(tmp_path, cityscapes_prepared):
     cmd = [sys.executable, str(REPO / "train.py"), "--config", str(REPO / "configs/cityscapes.py"),
-           "--workdir", str(tmp_path / "run"), f"--config.data.data_dir={cityscapes_prepared}",
+           "--workdir", str(tmp_path / "run"), "--config.data.source=clips", f"--config.data_dir={cityscapes_prepared}",
            "--config.data.num_frames=4", "--config.data.height=64", "--config.data.width=64",
            "--config.batch_size=2", "--config.num_train_steps=2", "--config.warmup_steps=1",
            "--config.log_every=1"]

@@ -36,6 +36,9 @@ class SyntheticSource:
         self.local_batch = global_batch // process_count
         self.offset = process_index * self.local_batch
 
+    def batches(self, start: int, stop: int):
+        return (self.batch(step) for step in range(start, stop))
+
     def batch(self, step: int) -> np.ndarray:
         step_seed = clip_seed(self.seed, step)
         return np.stack([
@@ -108,31 +111,36 @@ class ClipFolderSource:
         clip = augment_clip(rng, clip, *self.crop)
         return clip[..., ::-1] if self.flip else clip
 
+    def batches(self, start: int, stop: int):
+        return (self.batch(step) for step in range(start, stop))
+
     def batch(self, step: int) -> np.ndarray:
         first = step * self.global_batch + self.offset
         return np.ascontiguousarray(np.stack([self.load(first + i) for i in range(self.local_batch)]))
 
 
-FOLDER_SOURCES = ("clips", "cityscapes", "kitti")
+SOURCES = ("synthetic", "clips", "tfds")
 
 
-def make_source(data_config, global_batch: int, process_index: int, process_count: int):
-    """The training source that `config.data` names."""
-    name = data_config.source
+def make_source(config, process_index: int, process_count: int):
+    """The training source that `config.data` names (`config.data_dir` says where its files are)."""
+    data, global_batch = config.data, config.batch_size
+    name = data.source
     if name == "synthetic":
-        return SyntheticSource(data_config.seed, data_config.num_frames, data_config.height,
-                               data_config.width, global_batch, process_index, process_count,
-                               **synthetic_options(data_config))
-    if name in FOLDER_SOURCES:
-        if not data_config.get("data_dir"):
+        return SyntheticSource(data.seed, data.num_frames, data.height, data.width, global_batch,
+                               process_index, process_count, **synthetic_options(data))
+    if name == "clips":
+        if not config.get("data_dir"):
             raise InputError(
-                f"config.data.source={name!r} reads prepared clip folders: set --config.data.data_dir "
-                "(for Cityscapes: the train/ folder written by `python -m dmvfn_jax.data.prepare cityscapes`)"
+                "config.data.source='clips' reads clip folders (<clip>/<frame>.png): set --config.data_dir"
             )
-        return ClipFolderSource(data_config.data_dir, data_config.seed, data_config.num_frames,
-                                data_config.height, data_config.width, global_batch, process_index,
-                                process_count, data_config.channel_order)
-    raise InputError(
-        f"config.data.source={name!r}: not available yet; sources: 'synthetic', {', '.join(map(repr, FOLDER_SOURCES))} "
-        "(UCF101, Vimeo and DAVIS pipelines are still to come)"
-    )
+        return ClipFolderSource(config.data_dir, data.seed, data.num_frames, data.height, data.width,
+                                global_batch, process_index, process_count, data.channel_order)
+    if name == "tfds":
+        from dmvfn_jax.data.pipeline import TfdsSource
+
+        return TfdsSource(data.tfds_name, config.get("data_dir"), data.get("split", "train"), data.seed,
+                          data.num_frames, data.height, data.width, global_batch, process_index, process_count,
+                          data.channel_order, max_stride=data.get("max_stride", 1),
+                          workers=data.get("workers", 0), prefetch=data.get("prefetch", 2))
+    raise InputError(f"config.data.source={name!r}: sources are {', '.join(map(repr, SOURCES))}")

@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import signal
@@ -209,7 +210,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path, m
     if restored is not None:
         state, start = restored, int(meta["step"])
         log.info("resumed from %s at step %d", workdir / "checkpoints" / str(start), start)
-    source = make_source(config.data, config.batch_size, jax.process_index(), jax.process_count())
+    source = make_source(config, jax.process_index(), jax.process_count())
     writer = MetricWriter(workdir / "tensorboard", enabled=jax.process_index() == 0)
     writer.text(start, "config", "```\n" + config.to_json_best_effort(indent=2) + "\n```")
     progress = Progress(total, start, config.batch_size)
@@ -217,9 +218,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path, m
     last, status, done = {}, "completed", start
     t_start = time.perf_counter()
 
-    with _Stopper() as stopper:
-        for step in range(start, total):
-            clips = source.batch(step)
+    batches = source.batches(start, total)  # a generator: closed below, which stops input workers
+    with _Stopper() as stopper, contextlib.closing(batches):
+        for step, clips in zip(range(start, total), batches):
             state, metrics = jitted(state, step_lib.global_batch(mesh, clips))
             done = step + 1
             streak = int(host_copy(metrics["bad_streak"]))

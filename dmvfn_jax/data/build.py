@@ -1,0 +1,103 @@
+"""Build a DMVFN TFDS dataset from its manual directory (what `tfds build` does, plus --skip-bad).
+
+    python -m dmvfn_jax.data.build DATASET --manual_dir DIR --data_dir OUT [--skip-bad]
+                                   [--min-frames N] [--overwrite]
+
+DATASET is one of cityscapes, kitti, vimeo, davis, ucf101, clip_folder, video_files (the
+builders of `tfds_builders.py`; `--help` lists what each manual directory holds). The build is
+written to OUT/dmvfn_<DATASET>/<version>/ as ArrayRecord; train with
+`--config.data_dir=OUT`. TFDS writes into a temporary folder and renames it when complete, so
+an interrupted or failed build never leaves a half-written dataset in place of a good one; a
+finished build is reused unless `--overwrite`.
+
+A bad clip (a frame that does not decode, frames of different sizes, a clip shorter than the
+protocol needs, a missing frame) stops the build with an error naming the clip and the file;
+with `--skip-bad` it is skipped and counted in the summary. Needs no TensorFlow. `tfds build
+--imports dmvfn_jax.data.tfds_builders dmvfn_<DATASET> --manual_dir DIR --data_dir OUT` builds
+the same dataset (the `tfds` command itself needs tensorflow and apache-beam: the
+`tfds-cli` extra).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from dmvfn_jax.errors import InputError, run_command
+
+
+def build(dataset: str, manual_dir, data_dir, skip_bad: bool = False, min_frames: int | None = None,
+          overwrite: bool = False) -> dict:
+    """Builds (or reuses) one dataset; returns {"path", "splits": {name: count}, "skipped": {...}}."""
+    import tensorflow_datasets as tfds
+
+    from dmvfn_jax.data import tfds_builders
+
+    if dataset not in tfds_builders.BUILDERS:
+        raise InputError(f"unknown dataset {dataset!r}; choose from {', '.join(tfds_builders.BUILDERS)}")
+    manual_dir = Path(manual_dir).expanduser()
+    if not manual_dir.is_dir():
+        raise InputError(f"--manual_dir {manual_dir}: no such folder")
+    if min_frames is not None and min_frames < 3:
+        raise InputError(f"--min-frames must be >= 3 (a triplet), got {min_frames}")
+    cls = tfds_builders.BUILDERS[dataset]
+    builder = cls(data_dir=str(Path(data_dir).expanduser()), skip_bad=skip_bad, min_frames=min_frames)
+    mode = tfds.download.GenerateMode.FORCE_REDOWNLOAD if overwrite else tfds.download.GenerateMode.REUSE_DATASET_IF_EXISTS
+    try:
+        builder.download_and_prepare(
+            download_config=tfds.download.DownloadConfig(manual_dir=str(manual_dir), download_mode=mode)
+        )
+    except AssertionError as e:  # TFDS refuses a split that yields nothing: every clip of it was bad
+        if "No examples were yielded" not in str(e):
+            raise
+        split = builder.current_split
+        bad = builder.skipped.get(split, [])
+        raise InputError(
+            f"{manual_dir}: every clip of split {split!r} was bad and skipped ({len(bad)}); first: "
+            f"{bad[0][1] if bad else '?'}"
+        ) from None
+    return {
+        "path": str(builder.data_path),
+        "splits": {name: int(info.num_examples) for name, info in builder.info.splits.items()},
+        "skipped": {split: [clip for clip, _ in bad] for split, bad in builder.skipped.items() if bad},
+    }
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from dmvfn_jax.data import tfds_builders
+
+    lines = [f"{k}: {cls.__doc__.splitlines()[0]}" for k, cls in tfds_builders.BUILDERS.items()]
+    p = argparse.ArgumentParser(
+        prog="python -m dmvfn_jax.data.build",
+        description="Build a DMVFN TFDS dataset (ArrayRecord) from its manual directory.",
+        epilog="datasets:\n  " + "\n  ".join(lines),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("dataset", choices=sorted(tfds_builders.BUILDERS))
+    p.add_argument("--manual_dir", "--manual-dir", required=True, help="the downloaded (or prepared) files")
+    p.add_argument("--data_dir", "--data-dir", required=True, help="where TFDS builds go (config.data_dir)")
+    p.add_argument("--skip-bad", action="store_true", help="skip and count bad clips instead of stopping")
+    p.add_argument("--min-frames", type=int, default=None, help="require clips of at least N frames")
+    p.add_argument("--overwrite", action="store_true", help="rebuild even if a finished build exists")
+    return p
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+
+    def body():
+        summary = build(args.dataset, args.manual_dir, args.data_dir, args.skip_bad, args.min_frames, args.overwrite)
+        counts = ", ".join(f"{k} {v}" for k, v in summary["splits"].items())
+        skipped = sum(len(v) for v in summary["skipped"].values())
+        print(f"built {summary['path']}: {counts} clips" + (f"; skipped {skipped} bad clip(s)" if skipped else ""))
+        print(json.dumps(summary))
+
+    return run_command("python -m dmvfn_jax.data.build", body)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
