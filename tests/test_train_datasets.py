@@ -1,0 +1,74 @@
+"""Training a few steps from TFDS builds of real frames: Cityscapes (train.py), KITTI and Vimeo."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from conftest import REPO
+from dmvfn_jax.data.build import build
+from dmvfn_jax.data.prepare import resize_linear
+from dmvfn_jax.image_io import load_image, save_png
+
+
+@pytest.fixture(scope="module")
+def cityscapes_tfds(tmp_path_factory, cityscapes_prepared):
+    out = tmp_path_factory.mktemp("cs_tfds")
+    build("cityscapes", cityscapes_prepared.parent, out)
+    return out
+
+
+def test_train_py_cityscapes_config_from_a_tfds_build(tmp_path, cityscapes_tfds):
+    """The issue's command, shrunk for a CPU: `train.py --config configs/cityscapes.py
+    --config.data_dir=<TFDS build of the real clip>`, 2 input worker processes."""
+    cmd = [sys.executable, str(REPO / "train.py"), "--config", str(REPO / "configs/cityscapes.py"),
+           "--workdir", str(tmp_path / "run"), f"--config.data_dir={cityscapes_tfds}",
+           "--config.data.num_frames=4", "--config.data.height=128", "--config.data.width=128",
+           "--config.data.workers=2", "--config.batch_size=2", "--config.num_train_steps=3",
+           "--config.warmup_steps=1", "--config.log_every=1"]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
+    assert "step 3/3 (100%)" in r.stdout
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["status"] == "completed" and np.isfinite(summary["last_metrics"]["total"])
+    meta = json.loads((tmp_path / "run" / "model" / "dmvfn.json").read_text())
+    assert meta["channel_order"] == "BGR"
+
+
+def _train(config, workdir):
+    from dmvfn_jax.train.loop import train_and_evaluate
+
+    config.batch_size, config.num_train_steps, config.warmup_steps = 2, 2, 1
+    config.log_every, config.image_every = 1, 0
+    return train_and_evaluate(config, workdir)
+
+
+def test_train_kitti_and_vimeo_configs_from_tfds_builds(tmp_path, real_data):
+    import configs.kitti
+    import configs.vimeo
+
+    # KITTI: a 9-frame 832x256 window of the real drive (its 7 frames forwards, then back)
+    frames = [resize_linear(load_image(f), 832, 256) for f in sorted((real_data / "kitti_0023").glob("*.png"))]
+    for t, f in enumerate(frames + frames[-2:-4:-1]):
+        save_png(tmp_path / "kitti" / "train" / "000000" / f"{t:010d}.png", f)
+    build("kitti", tmp_path / "kitti", tmp_path / "tfds")
+    c = configs.kitti.get_config()
+    c.data_dir = str(tmp_path / "tfds")
+    c.data.height = c.data.width = 64
+    s = _train(c, tmp_path / "run_kitti")
+    assert s["status"] == "completed" and s["step"] == 2 and np.isfinite(s["last_metrics"]["total"])
+
+    # Vimeo: the real septuplet, a random triplet of it per example, 224x224 crops (official)
+    sept = tmp_path / "vimeo" / "vimeo_septuplet"
+    (sept / "sequences" / "00001").mkdir(parents=True)
+    (sept / "sequences" / "00001" / "0002").symlink_to(real_data / "vimeo_00001_0002")
+    (sept / "sep_trainlist.txt").write_text("00001/0002\n")
+    build("vimeo", tmp_path / "vimeo", tmp_path / "tfds")
+    c = configs.vimeo.get_config()
+    c.data_dir = str(tmp_path / "tfds")
+    s = _train(c, tmp_path / "run_vimeo")
+    assert s["status"] == "completed" and s["step"] == 2 and np.isfinite(s["last_metrics"]["total"])
