@@ -205,9 +205,14 @@ def test_bad_clips_are_named_or_skipped_and_counted(tmp_path, clip_manual):
     save_png(bad / "clip2" / "0000000001.png", np.zeros((16, 48, 3), np.uint8))
     with pytest.raises(BadClipError, match=r"train/clip1: .*clip1/0000000002\.png: unreadable image \(not a recognised"):
         build("clip_folder", clip_manual, tmp_path / "a")
-    (bad / "clip1" / "0000000002.png").unlink()
+    (bad / "clip1" / "0000000002.png").write_bytes((bad / "clip1" / "0000000001.png").read_bytes())
     with pytest.raises(BadClipError, match=r"train/clip2: .*clip2/0000000001\.png is 48x16 but .*is 48x32"):
         build("clip_folder", clip_manual, tmp_path / "b")
+    (bad / "clip0" / "0000000001.png").unlink()  # a missing frame in the middle of a clip
+    with pytest.raises(BadClipError, match=r"train/clip0: missing frame\(s\): frame numbers jump from 0 to 2 at "
+                                           r".*clip0/0000000002\.png"):
+        build("clip_folder", clip_manual, tmp_path / "b2")
+    (bad / "clip0" / "0000000001.png").write_bytes((bad / "clip0" / "0000000000.png").read_bytes())
     with pytest.raises(BadClipError, match=r"test/clip9: .*3 frames, but dmvfn_clip_folder needs at least 4"):
         build("clip_folder", clip_manual, tmp_path / "c", skip_bad=False, min_frames=4, overwrite=True)
 

@@ -24,7 +24,8 @@ Every example is one clip: `id` (its path under the manual directory, e.g. `trai
 `frames` (a sequence of encoded images, PNG or JPEG exactly as the source files hold them; video
 frames are stored as PNG), `num_frames`, `height`, `width`. Frames are decoded once at build time
 to check them: a frame that does not decode, frames of different sizes inside a clip or a clip
-shorter than its dataset's protocol needs stop the build with an error naming the clip and the
+shorter than its dataset's protocol needs, or numbered frames (`0007.png`) whose numbers skip
+one (a missing frame) stop the build with an error naming the clip and the
 file (`BadClipError`), or with `skip_bad=True` skip the clip; skipped clips are counted in the log
 and listed in `builder.skipped`.
 """
@@ -173,6 +174,9 @@ class ClipBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
             encoded = [encode_png(f) for f in frames]
             names = [f"{clip.source} frame {i}" for i in range(len(frames))]
         else:
+            gap = _numbering_gap(clip.files)
+            if gap is not None:
+                raise BadClipError(clip.id, gap[0], gap[1])
             encoded, frames, names = [], [], []
             for f in clip.files:
                 try:
@@ -214,6 +218,17 @@ class ClipBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
             yield clip.id, example
         if skipped:
             log.warning("%s %s: skipped %d bad clip(s) (skip_bad=True)", self.name, split, len(skipped))
+
+
+def _numbering_gap(files: Sequence[Path]) -> tuple[Path, str] | None:
+    """Frames named by number (0000.png, 0001.png, ...) whose numbers skip one: (file, reason)."""
+    if len(files) < 2 or not all(f.stem.isdigit() for f in files):
+        return None
+    numbers = [int(f.stem) for f in files]
+    for prev, (num, f) in zip(numbers, zip(numbers[1:], files[1:])):
+        if num != prev + 1:
+            return f, f"missing frame(s): frame numbers jump from {prev} to {num} at {f}"
+    return None
 
 
 def _require(path: Path, what: str) -> Path:
