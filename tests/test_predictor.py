@@ -1,6 +1,5 @@
 """Predictor: loading, RGB/BGR handling, input types, rollout, one compilation per shape, errors."""
 
-import jax.numpy as jnp
 import numpy as np
 import pytest
 import torch

@@ -1,6 +1,5 @@
 """The training loop: learning, checkpoints and resuming, SIGTERM, non-finite updates, configs."""
 
-import os
 import re
 import shutil
 import signal

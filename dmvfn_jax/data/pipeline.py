@@ -111,12 +111,8 @@ def _text(value) -> str:
 def decode_frames(record, indices, where: str) -> np.ndarray:
     """Frames `indices` of a record as a (T, H, W, 3) uint8 clip."""
     clip_id = _text(record["id"])
-    frames = []
-    for i in indices:
-        try:
-            frames.append(decode_image(bytes(record["frames"][int(i)]), f"{where}: clip {clip_id} frame {int(i)}"))
-        except FrameError as e:
-            raise FrameError(str(e)) from None
+    frames = [decode_image(bytes(record["frames"][int(i)]), f"{where}: clip {clip_id} frame {int(i)}")
+              for i in indices]
     if any(f.shape != frames[0].shape for f in frames):
         sizes = sorted({f"{f.shape[1]}x{f.shape[0]}" for f in frames})
         raise FrameError(f"{where}: clip {clip_id}: frames of different sizes ({', '.join(sizes)})")

@@ -94,8 +94,9 @@ class Progress:
             f"psnr {metrics['psnr']:.2f}",
             f"lr {metrics['lr']:.2e}",
             f"|g| {metrics['grad_norm']:.3f}",
-            f"{speed['steps_per_s']:.2f} steps/s",
-            f"{speed['clips_per_s']:.1f} clips/s",
+            f"{speed['steps_per_s']:.2f} steps/s" if speed["steps_per_s"] >= 0.1 or not speed["steps_per_s"] > 0
+            else f"{1 / speed['steps_per_s']:.1f} s/step",
+            f"{speed['clips_per_s']:.3g} clips/s",
             f"ETA {format_duration(eta) if np.isfinite(eta) else '?'}",
         ]
         return "  ".join(parts)

@@ -1,6 +1,6 @@
 """How many input processes one accelerator needs to train the official Cityscapes recipe.
 
-    .venv/bin/python benchmarks/input_pipeline.py [--out results.json]
+    .venv/bin/python bench/input_pipeline.py [--out results.json]
 
 run from the repository root. It measures, in one run:
 
@@ -128,14 +128,15 @@ def prepare_input(args, work: Path) -> dict:
     t0 = time.perf_counter()
     real = args.real_dir.is_dir() and not args.synthetic
     dataset, manual = build_real(args.real_dir, work) if real else build_synthetic(args.synthetic_clips, work)
-    summary = build(dataset, manual, work / "tfds")
+    data_dir = work / f"tfds_{manual.name}"  # one build per input, so a --work_dir holds each
+    summary = build(dataset, manual, data_dir)
     clips = summary["splits"]["train"]
     if real:
         what = f"real Cityscapes frames of {args.real_dir} (2048x1024 JPEG) prepared to 1024x512 PNG"
     else:
         why = "--synthetic" if args.synthetic else f"{args.real_dir} not found"
         what = f"synthetic 1024x512 PNG clips ({why})"
-    return {"input": what, "real": real, "dataset": f"dmvfn_{dataset}", "data_dir": str(work / "tfds"),
+    return {"input": what, "real": real, "dataset": f"dmvfn_{dataset}", "data_dir": str(data_dir),
             "clips_in_dataset": clips, "prepare_build_s": time.perf_counter() - t0}
 
 
