@@ -12,6 +12,8 @@ $(STAMP): pyproject.toml
 	# torch is pinned to the local CPU build: an unpinned torch would pull GBs of CUDA wheels.
 	$(PY) -m pip install -q "torch==2.13.0"
 	$(PY) -m pip install -q -e ".[test]"
+	# LPIPS parity and its shipped linear weights: lpips without its deps (they would pull a CUDA torchvision).
+	$(PY) -m pip install -q --no-deps "lpips==0.1.4"
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -9,7 +9,7 @@ from pathlib import Path
 from flax import nnx
 
 from dmvfn_jax import checkpoint as ckpt
-from dmvfn_jax.convert import dmvfn_torch, vgg_torch
+from dmvfn_jax.convert import dmvfn_torch, lpips_torch, vgg_torch
 from dmvfn_jax.losses import VGG19Features
 from dmvfn_jax.models.dmvfn import DMVFN, SCALES, WIDTHS
 
@@ -108,3 +108,58 @@ def load_vgg19(checkpoint_dir) -> VGG19Features:
             "(convert torchvision weights with `python convert_weights.py vgg19`)"
         )
     return ckpt.build_with_params(lambda: VGG19Features(rngs=nnx.Rngs(0)), params, str(checkpoint_dir))
+
+
+def installed_lpips_linear() -> Path | None:
+    """`lpips/weights/v0.1/alex.pth` of an installed `lpips` package (found without importing it)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("lpips")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    path = Path(list(spec.submodule_search_locations)[0]) / "weights" / "v0.1" / "alex.pth"
+    return path if path.is_file() else None
+
+
+def convert_lpips(alexnet_path, output_dir, linear_path=None, overwrite: bool = False) -> Path:
+    """torchvision `alexnet-owt-7be5be79.pth` + the lpips package's `alex.pth` -> LPIPS checkpoint."""
+    from dmvfn_jax.convert.torch_io import load_state_dict
+    from dmvfn_jax.errors import InputError
+
+    output_dir = Path(output_dir)
+    if output_dir.exists() and not overwrite:
+        raise FileExistsError(f"{output_dir} already exists; pass --overwrite to replace it")
+    if linear_path is None:
+        linear_path = installed_lpips_linear()
+        if linear_path is None:
+            raise InputError(
+                "the LPIPS linear layers ship inside the `lpips` package: install it without its "
+                "dependencies (pip install --no-deps lpips==0.1.4) or pass --linear PATH/TO/lpips/weights/v0.1/alex.pth"
+            )
+    alexnet_path, linear_path = Path(alexnet_path), Path(linear_path)
+    params, dropped = lpips_torch.torch_to_jax(load_state_dict(alexnet_path), load_state_dict(linear_path),
+                                               str(alexnet_path), str(linear_path))
+    metadata = {
+        "architecture": lpips_torch.ARCHITECTURE,
+        "channel_order": "RGB",
+        "dropped_keys": dropped,
+        "source": {
+            "alexnet": {"file": os.path.basename(alexnet_path), "sha256": ckpt.sha256_of(alexnet_path)},
+            "linear": {"file": os.path.basename(linear_path), "sha256": ckpt.sha256_of(linear_path)},
+        },
+        "converted": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    }
+    return ckpt.save_checkpoint(output_dir, params, metadata, overwrite=overwrite)
+
+
+def load_lpips(checkpoint_dir):
+    """The LPIPS network of a checkpoint written by `convert_weights.py lpips`."""
+    from dmvfn_jax.evaluation.lpips import LPIPS
+
+    params, meta = ckpt.load_checkpoint(checkpoint_dir)
+    if meta.get("architecture") != lpips_torch.ARCHITECTURE:
+        raise ckpt.CheckpointError(
+            f"{checkpoint_dir}: architecture {meta.get('architecture')!r} is not {lpips_torch.ARCHITECTURE!r} "
+            "(convert with `python convert_weights.py lpips --alexnet alexnet-owt-7be5be79.pth --output DIR`)"
+        )
+    return ckpt.build_with_params(lambda: LPIPS(rngs=nnx.Rngs(0)), params, str(checkpoint_dir))

@@ -13,13 +13,14 @@ EXAMPLES = """examples:
   python convert_weights.py dmvfn --to-torch --input checkpoints/dmvfn_city --output dmvfn_city_back.pkl
   python convert_weights.py make-random --output dmvfn_random.pkl --seed 0
   python convert_weights.py vgg19 --input vgg19-dcbee2f5.pth --output checkpoints/vgg19
+  python convert_weights.py lpips --alexnet alexnet-owt-7be5be79.pth --output checkpoints/lpips
 """
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="convert_weights.py",
-        description="Convert PyTorch checkpoints (official DMVFN, torchvision VGG19) to dmvfn-jax and back.",
+        description="Convert PyTorch checkpoints (official DMVFN, torchvision VGG19, LPIPS AlexNet) to dmvfn-jax and back.",
         epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -41,6 +42,14 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--input", required=True, help="torchvision VGG19 state dict (.pth)")
     v.add_argument("--output", required=True, help="checkpoint directory (features up to relu5_1)")
     v.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    lp = sub.add_parser(
+        "lpips", help="torchvision AlexNet + the lpips package's linear layers -> LPIPS v0.1 checkpoint (eval.py)"
+    )
+    lp.add_argument("--alexnet", required=True, help="torchvision AlexNet state dict (alexnet-owt-7be5be79.pth)")
+    lp.add_argument("--linear", default=None,
+                    help="lpips/weights/v0.1/alex.pth (default: the one inside the installed lpips package)")
+    lp.add_argument("--output", required=True, help="checkpoint directory")
+    lp.add_argument("--overwrite", action="store_true", help="replace an existing output")
     r = sub.add_parser("make-random", help="write a random-weight state dict in the official format")
     r.add_argument("--output", required=True)
     r.add_argument("--seed", type=int, default=0)
@@ -55,6 +64,9 @@ def main(argv=None) -> int:
         if args.what == "make-random":
             out = api.write_random_official(args.output, args.seed, args.overwrite)
             print(f"wrote random official-format DMVFN state dict to {out}")
+        elif args.what == "lpips":
+            out = api.convert_lpips(args.alexnet, args.output, args.linear, args.overwrite)
+            print(f"wrote LPIPS (AlexNet, v0.1) checkpoint to {out}")
         elif args.what == "vgg19":
             out = api.convert_vgg19(args.input, args.output, args.overwrite)
             print(f"wrote VGG19 features checkpoint to {out} (features[0:29], up to relu5_1)")
