@@ -217,18 +217,23 @@ def _load_in_worker(example: int) -> np.ndarray:
 
 
 class EvalClips:
-    """Every clip of a split once, in record order, unaugmented: the first `num_frames` frames.
+    """Every clip of a split once (or the first `max_clips`), in record order, unaugmented: the
+    first `num_frames` frames of each.
 
     `batches(global_batch)` pads the last batch so that no example is dropped and every process
     gets the same number of batches; the mask says which rows are real.
     """
 
-    def __init__(self, name: str, data_dir, split: str, num_frames: int, channel_order: str = "RGB"):
+    def __init__(self, name: str, data_dir, split: str, num_frames: int, channel_order: str = "RGB",
+                 max_clips: int | None = None):
         self.records = open_split(name, data_dir, split)
         self.where, self.num_frames, self.flip = f"{name}/{split}", num_frames, channel_order == "BGR"
+        if max_clips is not None and max_clips < 1:
+            raise InputError(f"max_clips must be >= 1, got {max_clips}")
+        self.size = len(self.records) if max_clips is None else min(len(self.records), int(max_clips))
 
     def __len__(self) -> int:
-        return len(self.records)
+        return self.size
 
     def clip_id(self, index: int) -> str:
         return _text(self.records[index]["id"])

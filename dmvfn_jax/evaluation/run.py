@@ -1,0 +1,403 @@
+"""`eval.py`: the official DMVFN evaluation protocols on TFDS builds, sharded over the local devices.
+
+    python eval.py --checkpoint DIR --dataset cityscapes|kitti|davis|vimeo --data_dir TFDS_DIR
+                   [--mode clean|official] [--lpips LPIPS_DIR] [--metrics psnr,ssim,ms_ssim,lpips]
+                   [--batch-size N] [--output DIR] [--save-predictions N] [--max-clips N]
+    python eval.py --checkpoint DIR --dataset clip_folder --data_dir TFDS_DIR --context 2,3 --horizon 5
+
+Every clip of the split is predicted autoregressively from its two context frames (each
+prediction becomes the newer input) and every prediction is scored against its ground truth;
+`t+k` is the running mean of steps 1..k, as the paper reports. Three rows: the model with its
+routing, the model with all 9 blocks (no routing), and copy-last-frame. The report also gives
+the routing statistics: blocks per prediction, each block's rate, and the GFLOPs per frame the
+routed model spends against the all-blocks cost (XLA's cost analysis of the network at the
+evaluated size). Output: a console table, `results.json`, `results.csv`, and with
+`--save-predictions N` the predicted PNGs of the first N clips.
+
+`--mode clean` (default): metrics on RGB, deterministic threshold routing, per-sample gates.
+`--mode official`: the official scripts' quirks: BGR fed to the metrics, Bernoulli routing
+seeded with 1234 (JAX's PRNG: not the same draws as PyTorch's), batch element 0's gates decide
+for the batch, `img0` returned when no block runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import logging
+import math
+import sys
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
+
+from dmvfn_jax import checkpoint as ckpt
+from dmvfn_jax.errors import InputError, run_command
+from dmvfn_jax.evaluation import metrics as metric_lib
+from dmvfn_jax.evaluation.protocols import DATASETS, MODES, Mode, Protocol, make_protocol
+from dmvfn_jax.models import routing as routing_lib
+from dmvfn_jax.models.dmvfn import DMVFN, SIZE_MULTIPLE
+
+log = logging.getLogger("dmvfn_jax.eval")
+
+METRICS = ("psnr", "ssim", "ms_ssim", "lpips")
+METRIC_LABELS = {"psnr": "PSNR", "ssim": "SSIM", "ms_ssim": "MS-SSIM", "lpips": "LPIPS"}
+VARIANTS = ("dmvfn", "dmvfn_all_blocks", "copy_last")
+VARIANT_LABELS = {"dmvfn": "DMVFN (routed)", "dmvfn_all_blocks": "DMVFN, all blocks", "copy_last": "copy last frame"}
+
+
+def load_model(checkpoint) -> tuple[DMVFN, dict]:
+    """A DMVFN checkpoint (converted or trained) and its metadata; clear errors for anything else."""
+    path = Path(checkpoint)
+    params, meta = ckpt.load_checkpoint(path)
+    if meta.get("architecture") != "dmvfn":
+        raise ckpt.CheckpointError(f"{path}: architecture {meta.get('architecture')!r} is not 'dmvfn'")
+    if meta.get("channel_order") not in ckpt.CHANNEL_ORDERS:
+        raise ckpt.CheckpointError(f"{path}: channel_order {meta.get('channel_order')!r} is not one of {ckpt.CHANNEL_ORDERS}")
+    kwargs = {}
+    if "widths" in meta and "scales" in meta:
+        kwargs = {"widths": tuple(meta["widths"]), "scales": tuple(meta["scales"])}
+    model = ckpt.build_with_params(lambda: DMVFN(rngs=nnx.Rngs(0), **kwargs), params, str(path))
+    return model, meta
+
+
+def _metric_fn(name: str, lpips_model):
+    if name == "lpips":
+        return lambda x, y: lpips_model(x * 2 - 1, y * 2 - 1)
+    return getattr(metric_lib, name)
+
+
+def make_eval_fn(graphdef, lpips_graphdef, protocol: Protocol, mode: Mode, metric_names, model_order: str,
+                 num_blocks: int, with_predictions: bool):
+    """fn(params, lpips_params, clips uint8 (B,T,H,W,3) RGB, mask (B,), key) -> (sums, predictions).
+
+    sums: per variant and metric the masked sum over the batch per step (horizon,), `count`,
+    `gate_sum` (n,) over the routed predictions, `ran_sum` (n,): predictions whose batch ran the
+    block (a block runs for the whole batch when any sample's gate is on).
+    """
+    c0, c1 = protocol.context
+    to_model = (lambda x: x[..., ::-1]) if model_order == "BGR" else (lambda x: x)
+    to_metric = (lambda x: x[..., ::-1]) if mode.metric_order == "BGR" else (lambda x: x)
+
+    def fn(params, lpips_params, clips, mask, key):
+        model = nnx.merge(graphdef, params)
+        lpips_model = nnx.merge(lpips_graphdef, lpips_params) if lpips_graphdef is not None else None
+        fns = {name: _metric_fn(name, lpips_model) for name in metric_names}
+        frames = clips.astype(jnp.float32) / 255.0
+        m = mask.astype(jnp.float32)
+        out = {"count": m.sum(), "gate_sum": jnp.zeros((num_blocks,)), "ran_sum": jnp.zeros((num_blocks,))}
+        predictions = []
+        for variant in VARIANTS:
+            a, b = frames[:, c0], frames[:, c1]
+            per_metric = {name: [] for name in metric_names}
+            for k in range(protocol.horizon):
+                gt = frames[:, c1 + 1 + k]
+                if variant == "copy_last":
+                    pred = frames[:, c1]
+                elif variant == "dmvfn_all_blocks":
+                    pred = to_model(model.infer(to_model(a), to_model(b), None).prediction)
+                else:
+                    ma, mb = to_model(a), to_model(b)
+                    v = model.routing_probs(ma, mb)
+                    gates = routing_lib.select_gates(v, mode.routing, jax.random.fold_in(key, k))
+                    res = model.infer(ma, mb, gates, first_decides=mode.first_decides, empty=mode.empty)
+                    pred = to_model(res.prediction)
+                    used = res.gates * m[:, None]
+                    out["gate_sum"] = out["gate_sum"] + used.sum(0)
+                    out["ran_sum"] = out["ran_sum"] + jnp.any(used > 0, axis=0) * m.sum()
+                    if with_predictions:
+                        predictions.append(pred)
+                x, y = to_metric(pred), to_metric(gt)
+                for name in metric_names:
+                    per_metric[name].append((fns[name](x, y) * m).sum())
+                a, b = b, pred
+            out[variant] = {name: jnp.stack(vals) for name, vals in per_metric.items()}
+        preds = jnp.stack(predictions, axis=1) if with_predictions else None
+        return out, preds
+
+    return fn
+
+
+def flop_costs(model: DMVFN, height: int, width: int) -> dict:
+    """GFLOPs per frame (XLA cost analysis) of the all-blocks network, the routing module and each block."""
+    graphdef, params = nnx.split(model)
+    x = jax.ShapeDtypeStruct((1, height, width, 3), jnp.float32)
+    ph = -(-height // SIZE_MULTIPLE) * SIZE_MULTIPLE
+    pw = -(-width // SIZE_MULTIPLE) * SIZE_MULTIPLE
+    xp = jax.ShapeDtypeStruct((1, ph, pw, 3), jnp.float32)
+
+    def cost(f, *args) -> float:
+        analysis = jax.jit(f).lower(params, *args).cost_analysis()
+        if isinstance(analysis, (list, tuple)):
+            analysis = analysis[0]
+        return float((analysis or {}).get("flops", float("nan"))) / 1e9
+
+    def block(i):
+        def f(p, a, b):
+            net = nnx.merge(graphdef, p)
+            state = net._initial_state(a, b)
+            flow_d, mask_d = net._block_update(i, a, b, state)
+            return net._advance(a, b, state, flow_d, mask_d, 1.0)
+        return f
+
+    return {
+        "all_blocks": cost(lambda p, a, b: nnx.merge(graphdef, p).infer(a, b, None).prediction, x, x),
+        "routing": cost(lambda p, a, b: nnx.merge(graphdef, p).routing_probs(a, b), x, x),
+        "blocks": [cost(block(i), xp, xp) for i in range(model.num_blocks)],
+    }
+
+
+def _running(per_step: list[float]) -> list[float]:
+    return [float(np.mean(per_step[: k + 1])) for k in range(len(per_step))]
+
+
+def report_steps(horizon: int) -> list[int]:
+    """The t+k columns of the table: 1, 3, 5 (those within the horizon), or 1..horizon if shorter."""
+    steps = [k for k in (1, 3, 5) if k <= horizon]
+    return steps if horizon >= 5 or horizon == 1 else list(range(1, horizon + 1))
+
+
+def format_table(results: dict) -> str:
+    steps = report_steps(results["protocol"]["horizon"])
+    names = results["metrics"]
+    head = f"{'':22s}" + "".join(
+        f" | {METRIC_LABELS[n] + ' ' + '/'.join(f't+{k}' for k in steps):>{8 * len(steps) + 2}s}" for n in names)
+    lines = [head, "-" * len(head)]
+    for variant in VARIANTS:
+        row = f"{VARIANT_LABELS[variant]:22s}"
+        for n in names:
+            vals = results["results"][variant][n]["running_mean"]
+            scale = 1.0 if n == "psnr" else 100.0
+            row += " | " + f"{' '.join(f'{vals[k - 1] * scale:7.2f}' for k in steps):>{8 * len(steps) + 2}s}"
+        lines.append(row)
+    lines.append("(PSNR in dB; SSIM, MS-SSIM and LPIPS x100; t+k: mean over steps 1..k)")
+    r = results["routing"]
+    lines.append(
+        f"routing: {r['blocks_per_prediction']:.2f} of {len(r['block_rate'])} blocks per prediction; block rates "
+        + " ".join(f"{v:.2f}" for v in r["block_rate"])
+    )
+    f = results["gflops_per_frame"]
+    lines.append(
+        f"compute: {f['routed_spent']:.1f} GFLOPs per frame spent with routing (routing module {f['routing']:.2f}) "
+        f"against {f['all_blocks']:.1f} with all blocks ({100 * f['routed_spent'] / f['all_blocks']:.0f}%)"
+    )
+    return "\n".join(lines)
+
+
+def write_csv(results: dict, path: Path) -> None:
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(["variant", "metric", "step", "value", "running_mean"])
+    for variant in VARIANTS:
+        for n in results["metrics"]:
+            r = results["results"][variant][n]
+            for k, (v, rm) in enumerate(zip(r["per_step"], r["running_mean"]), start=1):
+                w.writerow([variant, n, k, f"{v:.6f}", f"{rm:.6f}"])
+    _write_text(path, buf.getvalue())
+
+
+def _write_text(path: Path, text: str) -> None:
+    with ckpt.atomic_file(path) as tmp:
+        Path(tmp).write_text(text)
+
+
+def evaluate(checkpoint, dataset: str, data_dir, *, mode: str = "clean", split: str | None = None,
+             context=None, horizon=None, metrics=None, lpips=None, batch_size: int | None = None,
+             output=None, save_predictions: int = 0, max_clips: int | None = None, progress: bool = True) -> dict:
+    """Runs one protocol and returns (and, with `output`, writes) the results dict."""
+    from dmvfn_jax.data.pipeline import EvalClips
+
+    if mode not in MODES:
+        raise InputError(f"--mode must be one of {', '.join(MODES)}, got {mode!r}")
+    the_mode = MODES[mode]
+    protocol = make_protocol(dataset, split, context, horizon)
+    names = list(metrics) if metrics else (["psnr", "ssim", "ms_ssim"] + (["lpips"] if lpips else []))
+    unknown = [n for n in names if n not in METRICS]
+    if unknown:
+        raise InputError(f"unknown metric(s) {unknown}; choose from {', '.join(METRICS)}")
+    lpips_model = None
+    if "lpips" in names:
+        if not lpips:
+            raise InputError(
+                "LPIPS needs its weights: convert them once with `python convert_weights.py lpips --alexnet "
+                "alexnet-owt-7be5be79.pth --output checkpoints/lpips` and pass --lpips checkpoints/lpips "
+                "(or leave lpips out of --metrics)"
+            )
+        from dmvfn_jax.convert.api import load_lpips
+
+        lpips_model = load_lpips(lpips)
+    model, meta = load_model(checkpoint)
+    if the_mode.name == "official" and meta["channel_order"] != "BGR":
+        raise InputError(
+            f"{checkpoint}: trained on {meta['channel_order']} frames, but --mode official feeds the network "
+            "BGR frames as the official scripts do; use --mode clean for this checkpoint"
+        )
+    clips = EvalClips(protocol.tfds_name, data_dir, protocol.split, protocol.frames_needed, channel_order="RGB",
+                      max_clips=max_clips)
+    first = clips.load(0)  # checks the protocol's frame count on the first clip before any compute
+    _, height, width, _ = first.shape
+    if "ms_ssim" in names:
+        try:
+            metric_lib.check_ms_ssim_size(height, width)
+        except InputError as e:
+            raise InputError(f"{protocol.tfds_name}/{protocol.split}: {e}; leave ms_ssim out of --metrics") from None
+    n_total = len(clips)
+
+    mesh = jax.sharding.Mesh(np.asarray(jax.devices()).reshape(-1), ("data",))
+    n_dev = jax.device_count()
+    batch_size = n_dev if batch_size is None else int(batch_size)
+    if batch_size < 1 or batch_size % n_dev:
+        raise InputError(f"--batch-size {batch_size} must be a positive multiple of the {n_dev} devices")
+    replicated, sharded = NamedSharding(mesh, P()), NamedSharding(mesh, P("data"))
+    graphdef, params = nnx.split(model)
+    params = jax.device_put(params, replicated)
+    lpips_graphdef, lpips_params = (None, None)
+    if lpips_model is not None:
+        lpips_graphdef, lpips_params = nnx.split(lpips_model)
+        lpips_params = jax.device_put(lpips_params, replicated)
+    jitted = {}
+
+    def step_fn(with_preds: bool):
+        if with_preds not in jitted:
+            fn = make_eval_fn(graphdef, lpips_graphdef, protocol, the_mode, names, meta["channel_order"],
+                              model.num_blocks, with_preds)
+            jitted[with_preds] = jax.jit(fn, in_shardings=(replicated, replicated, sharded, sharded, replicated),
+                                         out_shardings=(replicated, sharded if with_preds else None))
+        return jitted[with_preds]
+
+    log.info("%s: %d clips of %s/%s at %dx%d, %s; mode %s", protocol.name, n_total, protocol.tfds_name,
+             protocol.split, width, height, protocol.describe(), the_mode.describe())
+    totals = None
+    base_key = jax.random.key(the_mode.seed)
+    out_dir = Path(output) if output else None
+    bar = _Progress(n_total, enabled=progress)
+    for b, (batch, mask, idx) in enumerate(clips.batches(batch_size, jax.process_index(), jax.process_count())):
+        want_preds = bool(save_predictions) and bool(np.any((idx >= 0) & (idx < save_predictions)))
+        g_clips = jax.make_array_from_process_local_data(sharded, batch)
+        g_mask = jax.make_array_from_process_local_data(sharded, mask)
+        sums, preds = step_fn(want_preds)(params, lpips_params, g_clips, g_mask, jax.random.fold_in(base_key, b))
+        sums = jax.tree.map(lambda a: np.asarray(a.addressable_data(0), np.float64), sums)
+        totals = sums if totals is None else jax.tree.map(np.add, totals, sums)
+        if want_preds and out_dir is not None:
+            _save_predictions(out_dir, clips, preds, idx, save_predictions)
+        bar.update(int(mask.sum()) * jax.process_count())
+    bar.close()
+
+    count = float(totals["count"])
+    results = {
+        "dataset": dataset,
+        "tfds_name": protocol.tfds_name,
+        "split": protocol.split,
+        "clips": int(round(count)),
+        "frame_size": [int(width), int(height)],
+        "protocol": {"context": list(protocol.context), "horizon": protocol.horizon, "description": protocol.describe()},
+        "mode": {"name": the_mode.name, "description": the_mode.describe()},
+        "checkpoint": str(checkpoint),
+        "checkpoint_channel_order": meta["channel_order"],
+        "metrics": names,
+        "results": {},
+    }
+    for variant in VARIANTS:
+        results["results"][variant] = {}
+        for n in names:
+            per_step = (totals[variant][n] / count).tolist()
+            results["results"][variant][n] = {"per_step": per_step, "running_mean": _running(per_step)}
+    preds_made = count * protocol.horizon
+    rates = (totals["gate_sum"] / preds_made).tolist()
+    ran = (totals["ran_sum"] / preds_made).tolist()
+    results["routing"] = {"blocks_per_prediction": float(sum(rates)), "block_rate": rates, "block_run_rate": ran}
+    flops = flop_costs(model, height, width)
+    spent = flops["routing"] + (flops["all_blocks"] - sum(flops["blocks"])) + sum(
+        r * f for r, f in zip(ran, flops["blocks"]))
+    results["gflops_per_frame"] = {"all_blocks": flops["all_blocks"], "routing": flops["routing"],
+                                   "blocks": flops["blocks"], "routed_spent": spent}
+    results["table"] = format_table(results)
+    if out_dir is not None and jax.process_index() == 0:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        _write_text(out_dir / "results.json", json.dumps(results, indent=2) + "\n")
+        write_csv(results, out_dir / "results.csv")
+    return results
+
+
+def _save_predictions(out_dir: Path, clips, preds, idx, limit: int) -> None:
+    from dmvfn_jax.image_io import save_png
+
+    local = np.concatenate([np.asarray(s.data) for s in sorted(preds.addressable_shards, key=lambda s: s.index[0].start or 0)])
+    for row, i in enumerate(idx):
+        if 0 <= i < limit:
+            name = clips.clip_id(int(i)).replace("/", "_")
+            for k, frame in enumerate(local[row], start=1):
+                save_png(out_dir / "predictions" / name / f"pred_t+{k}.png", frame)
+
+
+class _Progress:
+    """A progress line with ETA on stderr (at most every 2 s, and at the end)."""
+
+    def __init__(self, total: int, enabled: bool = True):
+        self.total, self.done, self.enabled = total, 0, enabled
+        self.t0 = self.last = time.perf_counter()
+
+    def update(self, n: int) -> None:
+        self.done = min(self.total, self.done + n)
+        now = time.perf_counter()
+        if self.enabled and (now - self.last > 2.0 or self.done == self.total):
+            self.last = now
+            rate = self.done / max(now - self.t0, 1e-9)
+            eta = (self.total - self.done) / rate if rate > 0 else math.inf
+            print(f"\reval {self.done}/{self.total} clips ({100 * self.done / self.total:.0f}%)  "
+                  f"{rate:.2f} clips/s  ETA {eta:.0f}s   ", end="", file=sys.stderr, flush=True)
+
+    def close(self) -> None:
+        if self.enabled:
+            print(file=sys.stderr)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="eval.py", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--checkpoint", required=True, help="DMVFN checkpoint directory (converted or trained)")
+    p.add_argument("--dataset", required=True, choices=DATASETS)
+    p.add_argument("--data_dir", "--data-dir", required=True, help="the TFDS data_dir of the build")
+    p.add_argument("--split", default=None, help="default: the protocol's (test)")
+    p.add_argument("--mode", default="clean", choices=tuple(MODES))
+    p.add_argument("--context", default=None, help="generic datasets: two context frame indices, e.g. 2,3")
+    p.add_argument("--horizon", type=int, default=None, help="generic datasets: predictions per clip")
+    p.add_argument("--metrics", default=None, help=f"comma list of {', '.join(METRICS)} (default: all available)")
+    p.add_argument("--lpips", default=None, help="LPIPS checkpoint from `convert_weights.py lpips`")
+    p.add_argument("--batch-size", type=int, default=None, help="global batch (default: one per device)")
+    p.add_argument("--max-clips", type=int, default=None, help="evaluate only the first N clips")
+    p.add_argument("--output", default=None, help="folder for results.json / results.csv / predictions/")
+    p.add_argument("--save-predictions", type=int, default=0, help="write the predicted PNGs of the first N clips")
+    return p
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    logging.getLogger("dmvfn_jax").setLevel(logging.INFO)
+
+    def body():
+        context = None if args.context is None else tuple(int(c) for c in args.context.split(","))
+        metrics = None if args.metrics is None else [m.strip() for m in args.metrics.split(",") if m.strip()]
+        if args.save_predictions and not args.output:
+            raise InputError("--save-predictions needs --output")
+        results = evaluate(args.checkpoint, args.dataset, args.data_dir, mode=args.mode, split=args.split,
+                           context=context, horizon=args.horizon, metrics=metrics, lpips=args.lpips,
+                           batch_size=args.batch_size, output=args.output, save_predictions=args.save_predictions,
+                           max_clips=args.max_clips)
+        print(f"{results['dataset']} ({results['tfds_name']}/{results['split']}, {results['clips']} clips, "
+              f"{results['frame_size'][0]}x{results['frame_size'][1]}); {results['protocol']['description']}")
+        print(f"mode {results['mode']['description']}")
+        print(results["table"])
+        if args.output:
+            print(f"results: {Path(args.output) / 'results.json'}, {Path(args.output) / 'results.csv'}")
+
+    return run_command("eval.py", body)

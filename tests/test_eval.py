@@ -1,0 +1,188 @@
+"""eval.py end to end: the Vimeo and Cityscapes protocols on TFDS builds of the real frames, both
+modes, the baseline rows against direct computations, sharding with a padded last batch, bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from pytorch_msssim import ms_ssim as torch_ms_ssim
+from pytorch_msssim import ssim as torch_ssim
+
+from conftest import REPO
+from dmvfn_jax.data.build import build
+from dmvfn_jax.data.synthetic import synthetic_video
+from dmvfn_jax.errors import InputError
+from dmvfn_jax.evaluation.run import evaluate
+from dmvfn_jax.image_io import load_image, save_png
+from dmvfn_jax.predictor import Predictor
+
+
+def nchw(x):
+    return torch.from_numpy(np.ascontiguousarray(x)).permute(0, 3, 1, 2)
+
+
+@pytest.fixture(scope="module")
+def vimeo_tfds(tmp_path_factory, real_data):
+    """The real septuplet's first three frames as a Vimeo test triplet."""
+    root = tmp_path_factory.mktemp("vimeo")
+    target = root / "manual" / "vimeo_interp_test" / "target" / "00001" / "0002"
+    target.mkdir(parents=True)
+    for i in (1, 2, 3):
+        (target / f"im{i}.png").symlink_to(real_data / "vimeo_00001_0002" / f"im{i}.png")
+    build("vimeo", root / "manual", root / "tfds")
+    return root / "tfds"
+
+
+def test_vimeo_protocol_with_a_converted_checkpoint(tmp_path, vimeo_tfds, converted_dir, real_data):
+    res = evaluate(converted_dir, "vimeo", vimeo_tfds, output=tmp_path / "out", save_predictions=1, progress=False)
+    assert res["clips"] == 1 and res["protocol"]["horizon"] == 1 and res["mode"]["name"] == "clean"
+    frames = [load_image(real_data / "vimeo_00001_0002" / f"im{i}.png").astype(np.float32) / 255 for i in (1, 2, 3)]
+    prev, cur, gt = (f[None] for f in frames)
+    # copy-last row against NumPy (PSNR) and the reference package (SSIM, MS-SSIM)
+    copy = res["results"]["copy_last"]
+    np.testing.assert_allclose(copy["psnr"]["per_step"][0], -10 * np.log10(np.mean((cur.astype(np.float64) - gt) ** 2)),
+                               rtol=1e-5)
+    np.testing.assert_allclose(copy["ssim"]["per_step"][0],
+                               torch_ssim(nchw(cur), nchw(gt), data_range=1.0).item(), atol=1e-5)
+    np.testing.assert_allclose(copy["ms_ssim"]["per_step"][0],
+                               torch_ms_ssim(nchw(cur), nchw(gt), data_range=1.0).item(), atol=1e-5)
+    # the model rows against the Predictor (which handles the checkpoint's BGR order itself)
+    pred = Predictor.from_checkpoint(converted_dir)
+    for variant, routing in (("dmvfn", "threshold"), ("dmvfn_all_blocks", "all")):
+        p = pred.predict(prev, cur, routing=routing)
+        want = -10 * np.log10(np.mean((p.astype(np.float64) - gt) ** 2))
+        np.testing.assert_allclose(res["results"][variant]["psnr"]["per_step"][0], want, rtol=1e-4)
+    saved = load_image(tmp_path / "out" / "predictions" / "test_00001_0002" / "pred_t+1.png")
+    np.testing.assert_allclose(saved / 255.0, pred.predict(prev, cur)[0], atol=1 / 255 + 1e-6)
+    # report and files
+    assert "DMVFN (routed)" in res["table"] and "copy last frame" in res["table"] and "GFLOPs" in res["table"]
+    on_disk = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert on_disk["results"]["copy_last"]["psnr"] == copy["psnr"]
+    rows = (tmp_path / "out" / "results.csv").read_text().splitlines()
+    assert rows[0] == "variant,metric,step,value,running_mean" and len(rows) == 1 + 3 * 3
+    r = res["routing"]
+    assert 0 <= r["blocks_per_prediction"] <= 9 and len(r["block_rate"]) == 9
+    f = res["gflops_per_frame"]
+    assert 0 < f["routed_spent"] and f["all_blocks"] > sum(f["blocks"]) > 0
+
+
+def test_official_mode_feeds_bgr_to_the_metrics(vimeo_tfds, converted_dir, tmp_path):
+    from dmvfn_jax.convert import api, lpips_torch
+
+    torch.save({k: torch.from_numpy(v) for k, v in lpips_torch.random_alexnet_state(5).items()}, tmp_path / "a.pth")
+    torch.save({k: torch.from_numpy(v) for k, v in lpips_torch.random_linear_state(6).items()}, tmp_path / "l.pth")
+    lp = api.convert_lpips(tmp_path / "a.pth", tmp_path / "lpips", tmp_path / "l.pth")
+    clean = evaluate(converted_dir, "vimeo", vimeo_tfds, lpips=lp, progress=False)
+    official = evaluate(converted_dir, "vimeo", vimeo_tfds, mode="official", lpips=lp, progress=False)
+    assert "BGR" in official["mode"]["description"] and "1234" in official["mode"]["description"]
+    c, o = clean["results"]["copy_last"], official["results"]["copy_last"]
+    # PSNR / SSIM / MS-SSIM do not depend on the channel order, LPIPS does
+    for m in ("psnr", "ssim", "ms_ssim"):
+        np.testing.assert_allclose(o[m]["per_step"], c[m]["per_step"], rtol=1e-6)
+    assert abs(o["lpips"]["per_step"][0] - c["lpips"]["per_step"][0]) > 1e-4
+    ours = api.load_lpips(lp)
+    v = [load_image(vimeo_tfds.parent / "manual/vimeo_interp_test/target/00001/0002" / f"im{i}.png") for i in (2, 3)]
+    x, y = (a[None].astype(np.float32) / 255 for a in v)
+    np.testing.assert_allclose(o["lpips"]["per_step"][0], float(ours(x[..., ::-1] * 2 - 1, y[..., ::-1] * 2 - 1)[0]),
+                               atol=1e-5)
+
+
+def test_cityscapes_protocol_with_a_model_trained_on_the_real_clip(tmp_path, cityscapes_prepared):
+    import configs.cityscapes
+    from dmvfn_jax.train.loop import train_and_evaluate
+
+    manual = tmp_path / "manual"
+    (manual / "train").mkdir(parents=True)
+    (manual / "val").mkdir()
+    (manual / "train" / "000000").symlink_to(cityscapes_prepared / "000000")
+    (manual / "val" / "000000").symlink_to(cityscapes_prepared / "000000")
+    build("cityscapes", manual, tmp_path / "tfds")
+    c = configs.cityscapes.get_config()
+    c.data_dir = str(tmp_path / "tfds")
+    c.data.num_frames, c.data.height, c.data.width = 3, 64, 64
+    c.batch_size, c.num_train_steps, c.warmup_steps, c.log_every, c.image_every = 2, 3, 1, 1, 0
+    train_and_evaluate(c, tmp_path / "run")
+    cmd = [sys.executable, str(REPO / "eval.py"), "--checkpoint", str(tmp_path / "run" / "model"),
+           "--dataset", "cityscapes", "--data_dir", str(tmp_path / "tfds"), "--output", str(tmp_path / "eval")]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
+    assert "PSNR t+1/t+3/t+5" in r.stdout and "copy last frame" in r.stdout and "mode clean" in r.stdout
+    assert "eval 1/1 clips (100%)" in r.stderr
+    res = json.loads((tmp_path / "eval" / "results.json").read_text())
+    assert res["frame_size"] == [1024, 512] and res["clips"] == 1
+    frames = [load_image(p).astype(np.float64) / 255 for p in sorted((cityscapes_prepared / "000000").iterdir())]
+    want = [-10 * np.log10(np.mean((frames[3] - frames[4 + k]) ** 2)) for k in range(5)]
+    np.testing.assert_allclose(res["results"]["copy_last"]["psnr"]["per_step"], want, rtol=1e-5)
+    np.testing.assert_allclose(res["results"]["copy_last"]["psnr"]["running_mean"][2], np.mean(want[:3]), rtol=1e-5)
+
+
+@pytest.fixture(scope="module")
+def generic_tfds(tmp_path_factory):
+    root = tmp_path_factory.mktemp("generic")
+    for i in range(3):
+        for t, f in enumerate(synthetic_video(40 + i, 5, 48, 64)):
+            save_png(root / "manual" / "test" / f"c{i}" / f"{t:03d}.png", f)
+    build("clip_folder", root / "manual", root / "tfds")
+    return root / "tfds"
+
+
+def test_sharded_evaluation_counts_every_clip_once(tmp_path, generic_tfds, converted_dir):
+    """3 clips on 2 (fake) devices with a global batch of 2: the last batch is padded and masked;
+    the results equal the 1-device run's."""
+    def run(devices, batch, out):
+        env = {**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}"}
+        cmd = [sys.executable, str(REPO / "eval.py"), "--checkpoint", str(converted_dir), "--dataset", "clip_folder",
+               "--data_dir", str(generic_tfds), "--context", "1,2", "--horizon", "2", "--metrics", "psnr,ssim",
+               "--batch-size", str(batch), "--output", str(out)]
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
+        assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
+        return json.loads((out / "results.json").read_text())
+
+    one, two = run(1, 1, tmp_path / "one"), run(2, 2, tmp_path / "two")
+    assert one["clips"] == two["clips"] == 3
+    for variant in ("dmvfn", "dmvfn_all_blocks", "copy_last"):
+        for m in ("psnr", "ssim"):
+            np.testing.assert_allclose(two["results"][variant][m]["per_step"], one["results"][variant][m]["per_step"],
+                                       rtol=1e-5)
+    clips = [synthetic_video(40 + i, 5, 48, 64).astype(np.float64) / 255 for i in range(3)]
+    want = np.mean([[-10 * np.log10(np.mean((c[2] - c[3 + k]) ** 2)) for k in range(2)] for c in clips], axis=0)
+    np.testing.assert_allclose(two["results"]["copy_last"]["psnr"]["per_step"], want, rtol=1e-5)
+
+
+def test_bad_input_fails_before_any_compute(tmp_path, vimeo_tfds, generic_tfds, converted_dir):
+    from dmvfn_jax.checkpoint import CheckpointError
+    from dmvfn_jax.convert import api, lpips_torch
+
+    with pytest.raises(InputError, match=r"clip test/c\d has 5 frames, the protocol reads 8"):
+        evaluate(converted_dir, "clip_folder", generic_tfds, context=(2, 3), horizon=4, metrics=["psnr"],
+                 progress=False)
+    with pytest.raises(InputError, match="LPIPS needs its weights.*convert_weights.py lpips"):
+        evaluate(converted_dir, "vimeo", vimeo_tfds, metrics=["psnr", "lpips"], progress=False)
+    with pytest.raises(InputError, match=r"MS-SSIM needs both sides > 160 pixels.*leave ms_ssim out"):
+        evaluate(converted_dir, "clip_folder", generic_tfds, progress=False)
+    with pytest.raises(InputError, match="--context/--horizon are for generic clip datasets"):
+        evaluate(converted_dir, "vimeo", vimeo_tfds, horizon=3, progress=False)
+    torch.save({k: torch.from_numpy(v) for k, v in lpips_torch.random_alexnet_state(0).items()}, tmp_path / "a.pth")
+    torch.save({k: torch.from_numpy(v) for k, v in lpips_torch.random_linear_state(0).items()}, tmp_path / "l.pth")
+    lp = api.convert_lpips(tmp_path / "a.pth", tmp_path / "lpips", tmp_path / "l.pth")
+    with pytest.raises(CheckpointError, match="architecture 'lpips-alex-v0.1' is not 'dmvfn'"):
+        evaluate(lp, "vimeo", vimeo_tfds, progress=False)
+
+
+def test_official_mode_refuses_an_rgb_checkpoint(tmp_path, vimeo_tfds, converted_dir):
+    from dmvfn_jax import checkpoint as ckpt
+
+    params, meta = ckpt.load_checkpoint(converted_dir)
+    ckpt.save_checkpoint(tmp_path / "rgb", params, {**meta, "channel_order": "RGB"})
+    with pytest.raises(InputError, match="trained on RGB frames, but --mode official feeds the network BGR"):
+        evaluate(tmp_path / "rgb", "vimeo", vimeo_tfds, mode="official", progress=False)
+    r = subprocess.run([sys.executable, str(REPO / "eval.py"), "--checkpoint", str(tmp_path / "rgb"), "--dataset",
+                        "vimeo", "--data_dir", str(vimeo_tfds), "--mode", "official"],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 1 and r.stderr.strip().splitlines()[-1].startswith("eval.py: error: ")
