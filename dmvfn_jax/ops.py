@@ -6,12 +6,57 @@ Everything here is NHWC and matches the PyTorch op named in each docstring (see
 
 from __future__ import annotations
 
+import os
+
 import jax
 import jax.numpy as jnp
 from jax.scipy.ndimage import map_coordinates
 
+# Which backward warp the model uses: "map_coordinates" (default; faster on CPU, see
+# BENCHMARKS.md) or "gather". Both are tested for parity against PyTorch's grid_sample.
+WARP_IMPLS = ("map_coordinates", "gather")
+WARP_IMPL = os.environ.get("DMVFN_WARP", "map_coordinates")
+if WARP_IMPL not in WARP_IMPLS:
+    raise ValueError(f"DMVFN_WARP must be one of {WARP_IMPLS}, got {WARP_IMPL!r}")
+
 
 def warp(img: jax.Array, flow: jax.Array) -> jax.Array:
+    """Backward warp with the implementation `WARP_IMPL` names (`warp_map_coordinates` or `warp_gather`)."""
+    return warp_gather(img, flow) if WARP_IMPL == "gather" else warp_map_coordinates(img, flow)
+
+
+def _check_warp_args(img, flow) -> None:
+    if img.shape[:3] != flow.shape[:3] or flow.shape[-1] != 2:
+        raise ValueError(f"warp: img {img.shape} and flow {flow.shape} do not match (flow needs 2 channels)")
+
+
+def warp_gather(img: jax.Array, flow: jax.Array) -> jax.Array:
+    """The same backward warp as `warp_map_coordinates`, from four gathers of whole pixels.
+
+    Coordinates are clamped to [0, W-1] x [0, H-1] first (grid_sample's border mode), then the
+    four neighbours' C-vectors are gathered at once and blended bilinearly.
+    """
+    _check_warp_args(img, flow)
+    b, h, w, c = img.shape
+    ys = jnp.arange(h, dtype=flow.dtype)[:, None]
+    xs = jnp.arange(w, dtype=flow.dtype)[None, :]
+    x = jnp.clip(xs + flow[..., 0], 0, w - 1)
+    y = jnp.clip(ys + flow[..., 1], 0, h - 1)
+    x0, y0 = jnp.floor(x), jnp.floor(y)
+    wx, wy = (x - x0)[..., None].astype(img.dtype), (y - y0)[..., None].astype(img.dtype)
+    x0i, y0i = x0.astype(jnp.int32), y0.astype(jnp.int32)
+    x1i, y1i = jnp.minimum(x0i + 1, w - 1), jnp.minimum(y0i + 1, h - 1)
+    flat = img.reshape(b, h * w, c)
+
+    def at(yi, xi):
+        return jnp.take_along_axis(flat, (yi * w + xi).reshape(b, h * w, 1), axis=1).reshape(b, h, w, c)
+
+    top = at(y0i, x0i) * (1 - wx) + at(y0i, x1i) * wx
+    bottom = at(y1i, x0i) * (1 - wx) + at(y1i, x1i) * wx
+    return top * (1 - wy) + bottom * wy
+
+
+def warp_map_coordinates(img: jax.Array, flow: jax.Array) -> jax.Array:
     """Backward warp: samples `img` bilinearly at `(x + flow[..., 0], y + flow[..., 1])`.
 
     Coordinates are in pixels and clamped to the image, which is PyTorch's
@@ -24,8 +69,7 @@ def warp(img: jax.Array, flow: jax.Array) -> jax.Array:
     Returns:
       (B, H, W, C) warped image.
     """
-    if img.shape[:3] != flow.shape[:3] or flow.shape[-1] != 2:
-        raise ValueError(f"warp: img {img.shape} and flow {flow.shape} do not match (flow needs 2 channels)")
+    _check_warp_args(img, flow)
     _, h, w, _ = img.shape
     ys = jnp.arange(h, dtype=flow.dtype)[:, None]
     xs = jnp.arange(w, dtype=flow.dtype)[None, :]

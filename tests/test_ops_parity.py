@@ -13,26 +13,48 @@ from dmvfn_jax import ops
 TOL = dict(rtol=0, atol=1e-5)
 
 
+WARPS = [ops.warp_map_coordinates, ops.warp_gather]
+
+
+@pytest.mark.parametrize("warp", WARPS, ids=lambda f: f.__name__)
 @pytest.mark.parametrize("h,w", [(16, 16), (37, 53), (64, 96)])
-def test_warp_matches_grid_sample_border(h, w):
+def test_warp_matches_grid_sample_border(h, w, warp):
     rng = np.random.default_rng(h * w)
     img = rng.random((2, h, w, 3), dtype=np.float32)
     # displacements up to ~1.5 image sizes, so many samples leave the image (border clamp)
     flow = (rng.standard_normal((2, h, w, 2)) * np.array([w, h]) * 0.6).astype(np.float32)
     want = to_nhwc(tdm.warp(to_nchw(img), to_nchw(flow)))
-    got = np.asarray(ops.warp(jnp.asarray(img), jnp.asarray(flow)))
+    got = np.asarray(warp(jnp.asarray(img), jnp.asarray(flow)))
     np.testing.assert_allclose(got, want, **TOL)
 
 
-def test_warp_zero_flow_is_identity():
+@pytest.mark.parametrize("warp", WARPS, ids=lambda f: f.__name__)
+def test_warp_gradients_match_grid_sample(warp):
+    """d(sum(w * warp(img, flow)))/d(img, flow) against torch autograd, flows inside and beyond the border."""
+    import jax
+
+    rng = np.random.default_rng(5)
+    img = rng.random((2, 19, 23, 3), dtype=np.float32)
+    flow = (rng.standard_normal((2, 19, 23, 2)) * 6).astype(np.float32)
+    wts = rng.standard_normal((2, 19, 23, 3)).astype(np.float32)
+    ti, tf = to_nchw(img).requires_grad_(), to_nchw(flow).requires_grad_()
+    (tdm.warp(ti, tf) * to_nchw(wts)).sum().backward()
+    gi, gf = jax.grad(lambda i, f: (warp(i, f) * wts).sum(), argnums=(0, 1))(jnp.asarray(img), jnp.asarray(flow))
+    np.testing.assert_allclose(np.asarray(gi), to_nhwc(ti.grad), rtol=0, atol=1e-5)
+    np.testing.assert_allclose(np.asarray(gf), to_nhwc(tf.grad), rtol=0, atol=1e-4)
+
+
+@pytest.mark.parametrize("warp", WARPS, ids=lambda f: f.__name__)
+def test_warp_zero_flow_is_identity(warp):
     img = np.random.default_rng(0).random((1, 20, 24, 3), dtype=np.float32)
-    got = np.asarray(ops.warp(jnp.asarray(img), jnp.zeros((1, 20, 24, 2))))
+    got = np.asarray(warp(jnp.asarray(img), jnp.zeros((1, 20, 24, 2))))
     np.testing.assert_array_equal(got, img)
 
 
 def test_warp_rejects_mismatched_flow():
-    with pytest.raises(ValueError, match="flow"):
-        ops.warp(jnp.zeros((1, 8, 8, 3)), jnp.zeros((1, 8, 4, 2)))
+    for warp in WARPS:
+        with pytest.raises(ValueError, match="flow"):
+            warp(jnp.zeros((1, 8, 8, 3)), jnp.zeros((1, 8, 4, 2)))
 
 
 @pytest.mark.parametrize("factor", [0.25, 0.5])

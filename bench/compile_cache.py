@@ -1,0 +1,51 @@
+"""Time to the first prediction in a fresh process, without and with the persistent compilation cache.
+
+    python bench/compile_cache.py [--size 256x448]
+
+Writes a random-weight checkpoint to a temporary folder, then starts three processes that each
+load it and predict one frame: cache off, cache on and empty (cold), cache on and filled (warm).
+Prints the seconds from process start to the first prediction for each (BENCHMARKS.md).
+"""
+
+import argparse
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+CHILD = """
+import sys, time
+t0 = float(sys.argv[1])
+from dmvfn_jax.compile_cache import enable_compilation_cache
+enable_compilation_cache(sys.argv[2])
+import numpy as np
+from dmvfn_jax.predictor import Predictor
+h, w = (int(v) for v in sys.argv[4].split("x"))
+p = Predictor.from_checkpoint(sys.argv[3])
+x = np.random.default_rng(0).random((h, w, 3), dtype=np.float32)
+p.predict(x, x)
+print(time.time() - t0)
+"""
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--size", default="256x448")
+    args = ap.parse_args()
+    from dmvfn_jax.convert import convert_dmvfn
+    from dmvfn_jax.convert.api import write_random_official
+
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        ckpt = convert_dmvfn(write_random_official(tmp / "random.pkl", 0), tmp / "ckpt")
+        results = {}
+        for name, cache in (("cache off", "off"), ("cache cold", str(tmp / "xla")), ("cache warm", str(tmp / "xla"))):
+            out = subprocess.run([sys.executable, "-c", CHILD, str(time.time()), cache, str(ckpt), args.size],
+                                 capture_output=True, text=True, check=True)
+            results[name] = float(out.stdout.strip().splitlines()[-1])
+            print(f"{name:11s} {results[name]:6.2f} s to the first {args.size} prediction", flush=True)
+
+
+if __name__ == "__main__":
+    main()
