@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test install clean
+.PHONY: demo test bench install clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -25,6 +25,10 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -q tests
+
+# Speed and memory against the PyTorch oracle, same weights and device (BENCHMARKS.md); not part of CI.
+bench: $(STAMP)
+	$(PY) bench/run.py --out bench/results.json
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache
