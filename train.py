@@ -24,6 +24,10 @@ def main(argv):
     del argv
     import jax
 
+    from dmvfn_jax.compile_cache import enable_compilation_cache
+
+    enable_compilation_cache()  # $DMVFN_JAX_CACHE, default ~/.cache/dmvfn_jax/xla; "off" disables
+
     if FLAGS.distributed:
         jax.config.update("jax_cpu_collectives_implementation", "gloo")  # CPU-only runs; no effect on GPU/TPU
         jax.distributed.initialize(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id)

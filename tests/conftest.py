@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import jax
@@ -16,6 +17,9 @@ from dmvfn_jax.convert import dmvfn_torch
 from dmvfn_jax.models import DMVFN
 
 REPO = Path(__file__).resolve().parents[1]
+# Commands the tests start (train.py, eval.py, predict) would fill ~/.cache/dmvfn_jax: keep
+# them off the persistent compilation cache; test_compile_cache.py turns it on on purpose.
+os.environ.setdefault("DMVFN_JAX_CACHE", "off")
 REAL_DATA = REPO.parent / "shared" / "data" / "real"
 
 torch.set_num_threads(2)

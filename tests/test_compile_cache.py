@@ -1,0 +1,40 @@
+"""The persistent compilation cache: a second process finds the first one's executables."""
+
+import os
+import subprocess
+import sys
+
+from dmvfn_jax.compile_cache import enable_compilation_cache
+
+CHILD = """
+import sys
+from dmvfn_jax.compile_cache import enable_compilation_cache
+print(enable_compilation_cache())
+import jax, jax.numpy as jnp
+f = jax.jit(lambda x: jnp.tanh(x @ x.T) @ x)
+for n in (64, 96, 128, 160, 192):
+    f(jnp.ones((n, n))).block_until_ready()
+"""
+
+
+def test_a_second_process_reuses_the_cache(tmp_path):
+    env = {**os.environ, "DMVFN_JAX_CACHE": str(tmp_path / "xla")}
+    env_min = {**env, "PYTHONWARNINGS": "ignore"}
+    # min_compile_seconds=0.5 by default would skip these tiny programs: store everything here
+    child = CHILD.replace("enable_compilation_cache()", "enable_compilation_cache(min_compile_seconds=0)")
+    r1 = subprocess.run([sys.executable, "-c", child], capture_output=True, text=True, env=env_min, timeout=300)
+    assert r1.returncode == 0, r1.stderr[-2000:]
+    assert r1.stdout.splitlines()[0] == str(tmp_path / "xla")
+    entries = sorted(p.name for p in (tmp_path / "xla").iterdir())
+    assert len(entries) >= 5
+    r2 = subprocess.run([sys.executable, "-c", child], capture_output=True, text=True, env=env_min, timeout=300)
+    assert r2.returncode == 0, r2.stderr[-2000:]
+    assert sorted(p.name for p in (tmp_path / "xla").iterdir()) == entries  # all hits: nothing new written
+
+
+def test_off_and_unwritable(tmp_path, monkeypatch):
+    monkeypatch.setenv("DMVFN_JAX_CACHE", "off")
+    assert enable_compilation_cache() is None
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    assert enable_compilation_cache(blocker / "sub") is None  # a file where the folder should be: no cache, no crash
