@@ -1,7 +1,8 @@
 """Evaluation of a trained model on held-out synthetic clips, against copy-last-frame.
 
-Writes `results.json`, `results.md` (the table), predicted frames and a rollout GIF under
-`workdir/predictions`. The full evaluation protocols on real datasets live in `eval.py`.
+Writes `results.json`, `results.md` (the table), and under `workdir/predictions` the predicted
+frames, a picture per clip (`clipNN_strip.png`: inputs, prediction, truth, error, flows, fusion
+mask, blocks that ran) and a rollout GIF per clip (prediction beside truth). The full evaluation protocols on real datasets live in `eval.py`.
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from dmvfn_jax.data.sources import heldout_synthetic, synthetic_options
-from dmvfn_jax.image_io import save_gif, save_png
+from dmvfn_jax import visualize
+from dmvfn_jax.image_io import save_png
 
 log = logging.getLogger("dmvfn_jax")
 
@@ -67,16 +69,18 @@ def evaluate_synthetic(model, config, workdir: str | Path) -> dict:
     (workdir / "results.json").write_text(json.dumps({"setup": header, "psnr": results}, indent=2) + "\n")
     out = workdir / "predictions"
     main = rows[f"DMVFN ({ev.routings[0]})"]
-    for c in range(min(ev.save_clips, len(frames))):
+    n_save = min(ev.save_clips, len(frames))
+    if n_save:
+        first = jax.jit(lambda a, b: model.predict(a, b, ev.routings[0]))(
+            jnp.asarray(frames[:n_save, 0]), jnp.asarray(frames[:n_save, 1]))
+        first = jax.tree.map(np.asarray, first)
+    for c in range(n_save):
         for k in range(steps):
             save_png(out / f"clip{c:02d}_t+{k + 1}.png", main[c, k])
-        # picture: frame t-1 | frame t | prediction t+1 | truth t+1 | 4x absolute error
-        err = np.clip(4 * np.abs(main[c, 0] - gt[c, 0]), 0, 1)
-        save_png(out / f"clip{c:02d}_strip.png", np.concatenate([frames[c, 0], frames[c, 1], main[c, 0], gt[c, 0], err], axis=1))
-        # animation: the two context frames, then predictions (left) beside the truth (right)
-        anim = [np.concatenate([frames[c, t], frames[c, t]], axis=1) for t in (0, 1)]
-        anim += [np.concatenate([main[c, k], gt[c, k]], axis=1) for k in range(steps)]
-        save_gif(out / f"clip{c:02d}_rollout.gif", anim, fps=2)
+        save_png(out / f"clip{c:02d}_strip.png", visualize.prediction_strip(
+            frames[c, 0], frames[c, 1], first.prediction[c], first.flow[c], first.mask[c], first.gates[c], target=gt[c, 0]))
+        anim = visualize.rollout_frames(frames[c, :2], main[c], gt[c])
+        visualize.write_gif(out / f"clip{c:02d}_rollout.gif", anim, fps=2)
     log.info("%s\n%s", header, table)
     ours, base = results[f"DMVFN ({ev.routings[0]})"]["t+1"], results["copy last frame"]["t+1"]
     log.info("t+1 PSNR: DMVFN (%s) %.2f dB, copy-last-frame %.2f dB (%+.2f dB); pictures in %s",

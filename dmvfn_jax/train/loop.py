@@ -214,7 +214,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path, m
     writer = MetricWriter(workdir / "tensorboard", enabled=jax.process_index() == 0)
     writer.text(start, "config", "```\n" + config.to_json_best_effort(indent=2) + "\n```")
     progress = Progress(total, start, config.batch_size)
-    strip_fn = jax.jit(lambda p, a, b: nnx.merge(graphdef, p).infer(a, b).prediction)
+    strip_fn = jax.jit(lambda p, a, b: nnx.merge(graphdef, p).predict(a, b, "threshold"))
     last, status, done = {}, "completed", start
     t_start = time.perf_counter()
 
@@ -241,7 +241,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path, m
                 log.info("%s  blocks %s", progress.line(done, speed, last), " ".join(f"{r:.2f}" for r in rates))
                 last["routing_rate"] = rates.tolist()
             if config.image_every and done % config.image_every == 0:
-                writer.image(done, "train/inputs_prediction_truth", _image_strip(strip_fn, state.params, clips[0]))
+                writer.image(done, "train/inputs_prediction_truth",
+                             _image_strip(strip_fn, state.params, clips[0], config.data.channel_order))
             if done % config.checkpoint_every == 0 or done == total or stopper.requested:
                 _save(mngr, state, done, config, wait=stopper.requested or done == total)
             if stopper.requested:
@@ -277,11 +278,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path, m
     return summary
 
 
-def _image_strip(strip_fn, params, clip: np.ndarray) -> np.ndarray:
-    """inputs | prediction | ground truth of the clip's first triplet, side by side."""
+def _image_strip(strip_fn, params, clip: np.ndarray, channel_order: str = "RGB") -> np.ndarray:
+    """The clip's first triplet as a labelled picture (uint8): frames t-1 and t, the prediction
+    (threshold routing), the truth, the error, both flows, the fusion mask and the blocks that ran."""
+    from dmvfn_jax import visualize
+
     f = clip[:3].astype(np.float32) / 255.0
-    pred = host_copy(strip_fn(params, f[0:1], f[1:2]))[0]
-    return np.concatenate([f[0], f[1], pred, f[2]], axis=1)
+    res = host_copy(strip_fn(params, f[0:1], f[1:2]))
+    rgb = (lambda x: x[..., ::-1]) if channel_order == "BGR" else (lambda x: x)
+    return visualize.prediction_strip(rgb(f[0]), rgb(f[1]), rgb(res.prediction[0]), res.flow[0], res.mask[0],
+                                      res.gates[0], target=rgb(f[2]))
 
 
 def validate_config(config) -> None:
