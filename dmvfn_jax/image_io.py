@@ -16,6 +16,7 @@ from dmvfn_jax.checkpoint import atomic_file
 from dmvfn_jax.errors import InputError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
+VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv")
 
 
 class FrameError(InputError):
@@ -98,15 +99,72 @@ def save_png(path: str | os.PathLike, img: np.ndarray, overwrite: bool = True) -
 
 
 def save_gif(path: str | os.PathLike, frames: Sequence[np.ndarray], fps: float = 4.0, overwrite: bool = True) -> Path:
-    """Writes frames (uint8, or float in [0, 1]) as a looping GIF."""
-    from PIL import Image
+    """Writes frames (uint8, or float in [0, 1]) as a looping GIF (`visualize.write_gif`)."""
+    from dmvfn_jax.visualize import write_gif
 
-    ims = [Image.fromarray(f if f.dtype == np.uint8 else to_uint8(f)) for f in frames]
-    if not ims:
+    if len(frames) == 0:
         raise ValueError("save_gif: no frames")
-    with atomic_file(path, overwrite=overwrite) as tmp:
-        ims[0].save(tmp, format="GIF", save_all=True, append_images=ims[1:], duration=int(1000 / fps), loop=0)
-    return Path(path)
+    return write_gif(path, frames, fps=fps, overwrite=overwrite)
+
+
+def import_cv2(purpose: str):
+    """OpenCV, or an error saying which extra installs it (its PyPI wheels bundle FFmpeg)."""
+    try:
+        import cv2
+    except ImportError as e:
+        raise InputError(
+            f"{purpose} needs OpenCV: pip install 'dmvfn-jax[video]' (or opencv-python-headless); "
+            "its wheels bundle FFmpeg, no system ffmpeg is needed"
+        ) from e
+    return cv2
+
+
+def is_video(path: str | os.PathLike) -> bool:
+    return Path(path).suffix.lower() in VIDEO_SUFFIXES
+
+
+def load_video_frames(path: str | os.PathLike, start: int | None = None, count: int = 2,
+                      min_count: int | None = None) -> tuple[list[np.ndarray], list[int]]:
+    """`count` consecutive frames of a video file from index `start` (0-based; None: the last ones).
+
+    Returns the frames as (H, W, 3) uint8 RGB and their indices. With `min_count`, a video that
+    ends early gives as few as `min_count` frames. Decodes with OpenCV (FFmpeg inside its wheel)
+    only as far as needed. A missing or undecodable file, or a video too short for the request,
+    raises `FrameError` naming the file.
+    """
+    need = count if min_count is None else min(min_count, count)
+    from collections import deque
+
+    path = Path(path)
+    if not path.is_file():
+        raise FrameError(f"{path}: no such file")
+    if start is not None and start < 0:
+        raise FrameError(f"{path}: start frame must be >= 0, got {start}")
+    cv2 = import_cv2(f"reading the video {path}")
+    cap = cv2.VideoCapture(str(path))
+    kept: deque = deque(maxlen=count)
+    n = 0
+    try:
+        if not cap.isOpened():
+            raise FrameError(f"{path}: unreadable video (OpenCV/FFmpeg cannot open it)")
+        while start is None or n < start + count:
+            ok, frame = cap.read()
+            if not ok:
+                break
+            if frame is None or frame.ndim != 3 or frame.shape[2] != 3:
+                raise FrameError(f"{path}: frame {n} has shape {getattr(frame, 'shape', None)}, expected (H, W, 3)")
+            if start is None or n >= start:
+                kept.append((n, np.ascontiguousarray(frame[..., ::-1])))
+            n += 1
+    finally:
+        cap.release()
+    if n == 0:
+        raise FrameError(f"{path}: unreadable video (no frame could be decoded)")
+    if len(kept) < need:
+        if start is None:
+            raise FrameError(f"{path}: has {n} frame{'s' * (n != 1)}, need at least {need}")
+        raise FrameError(f"{path}: has {n} frame{'s' * (n != 1)}; frames {start}..{start + need - 1} were asked for")
+    return [f for _, f in kept], [i for i, _ in kept]
 
 
 def save_npy(path: str | os.PathLike, arr: np.ndarray, overwrite: bool = True) -> Path:

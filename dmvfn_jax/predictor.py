@@ -13,7 +13,7 @@ always RGB. One compilation per input shape and routing choice.
 from __future__ import annotations
 
 import os
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -119,12 +119,14 @@ class Predictor:
         out = np.asarray(self.predict_full(prev, cur, routing, seed, **kw).prediction)
         return out if batched else out[0]
 
-    def rollout(self, frames: Sequence[Any] | np.ndarray, steps: int, routing="threshold", seed: int = 0, **kw):
+    def rollout(self, frames: Sequence[Any] | np.ndarray, steps: int, routing="threshold", seed: int = 0,
+                on_step: Callable[[int], None] | None = None, **kw):
         """Predicts `steps` frames autoregressively from the last two of `frames`.
 
         `frames`: a sequence of >= 2 frames (each HWC, or NHWC for a batch), or an array
         (T, H, W, 3) or (B, T, H, W, 3). Returns (steps, H, W, 3), or (B, steps, H, W, 3).
         Step k uses the PRNG key `fold_in(key(seed), k)` when routing samples.
+        `on_step(k)`, if given, is called once prediction k (1-based) is computed (a progress bar).
         """
         if steps < 1:
             raise ValueError(f"steps must be >= 1, got {steps}")
@@ -151,6 +153,9 @@ class Predictor:
         for k in range(steps):
             pred = self._run(prev, cur, routing, jax.random.fold_in(base, k), **kw).prediction
             outs.append(pred)
+            if on_step is not None:
+                pred.block_until_ready()
+                on_step(k + 1)
             prev, cur = cur, pred
         out = np.stack([np.asarray(o) for o in outs], axis=1)  # (B, steps, H, W, 3)
         return out if batched else out[0]
