@@ -11,10 +11,12 @@ import sys
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 from pytorch_msssim import ms_ssim as torch_ms_ssim
 from pytorch_msssim import ssim as torch_ssim
 
 from conftest import REPO
+from dmvfn_jax import visualize
 from dmvfn_jax.data.build import build
 from dmvfn_jax.data.synthetic import synthetic_video
 from dmvfn_jax.errors import InputError
@@ -40,7 +42,8 @@ def vimeo_tfds(tmp_path_factory, real_data):
 
 
 def test_vimeo_protocol_with_a_converted_checkpoint(tmp_path, vimeo_tfds, converted_dir, real_data):
-    res = evaluate(converted_dir, "vimeo", vimeo_tfds, output=tmp_path / "out", save_predictions=1, progress=False)
+    res = evaluate(converted_dir, "vimeo", vimeo_tfds, output=tmp_path / "out", save_predictions=1, save_images=1,
+                   progress=False)
     assert res["clips"] == 1 and res["protocol"]["horizon"] == 1 and res["mode"]["name"] == "clean"
     frames = [load_image(real_data / "vimeo_00001_0002" / f"im{i}.png").astype(np.float32) / 255 for i in (1, 2, 3)]
     prev, cur, gt = (f[None] for f in frames)
@@ -60,6 +63,17 @@ def test_vimeo_protocol_with_a_converted_checkpoint(tmp_path, vimeo_tfds, conver
         np.testing.assert_allclose(res["results"][variant]["psnr"]["per_step"][0], want, rtol=1e-4)
     saved = load_image(tmp_path / "out" / "predictions" / "test_00001_0002" / "pred_t+1.png")
     np.testing.assert_allclose(saved / 255.0, pred.predict(prev, cur)[0], atol=1 / 255 + 1e-6)
+    # --save-images: the picture of the prediction, its flows, mask and blocks, as the Predictor gives them
+    full = pred.predict_full(prev, cur)
+    pic = load_image(tmp_path / "out" / "images" / "test_00001_0002" / "t+1.png")
+    want = visualize.prediction_strip(prev[0], cur[0], np.asarray(full.prediction[0]), np.asarray(full.flow[0]),
+                                      np.asarray(full.mask[0]), np.asarray(full.gates[0]), target=gt[0])
+    assert pic.shape == want.shape == (2 * (24 + 256) + 4, 5 * 448 + 4 * 4, 3)
+    close = np.abs(pic.astype(int) - want.astype(int)).max(-1) <= 2
+    assert close.mean() > 0.999, close.mean()
+    np.testing.assert_array_equal(pic[24:280, 904:1352], saved)  # the prediction panel
+    with Image.open(tmp_path / "out" / "images" / "test_00001_0002" / "rollout.gif") as im:
+        assert im.n_frames == 3 and im.size[0] == 2 * 448 + 4
     # report and files
     assert "DMVFN (routed)" in res["table"] and "copy last frame" in res["table"] and "GFLOPs" in res["table"]
     on_disk = json.loads((tmp_path / "out" / "results.json").read_text())
@@ -135,21 +149,33 @@ def generic_tfds(tmp_path_factory):
 def test_sharded_evaluation_counts_every_clip_once(tmp_path, generic_tfds, converted_dir):
     """3 clips on 2 (fake) devices with a global batch of 2: the last batch is padded and masked;
     the results equal the 1-device run's."""
-    def run(devices, batch, out):
+    def run(devices, batch, out, *extra):
         env = {**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}"}
         cmd = [sys.executable, str(REPO / "eval.py"), "--checkpoint", str(converted_dir), "--dataset", "clip_folder",
                "--data_dir", str(generic_tfds), "--context", "1,2", "--horizon", "2", "--metrics", "psnr,ssim",
-               "--batch-size", str(batch), "--output", str(out)]
+               "--batch-size", str(batch), "--output", str(out)] + list(extra)
         r = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
         assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
         return json.loads((out / "results.json").read_text())
 
-    one, two = run(1, 1, tmp_path / "one"), run(2, 2, tmp_path / "two")
+    one, two = run(1, 1, tmp_path / "one"), run(2, 2, tmp_path / "two", "--save_images", "2")
     assert one["clips"] == two["clips"] == 3
     for variant in ("dmvfn", "dmvfn_all_blocks", "copy_last"):
         for m in ("psnr", "ssim"):
             np.testing.assert_allclose(two["results"][variant][m]["per_step"], one["results"][variant][m]["per_step"],
                                        rtol=1e-5)
+    # --save_images 2 on 2 devices: pictures of the first two clips (in the build's order) only, one per
+    # step and a rollout, each picture of its own clip (frame t-1 = frame 1, drawn 3x: 48 < 128 pixels)
+    saved = sorted(p.name for p in (tmp_path / "two" / "images").iterdir())
+    assert len(saved) == 2 and set(saved) <= {"test_c0", "test_c1", "test_c2"}
+    for clip in saved:
+        assert sorted(p.name for p in (tmp_path / "two" / "images" / clip).iterdir()) == ["rollout.gif", "t+1.png",
+                                                                                          "t+2.png"]
+        pic = load_image(tmp_path / "two" / "images" / clip / "t+1.png")
+        band = (pic.shape[0] - 4) // 2 - 144
+        frame = synthetic_video(40 + int(clip[-1]), 5, 48, 64)[1]
+        np.testing.assert_array_equal(pic[band:band + 144, :192], np.repeat(np.repeat(frame, 3, 0), 3, 1))
+    assert not (tmp_path / "one" / "images").exists()
     clips = [synthetic_video(40 + i, 5, 48, 64).astype(np.float64) / 255 for i in range(3)]
     want = np.mean([[-10 * np.log10(np.mean((c[2] - c[3 + k]) ** 2)) for k in range(2)] for c in clips], axis=0)
     np.testing.assert_allclose(two["results"]["copy_last"]["psnr"]["per_step"], want, rtol=1e-5)

@@ -2,7 +2,7 @@
 
     python eval.py --checkpoint DIR --dataset cityscapes|kitti|davis|vimeo --data_dir TFDS_DIR
                    [--mode clean|official] [--lpips LPIPS_DIR] [--metrics psnr,ssim,ms_ssim,lpips]
-                   [--batch-size N] [--output DIR] [--save-predictions N] [--max-clips N]
+                   [--batch-size N] [--output DIR] [--save-predictions N] [--save-images N] [--max-clips N]
     python eval.py --checkpoint DIR --dataset clip_folder --data_dir TFDS_DIR --context 2,3 --horizon 5
 
 Every clip of the split is predicted autoregressively from its two context frames (each
@@ -11,8 +11,11 @@ prediction becomes the newer input) and every prediction is scored against its g
 routing, the model with all 9 blocks (no routing), and copy-last-frame. The report also gives
 the routing statistics: blocks per prediction, each block's rate, and the GFLOPs per frame the
 routed model spends against the all-blocks cost (XLA's cost analysis of the network at the
-evaluated size). Output: a console table, `results.json`, `results.csv`, and with
-`--save-predictions N` the predicted PNGs of the first N clips.
+evaluated size). Output: a console table, `results.json`, `results.csv`, with
+`--save-predictions N` the predicted PNGs of the first N clips, and with `--save-images N`
+(or `--save_images N`) pictures of the first N clips: per step `images/<clip>/t+K.png` (the two
+inputs, the routed prediction, the truth, the error map, both voxel flows as colours, the fusion
+mask and the blocks that ran) and `images/<clip>/rollout.gif` (predictions beside the truth).
 
 `--mode clean` (default): metrics on RGB, deterministic threshold routing, per-sample gates.
 `--mode official`: the official scripts' quirks: BGR fed to the metrics, Bernoulli routing
@@ -77,11 +80,13 @@ def _metric_fn(name: str, lpips_model):
 
 def make_eval_fn(graphdef, lpips_graphdef, protocol: Protocol, mode: Mode, metric_names, model_order: str,
                  num_blocks: int, with_predictions: bool):
-    """fn(params, lpips_params, clips uint8 (B,T,H,W,3) RGB, mask (B,), key) -> (sums, predictions).
+    """fn(params, lpips_params, clips uint8 (B,T,H,W,3) RGB, mask (B,), key) -> (sums, outputs).
 
     sums: per variant and metric the masked sum over the batch per step (horizon,), `count`,
     `gate_sum` (n,) over the routed predictions, `ran_sum` (n,): predictions whose batch ran the
-    block (a block runs for the whole batch when any sample's gate is on).
+    block (a block runs for the whole batch when any sample's gate is on). outputs (only with
+    `with_predictions`, else None): the routed rollout, each (B, horizon, ...): `prediction`
+    (RGB), `flow` (pixels), `mask`, `gates`.
     """
     c0, c1 = protocol.context
     to_model = (lambda x: x[..., ::-1]) if model_order == "BGR" else (lambda x: x)
@@ -94,7 +99,7 @@ def make_eval_fn(graphdef, lpips_graphdef, protocol: Protocol, mode: Mode, metri
         frames = clips.astype(jnp.float32) / 255.0
         m = mask.astype(jnp.float32)
         out = {"count": m.sum(), "gate_sum": jnp.zeros((num_blocks,)), "ran_sum": jnp.zeros((num_blocks,))}
-        predictions = []
+        routed = {"prediction": [], "flow": [], "mask": [], "gates": []}
         for variant in VARIANTS:
             a, b = frames[:, c0], frames[:, c1]
             per_metric = {name: [] for name in metric_names}
@@ -114,14 +119,16 @@ def make_eval_fn(graphdef, lpips_graphdef, protocol: Protocol, mode: Mode, metri
                     out["gate_sum"] = out["gate_sum"] + used.sum(0)
                     out["ran_sum"] = out["ran_sum"] + jnp.any(used > 0, axis=0) * m.sum()
                     if with_predictions:
-                        predictions.append(pred)
+                        for name, value in (("prediction", pred), ("flow", res.flow), ("mask", res.mask),
+                                            ("gates", res.gates)):
+                            routed[name].append(value)
                 x, y = to_metric(pred), to_metric(gt)
                 for name in metric_names:
                     per_metric[name].append((fns[name](x, y) * m).sum())
                 a, b = b, pred
             out[variant] = {name: jnp.stack(vals) for name, vals in per_metric.items()}
-        preds = jnp.stack(predictions, axis=1) if with_predictions else None
-        return out, preds
+        outputs = {k: jnp.stack(v, axis=1) for k, v in routed.items()} if with_predictions else None
+        return out, outputs
 
     return fn
 
@@ -211,8 +218,13 @@ def _write_text(path: Path, text: str) -> None:
 
 def evaluate(checkpoint, dataset: str, data_dir, *, mode: str = "clean", split: str | None = None,
              context=None, horizon=None, metrics=None, lpips=None, batch_size: int | None = None,
-             output=None, save_predictions: int = 0, max_clips: int | None = None, progress: bool = True) -> dict:
-    """Runs one protocol and returns (and, with `output`, writes) the results dict."""
+             output=None, save_predictions: int = 0, save_images: int = 0, max_clips: int | None = None,
+             progress: bool = True) -> dict:
+    """Runs one protocol and returns (and, with `output`, writes) the results dict.
+
+    With `output`, `save_predictions=N` writes the predicted PNGs of the first N clips and
+    `save_images=N` their pictures (see the module docstring).
+    """
     from dmvfn_jax.data.pipeline import EvalClips
 
     if mode not in MODES:
@@ -280,14 +292,15 @@ def evaluate(checkpoint, dataset: str, data_dir, *, mode: str = "clean", split: 
     out_dir = Path(output) if output else None
     bar = _Progress(n_total, enabled=progress)
     for b, (batch, mask, idx) in enumerate(clips.batches(batch_size, jax.process_index(), jax.process_count())):
-        want_preds = bool(save_predictions) and bool(np.any((idx >= 0) & (idx < save_predictions)))
+        n_saved = max(save_predictions, save_images)
+        want_preds = out_dir is not None and bool(n_saved) and bool(np.any((idx >= 0) & (idx < n_saved)))
         g_clips = jax.make_array_from_process_local_data(sharded, batch)
         g_mask = jax.make_array_from_process_local_data(sharded, mask)
         sums, preds = step_fn(want_preds)(params, lpips_params, g_clips, g_mask, jax.random.fold_in(base_key, b))
         sums = jax.tree.map(lambda a: np.asarray(a.addressable_data(0), np.float64), sums)
         totals = sums if totals is None else jax.tree.map(np.add, totals, sums)
-        if want_preds and out_dir is not None:
-            _save_predictions(out_dir, clips, preds, idx, save_predictions)
+        if want_preds:
+            _save_outputs(out_dir, clips, batch, preds, idx, save_predictions, save_images, protocol)
         bar.update(int(mask.sum()) * jax.process_count())
     bar.close()
 
@@ -327,15 +340,37 @@ def evaluate(checkpoint, dataset: str, data_dir, *, mode: str = "clean", split: 
     return results
 
 
-def _save_predictions(out_dir: Path, clips, preds, idx, limit: int) -> None:
+def _local_rows(x) -> np.ndarray:
+    """This process's rows of a batch-sharded global array, in batch order."""
+    return np.concatenate([np.asarray(s.data) for s in sorted(x.addressable_shards, key=lambda s: s.index[0].start or 0)])
+
+
+def _save_outputs(out_dir: Path, clips, batch: np.ndarray, outputs: dict, idx, n_predictions: int, n_images: int,
+                  protocol: Protocol) -> None:
+    """Predicted PNGs (`--save-predictions`) and pictures (`--save-images`) of this batch's first clips."""
+    from dmvfn_jax import visualize
     from dmvfn_jax.image_io import save_png
 
-    local = np.concatenate([np.asarray(s.data) for s in sorted(preds.addressable_shards, key=lambda s: s.index[0].start or 0)])
+    local = {k: _local_rows(v) for k, v in outputs.items()}
+    c0, c1 = protocol.context
     for row, i in enumerate(idx):
-        if 0 <= i < limit:
-            name = clips.clip_id(int(i)).replace("/", "_")
-            for k, frame in enumerate(local[row], start=1):
+        if i < 0:
+            continue
+        name = clips.clip_id(int(i)).replace("/", "_")
+        preds = local["prediction"][row]
+        if i < n_predictions:
+            for k, frame in enumerate(preds, start=1):
                 save_png(out_dir / "predictions" / name / f"pred_t+{k}.png", frame)
+        if i < n_images:
+            frames = batch[row].astype(np.float32) / 255.0
+            truth = frames[c1 + 1:c1 + 1 + protocol.horizon]
+            inputs = [frames[c0], frames[c1]] + list(preds)  # step k predicts from inputs k-1, k
+            for k in range(protocol.horizon):
+                pic = visualize.prediction_strip(inputs[k], inputs[k + 1], preds[k], local["flow"][row, k],
+                                                 local["mask"][row, k], local["gates"][row, k], target=truth[k])
+                save_png(out_dir / "images" / name / f"t+{k + 1}.png", pic)
+            visualize.write_gif(out_dir / "images" / name / "rollout.gif",
+                                visualize.rollout_frames([frames[c0], frames[c1]], preds, truth), fps=2)
 
 
 class _Progress:
@@ -376,6 +411,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-clips", type=int, default=None, help="evaluate only the first N clips")
     p.add_argument("--output", default=None, help="folder for results.json / results.csv / predictions/")
     p.add_argument("--save-predictions", type=int, default=0, help="write the predicted PNGs of the first N clips")
+    p.add_argument("--save-images", "--save_images", type=int, default=0, dest="save_images",
+                   help="write pictures (inputs, prediction, truth, error, flows, mask, blocks) of the first N clips")
     return p
 
 
@@ -389,10 +426,12 @@ def main(argv=None) -> int:
         metrics = None if args.metrics is None else [m.strip() for m in args.metrics.split(",") if m.strip()]
         if args.save_predictions and not args.output:
             raise InputError("--save-predictions needs --output")
+        if args.save_images and not args.output:
+            raise InputError("--save-images needs --output")
         results = evaluate(args.checkpoint, args.dataset, args.data_dir, mode=args.mode, split=args.split,
                            context=context, horizon=args.horizon, metrics=metrics, lpips=args.lpips,
                            batch_size=args.batch_size, output=args.output, save_predictions=args.save_predictions,
-                           max_clips=args.max_clips)
+                           save_images=args.save_images, max_clips=args.max_clips)
         print(f"{results['dataset']} ({results['tfds_name']}/{results['split']}, {results['clips']} clips, "
               f"{results['frame_size'][0]}x{results['frame_size'][1]}); {results['protocol']['description']}")
         print(f"mode {results['mode']['description']}")
