@@ -107,6 +107,9 @@ def read_inputs(args) -> tuple[list[np.ndarray], str]:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    from dmvfn_jax.compile_cache import enable_compilation_cache
+
+    enable_compilation_cache()  # a second run starts fast; DMVFN_JAX_CACHE=off disables
     if args.steps < 1:
         print("predict: error: --steps must be >= 1", file=sys.stderr)
         return 2

@@ -418,6 +418,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    from dmvfn_jax.compile_cache import enable_compilation_cache
+
+    enable_compilation_cache()  # a second run starts fast; DMVFN_JAX_CACHE=off disables
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     logging.getLogger("dmvfn_jax").setLevel(logging.INFO)
 

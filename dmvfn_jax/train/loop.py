@@ -220,16 +220,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path, m
 
     batches = source.batches(start, total)  # a generator: closed below, which stops input workers
     with _Stopper() as stopper, contextlib.closing(batches):
+        pending = None  # (step, bad_streak) of the previous step, read once this step is queued
         for step, clips in zip(range(start, total), batches):
             state, metrics = jitted(state, step_lib.global_batch(mesh, clips))
             done = step + 1
-            streak = int(host_copy(metrics["bad_streak"]))
-            if streak >= config.max_bad_steps:
-                raise TrainingDiverged(
-                    f"step {done}: {streak} updates in a row had a non-finite loss or gradient and were "
-                    f"skipped (max_bad_steps={config.max_bad_steps}); last good checkpoint: "
-                    f"{mngr.latest_step()}. Lower the learning rate or check the data."
-                )
+            # Reading the previous step's streak (not this one's) keeps the device busy while the
+            # host loads the next batch: input and compute overlap.
+            _check_streak(pending, config.max_bad_steps, mngr)
+            pending = (done, metrics["bad_streak"])
             if done % config.log_every == 0 or done == total or done == start + 1:
                 last = _to_host(metrics)
                 speed = progress.report(done)
@@ -250,6 +248,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path, m
                 log.info("SIGTERM: saved a checkpoint at step %d and stopped; run again to resume", done)
                 break
 
+    _check_streak(pending, config.max_bad_steps, mngr)
     mngr.wait_until_finished()
     mngr.close()
     elapsed = time.perf_counter() - t_start
@@ -276,6 +275,18 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path, m
     if jax.process_index() == 0:
         (workdir / "summary.json").write_text(json.dumps(summary, indent=2, default=float) + "\n")
     return summary
+
+
+def _check_streak(pending, max_bad_steps: int, mngr) -> None:
+    if pending is None:
+        return
+    step, streak = pending[0], int(host_copy(pending[1]))
+    if streak >= max_bad_steps:
+        raise TrainingDiverged(
+            f"step {step}: {streak} updates in a row had a non-finite loss or gradient and were "
+            f"skipped (max_bad_steps={max_bad_steps}); last good checkpoint: "
+            f"{mngr.latest_step()}. Lower the learning rate or check the data."
+        )
 
 
 def _image_strip(strip_fn, params, clip: np.ndarray, channel_order: str = "RGB") -> np.ndarray:
