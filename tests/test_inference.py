@@ -25,21 +25,35 @@ def block_calls(monkeypatch):
     return calls
 
 
-def test_skipped_blocks_spend_no_compute_under_jit(jax_model, block_calls):
+@pytest.mark.parametrize("sequential", [False, True])
+def test_skipped_blocks_spend_no_compute_under_jit(jax_model, block_calls, sequential):
+    """Batched: a block runs once for the batch when any sample needs it. Sequential (the CPU
+    default for batches > 1): each sample runs only its own blocks."""
     graphdef, state = nnx.split(jax_model)
-    infer = jax.jit(lambda s, a, b, g: nnx.merge(graphdef, s).infer(a, b, g).prediction)
+    infer = jax.jit(lambda s, a, b, g: nnx.merge(graphdef, s).infer(a, b, g, sequential=sequential).prediction)
     a, b = random_frames(0, 2, 32, 32)
     g = np.zeros((2, 9), np.float32)
     g[0, [0, 4]] = 1  # blocks 0 and 4 for sample 0
     g[1, [4, 8]] = 1  # blocks 4 and 8 for sample 1
     jax.block_until_ready(infer(state, a, b, g))
-    assert len(block_calls) == 3  # blocks 0, 4, 8 ran; six were skipped
+    # batched: blocks 0, 4, 8 ran once each; sequential: 0 and 4 for sample 0, 4 and 8 for sample 1
+    assert len(block_calls) == (4 if sequential else 3)
     block_calls.clear()
     jax.block_until_ready(infer(state, a, b, np.zeros((2, 9), np.float32)))  # same compiled function
     assert len(block_calls) == 0
     block_calls.clear()
     jax.block_until_ready(infer(state, a, b, np.ones((2, 9), np.float32)))
-    assert len(block_calls) == 9
+    assert len(block_calls) == (18 if sequential else 9)
+
+
+@pytest.mark.parametrize("routing", ["all", "gates"])
+def test_sequential_and_batched_inference_agree(jax_model, routing):
+    a, b = random_frames(4, 3, 32, 48)
+    g = None if routing == "all" else np.array([[1, 0, 1, 0, 1, 0, 1, 0, 1], [0] * 9, [1] * 9], np.float32)
+    seq = jax_model.infer(a, b, g, sequential=True)
+    bat = jax_model.infer(a, b, g, sequential=False)
+    for x, y in zip(seq, bat):
+        np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=0, atol=1e-5)
 
 
 def test_gates_apply_per_sample(jax_model):

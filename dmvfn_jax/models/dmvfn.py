@@ -114,12 +114,17 @@ class DMVFN(nnx.Module):
         """All blocks run; returns the n merged outputs, each (B, H, W, 3).
 
         Output i < n-1 merges the ungated update `flow + flow_d_i`; the last output merges
-        the gated state. `gates` (B, n) may carry a straight-through gradient.
+        the gated state. `gates` (B, n) may carry a straight-through gradient. (Always batched:
+        running the samples one by one, as `infer` does on CPU, makes the backward pass several
+        times slower there; BENCHMARKS.md.)
         """
         _check_frames(img0, img1)
         h, w = img0.shape[1:3]
         p0, p1 = ops.pad_to_multiple(img0, SIZE_MULTIPLE), ops.pad_to_multiple(img1, SIZE_MULTIPLE)
         gates = jnp.broadcast_to(jnp.asarray(gates, p0.dtype), (p0.shape[0], self.num_blocks))
+        return [o[:, :h, :w] for o in self._train_blocks(p0, p1, gates)]
+
+    def _train_blocks(self, p0, p1, gates) -> list[jax.Array]:
         state = self._initial_state(p0, p1)
         outputs = []
         for i in range(self.num_blocks):
@@ -128,7 +133,7 @@ class DMVFN(nnx.Module):
                 outputs.append(merge(p0, p1, state.flow + flow_d, state.mask + mask_d))
             state = self._advance(p0, p1, state, flow_d, mask_d, _gate_column(gates, i))
         outputs.append(merge(p0, p1, state.flow, state.mask))
-        return [o[:, :h, :w] for o in outputs]
+        return outputs
 
     def train_forward(
         self,
@@ -156,6 +161,7 @@ class DMVFN(nnx.Module):
         *,
         first_decides: bool = False,
         empty: str = "merge",
+        sequential: bool | None = None,
     ) -> InferenceResult:
         """Prediction of the next frame with the given hard gates (B, n); None runs every block.
 
@@ -163,6 +169,11 @@ class DMVFN(nnx.Module):
         its update is applied per sample. A sample for which no block ran gets the merge of the
         zero state (`empty="merge"`, the average of the two frames) or `img0`
         (`empty="img0"`, the official scripts' quirk).
+
+        `sequential=True` runs the samples one after another (`lax.map`), each skipping the
+        blocks its own gates switch off; the results are the same. XLA's CPU convolutions slow
+        down more than linearly with the batch (BENCHMARKS.md), so the default (None) is
+        sequential on a CPU backend for batches > 1 and batched elsewhere.
         """
         _check_frames(img0, img1)
         if empty not in EMPTY_CHOICES:
@@ -177,6 +188,25 @@ class DMVFN(nnx.Module):
             static_all = False
         if first_decides:
             gates = jnp.broadcast_to(gates[0:1], gates.shape)
+        if sequential is None:
+            sequential = b > 1 and jax.default_backend() == "cpu"
+        if sequential:
+            def one(args):
+                a, c, g = args
+                return jax.tree.map(lambda x: x[0], self._run_blocks(a[None], c[None], g[None], static_all))
+
+            state = jax.lax.map(one, (p0, p1, gates))
+        else:
+            state = self._run_blocks(p0, p1, gates, static_all)
+        pred = merge(p0, p1, state.flow, state.mask)
+        if empty == "img0":
+            ran = jnp.any(gates > 0, axis=1).reshape(-1, 1, 1, 1)
+            pred = jnp.where(ran, pred, p0)
+        crop = lambda x: x[:, :h, :w]
+        return InferenceResult(crop(pred), crop(state.flow), crop(jax.nn.sigmoid(state.mask)), gates)
+
+    def _run_blocks(self, p0, p1, gates, static_all: bool) -> FlowState:
+        """The blocks in order; block i is skipped (lax.cond) when no row of `gates` switches it on."""
         state = self._initial_state(p0, p1)
         for i in range(self.num_blocks):
             gate = _gate_column(gates, i)
@@ -189,12 +219,7 @@ class DMVFN(nnx.Module):
                 state = run(state)
             else:
                 state = jax.lax.cond(jnp.any(gates[:, i] > 0), run, lambda s: s, state)
-        pred = merge(p0, p1, state.flow, state.mask)
-        if empty == "img0":
-            ran = jnp.any(gates > 0, axis=1).reshape(-1, 1, 1, 1)
-            pred = jnp.where(ran, pred, p0)
-        crop = lambda x: x[:, :h, :w]
-        return InferenceResult(crop(pred), crop(state.flow), crop(jax.nn.sigmoid(state.mask)), gates)
+        return state
 
     def predict(
         self,
