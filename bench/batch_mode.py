@@ -9,9 +9,6 @@ over the samples (what a sequential training mode would do). Random weights and 
 """
 
 import argparse
-import statistics
-import time
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -19,16 +16,7 @@ from flax import nnx
 
 from dmvfn_jax import losses
 from dmvfn_jax.models import DMVFN
-
-
-def median_ms(f, *args, repeats=3):
-    jax.block_until_ready(f(*args))
-    ts = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        jax.block_until_ready(f(*args))
-        ts.append(time.perf_counter() - t)
-    return 1e3 * statistics.median(ts)
+from timing import median_ms  # bench/timing.py (bench/ is on sys.path when run as a script)
 
 
 def main():
@@ -42,7 +30,7 @@ def main():
     a, c = (jnp.asarray(rng.random((b, 256, 448, 3), dtype=np.float32)) for _ in range(2))
     for seq in (False, True):
         f = jax.jit(lambda p, a, c, seq=seq: nnx.merge(graphdef, p).infer(a, c, None, sequential=seq).prediction)
-        print(f"inference 256x448 all blocks, {'sequential' if seq else 'batched   '}: {median_ms(f, params, a, c):9.1f} ms",
+        print(f"inference 256x448 all blocks, {'sequential' if seq else 'batched   '}: {median_ms(f, params, a, c, repeats=3):9.1f} ms",
               flush=True)
     a, c, gt = (jnp.asarray(rng.random((b, 256, 256, 3), dtype=np.float32)) for _ in range(3))
     gates = jnp.ones((b, 9))
@@ -57,7 +45,7 @@ def main():
     for seq in (False, True):
         loss = lambda p, seq=seq: losses.dmvfn_loss(outputs(p, seq), gt, None)[0]  # noqa: E731
         print(f"training gradient 256x256, {'sequential' if seq else 'batched   '}: "
-              f"{median_ms(jax.jit(jax.grad(loss)), params):9.1f} ms", flush=True)
+              f"{median_ms(jax.jit(jax.grad(loss)), params, repeats=3):9.1f} ms", flush=True)
 
 
 if __name__ == "__main__":

@@ -7,14 +7,12 @@ The loss of a training update: 9 outputs against the ground truth, (B, S, S, 3) 
 """
 
 import argparse
-import statistics
-import time
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from dmvfn_jax import losses
+from timing import median_ms  # bench/timing.py (bench/ is on sys.path when run as a script)
 
 _KERNEL = losses.GAUSS_KERNEL
 
@@ -29,16 +27,6 @@ def blur_depthwise_conv(x, gain=1.0):
 
 def total_loss(outputs, gt):
     return sum(0.8 ** (8 - i) * losses.laplacian_loss(o, gt) for i, o in enumerate(outputs))
-
-
-def median_ms(f, *args, repeats=5):
-    jax.block_until_ready(f(*args))
-    ts = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        jax.block_until_ready(f(*args))
-        ts.append(time.perf_counter() - t)
-    return 1e3 * statistics.median(ts)
 
 
 def main():

@@ -9,24 +9,12 @@ Prints median milliseconds per call after one warm-up; the faster is `ops.WARP_I
 """
 
 import argparse
-import statistics
-import time
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from dmvfn_jax import ops
-
-
-def median_ms(f, *args, repeats: int) -> float:
-    jax.block_until_ready(f(*args))
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        jax.block_until_ready(f(*args))
-        times.append(time.perf_counter() - t)
-    return 1e3 * statistics.median(times)
+from timing import median_ms  # bench/timing.py (bench/ is on sys.path when run as a script)
 
 
 def main() -> None:
