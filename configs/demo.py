@@ -1,4 +1,4 @@
-"""Tiny CPU run on the bundled synthetic videos: `make demo` (about 6 minutes on 2 cores).
+"""Tiny CPU run on the bundled synthetic videos: `make demo` (about 3 minutes on 2 cores).
 
 The synthetic world has smooth textures, at most two moving shapes, and a camera that always
 pans roughly the same way (0 degrees +-20, 0.5-2 px per frame), like footage from a vehicle:
