@@ -220,3 +220,15 @@ def load_checkpoint(path) -> tuple[dict[str, Any], dict[str, Any]]:
     except Exception as e:  # orbax raises many kinds; name the directory
         raise CheckpointError(f"{Path(path) / PARAMS_DIR}: cannot restore parameters ({type(e).__name__}: {e})") from e
     return jax.tree.map(np.asarray, tree), meta
+
+
+def load_network(checkpoint_dir, architecture: str, build, how: str):
+    """(module, metadata) of a checkpoint whose metadata names `architecture`; `build()` makes a
+    fresh module of the right shape. A checkpoint of another network is a CheckpointError that
+    says `how` to make the right one."""
+    params, meta = load_checkpoint(checkpoint_dir)
+    if meta.get("architecture") != architecture:
+        raise CheckpointError(
+            f"{checkpoint_dir}: architecture {meta.get('architecture')!r} is not {architecture!r} ({how})"
+        )
+    return build_with_params(lambda: build(meta), params, str(checkpoint_dir)), meta

@@ -53,6 +53,21 @@ def as_frames(x: Any, name: str) -> np.ndarray:
     return arr if arr.ndim == 4 else arr[None]
 
 
+def load_dmvfn(path: str | os.PathLike) -> tuple[DMVFN, dict]:
+    """A DMVFN checkpoint (converted or trained) and its metadata; clear errors for anything else."""
+
+    def build(meta):
+        kwargs = {}
+        if "widths" in meta and "scales" in meta:
+            kwargs = {"widths": tuple(meta["widths"]), "scales": tuple(meta["scales"])}
+        return DMVFN(rngs=nnx.Rngs(0), **kwargs)
+
+    model, meta = ckpt.load_network(path, "dmvfn", build, "convert official weights with `convert_weights.py dmvfn`")
+    if meta.get("channel_order") not in ckpt.CHANNEL_ORDERS:
+        raise ckpt.CheckpointError(f"{path}: channel_order {meta.get('channel_order')!r} is not one of {ckpt.CHANNEL_ORDERS}")
+    return model, meta
+
+
 class Predictor:
     """A DMVFN model plus its channel order, compiled per input shape."""
 
@@ -69,13 +84,7 @@ class Predictor:
     @classmethod
     def from_checkpoint(cls, path: str | os.PathLike) -> "Predictor":
         """Loads a checkpoint directory written by `convert_weights.py` or by training."""
-        params, meta = ckpt.load_checkpoint(path)
-        if meta.get("architecture") != "dmvfn":
-            raise ckpt.CheckpointError(f"{path}: architecture {meta.get('architecture')!r} is not 'dmvfn'")
-        kwargs = {}
-        if "widths" in meta and "scales" in meta:
-            kwargs = {"widths": tuple(meta["widths"]), "scales": tuple(meta["scales"])}
-        model = ckpt.build_with_params(lambda: DMVFN(rngs=nnx.Rngs(0), **kwargs), params, str(path))
+        model, meta = load_dmvfn(path)
         return cls(model, meta["channel_order"], meta)
 
     # -- compiled core ----------------------------------------------------------------------

@@ -101,13 +101,8 @@ def convert_vgg19(input_path, output_dir, overwrite: bool = False) -> Path:
 
 def load_vgg19(checkpoint_dir) -> VGG19Features:
     """The frozen VGG19 features of a checkpoint written by `convert_weights.py vgg19`."""
-    params, meta = ckpt.load_checkpoint(checkpoint_dir)
-    if meta.get("architecture") != vgg_torch.ARCHITECTURE:
-        raise ckpt.CheckpointError(
-            f"{checkpoint_dir}: architecture {meta.get('architecture')!r} is not 'vgg19' "
-            "(convert torchvision weights with `python convert_weights.py vgg19`)"
-        )
-    return ckpt.build_with_params(lambda: VGG19Features(rngs=nnx.Rngs(0)), params, str(checkpoint_dir))
+    return ckpt.load_network(checkpoint_dir, vgg_torch.ARCHITECTURE, lambda meta: VGG19Features(rngs=nnx.Rngs(0)),
+                             "convert torchvision weights with `python convert_weights.py vgg19`")[0]
 
 
 def installed_lpips_linear() -> Path | None:
@@ -156,10 +151,7 @@ def load_lpips(checkpoint_dir):
     """The LPIPS network of a checkpoint written by `convert_weights.py lpips`."""
     from dmvfn_jax.evaluation.lpips import LPIPS
 
-    params, meta = ckpt.load_checkpoint(checkpoint_dir)
-    if meta.get("architecture") != lpips_torch.ARCHITECTURE:
-        raise ckpt.CheckpointError(
-            f"{checkpoint_dir}: architecture {meta.get('architecture')!r} is not {lpips_torch.ARCHITECTURE!r} "
-            "(convert with `python convert_weights.py lpips --alexnet alexnet-owt-7be5be79.pth --output DIR`)"
-        )
-    return ckpt.build_with_params(lambda: LPIPS(rngs=nnx.Rngs(0)), params, str(checkpoint_dir))
+    return ckpt.load_network(
+        checkpoint_dir, lpips_torch.ARCHITECTURE, lambda meta: LPIPS(rngs=nnx.Rngs(0)),
+        "convert with `python convert_weights.py lpips --alexnet alexnet-owt-7be5be79.pth --output DIR`",
+    )[0]

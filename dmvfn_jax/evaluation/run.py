@@ -48,6 +48,7 @@ from dmvfn_jax.evaluation import metrics as metric_lib
 from dmvfn_jax.evaluation.protocols import DATASETS, MODES, Mode, Protocol, make_protocol
 from dmvfn_jax.models import routing as routing_lib
 from dmvfn_jax.models.dmvfn import DMVFN, SIZE_MULTIPLE
+from dmvfn_jax.predictor import load_dmvfn
 
 log = logging.getLogger("dmvfn_jax.eval")
 
@@ -55,21 +56,6 @@ METRICS = ("psnr", "ssim", "ms_ssim", "lpips")
 METRIC_LABELS = {"psnr": "PSNR", "ssim": "SSIM", "ms_ssim": "MS-SSIM", "lpips": "LPIPS"}
 VARIANTS = ("dmvfn", "dmvfn_all_blocks", "copy_last")
 VARIANT_LABELS = {"dmvfn": "DMVFN (routed)", "dmvfn_all_blocks": "DMVFN, all blocks", "copy_last": "copy last frame"}
-
-
-def load_model(checkpoint) -> tuple[DMVFN, dict]:
-    """A DMVFN checkpoint (converted or trained) and its metadata; clear errors for anything else."""
-    path = Path(checkpoint)
-    params, meta = ckpt.load_checkpoint(path)
-    if meta.get("architecture") != "dmvfn":
-        raise ckpt.CheckpointError(f"{path}: architecture {meta.get('architecture')!r} is not 'dmvfn'")
-    if meta.get("channel_order") not in ckpt.CHANNEL_ORDERS:
-        raise ckpt.CheckpointError(f"{path}: channel_order {meta.get('channel_order')!r} is not one of {ckpt.CHANNEL_ORDERS}")
-    kwargs = {}
-    if "widths" in meta and "scales" in meta:
-        kwargs = {"widths": tuple(meta["widths"]), "scales": tuple(meta["scales"])}
-    model = ckpt.build_with_params(lambda: DMVFN(rngs=nnx.Rngs(0), **kwargs), params, str(path))
-    return model, meta
 
 
 def _metric_fn(name: str, lpips_model):
@@ -246,7 +232,7 @@ def evaluate(checkpoint, dataset: str, data_dir, *, mode: str = "clean", split: 
         from dmvfn_jax.convert.api import load_lpips
 
         lpips_model = load_lpips(lpips)
-    model, meta = load_model(checkpoint)
+    model, meta = load_dmvfn(checkpoint)
     if the_mode.name == "official" and meta["channel_order"] != "BGR":
         raise InputError(
             f"{checkpoint}: trained on {meta['channel_order']} frames, but --mode official feeds the network "
