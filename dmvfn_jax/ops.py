@@ -112,12 +112,30 @@ def conv_transpose(x: jax.Array, kernel: jax.Array, bias: jax.Array | None, stri
     """PyTorch's `ConvTranspose2d(stride, padding)` in NHWC.
 
     `kernel` is (kh, kw, in, out) with `kernel[i, j, a, b] == torch_weight[a, b, i, j]` (no
-    spatial flip stored; the flip happens here). The transposed conv is a stride-1 conv over
-    the input dilated by `stride`, padded by `k - 1 - padding`, with the flipped kernel.
+    spatial flip stored). DMVFN's only transposed conv (4x4, stride 2, padding 1) runs as a
+    sub-pixel conv (`conv_transpose_subpixel`); any other shape runs as the textbook dilated conv
+    (`conv_transpose_dilated`). Both are tested against PyTorch.
+    """
+    kh, kw = kernel.shape[:2]
+    if (kh, kw, stride, padding) == (4, 4, 2, 1):
+        y = conv_transpose_subpixel(x, kernel)
+    else:
+        y = conv_transpose_dilated(x, kernel, stride, padding)
+    if bias is not None:
+        y = y + bias.astype(y.dtype)
+    return y
+
+
+def conv_transpose_dilated(x: jax.Array, kernel: jax.Array, stride: int, padding: int) -> jax.Array:
+    """Transposed conv without bias as a stride-1 conv over the input dilated by `stride`,
+    padded by `k - 1 - padding`, with the spatially flipped kernel.
+
+    Simple and general, but slow on XLA CPU: its kernel gradient is a conv with a dilated
+    window, which took about 40% of a training step there (BENCHMARKS.md, attempt 10).
     """
     kh, kw = kernel.shape[:2]
     pad = ((kh - 1 - padding, kh - 1 - padding), (kw - 1 - padding, kw - 1 - padding))
-    y = jax.lax.conv_general_dilated(
+    return jax.lax.conv_general_dilated(
         x,
         kernel[::-1, ::-1].astype(x.dtype),
         window_strides=(1, 1),
@@ -125,9 +143,41 @@ def conv_transpose(x: jax.Array, kernel: jax.Array, bias: jax.Array | None, stri
         lhs_dilation=(stride, stride),
         dimension_numbers=("NHWC", "HWIO", "NHWC"),
     )
-    if bias is not None:
-        y = y + bias.astype(y.dtype)
-    return y
+
+
+# For ConvTranspose2d(k=4, s=2, p=1), output row 2m + r takes input rows m - 1, m, m + 1 through
+# kernel rows _SUBPIXEL_TAPS[r] (None: unused): y[2m] = x[m-1] w[3] + x[m] w[1] and
+# y[2m+1] = x[m] w[2] + x[m+1] w[0].
+_SUBPIXEL_TAPS = ((3, 1, None), (None, 2, 0))
+
+
+def conv_transpose_subpixel(x: jax.Array, kernel: jax.Array) -> jax.Array:
+    """`ConvTranspose2d(k=4, stride=2, padding=1)` without bias, as one 3x3 stride-1 conv to
+    4x the output channels (one group per output phase (r, s)) and a depth-to-space.
+
+    Every op here is a plain conv, so the forward and both gradients avoid dilated windows.
+    """
+    b, h, w, _ = x.shape
+    cin, cout = kernel.shape[2:]
+    zero = jnp.zeros((cin, cout), kernel.dtype)
+    tap = lambda ky, kx: zero if ky is None or kx is None else kernel[ky, kx]  # noqa: E731
+    # k3[t, u, :, (r, s, :)] = kernel[_SUBPIXEL_TAPS[r][t], _SUBPIXEL_TAPS[s][u]]
+    k3 = jnp.stack(
+        [
+            jnp.stack(
+                [
+                    jnp.stack([tap(_SUBPIXEL_TAPS[r][t], _SUBPIXEL_TAPS[s][u]) for r in range(2) for s in range(2)], 1)
+                    for u in range(3)
+                ]
+            )
+            for t in range(3)
+        ]
+    ).reshape(3, 3, cin, 4 * cout)
+    y = jax.lax.conv_general_dilated(
+        x, k3.astype(x.dtype), (1, 1), ((1, 1), (1, 1)), dimension_numbers=("NHWC", "HWIO", "NHWC")
+    )
+    y = y.reshape(b, h, w, 2, 2, cout).transpose(0, 1, 3, 2, 4, 5)
+    return y.reshape(b, 2 * h, 2 * w, cout)
 
 
 def pad_to_multiple(x: jax.Array, multiple: int) -> jax.Array:

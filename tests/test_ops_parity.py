@@ -1,5 +1,6 @@
 """Each op against its PyTorch counterpart (float32, highest precision)."""
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -78,15 +79,36 @@ def test_resize_by_rejects_fractional_pixels():
         ops.resize_by(jnp.zeros((1, 10, 10, 1)), 0.25)
 
 
-def test_conv_transpose_matches_torch():
-    torch.manual_seed(0)
-    layer = torch.nn.ConvTranspose2d(48, 5, 4, 2, 1)
-    x = np.random.default_rng(3).standard_normal((2, 16, 24, 48)).astype(np.float32)
-    want = to_nhwc(layer(to_nchw(x)))
+def _torch_conv_transpose(cin, cout, k, stride, pad, x):
+    torch.manual_seed(cin * k + stride)
+    layer = torch.nn.ConvTranspose2d(cin, cout, k, stride, pad)
     kernel = layer.weight.detach().numpy().transpose(2, 3, 0, 1)  # (I,O,kh,kw) -> (kh,kw,I,O)
-    got = np.asarray(ops.conv_transpose(jnp.asarray(x), jnp.asarray(kernel), jnp.asarray(layer.bias.detach().numpy()), 2, 1))
-    assert got.shape == (2, 32, 48, 5)
+    return layer, kernel, layer.bias.detach().numpy()
+
+
+@pytest.mark.parametrize("k,stride,pad", [(4, 2, 1), (3, 2, 1), (4, 2, 0), (2, 2, 0)])
+def test_conv_transpose_matches_torch(k, stride, pad):
+    """(4, 2, 1), DMVFN's, takes the sub-pixel path; the others the dilated-conv path."""
+    x = np.random.default_rng(3).standard_normal((2, 16, 24, 48)).astype(np.float32)
+    layer, kernel, bias = _torch_conv_transpose(48, 5, k, stride, pad, x)
+    want = to_nhwc(layer(to_nchw(x)))
+    got = np.asarray(ops.conv_transpose(jnp.asarray(x), jnp.asarray(kernel), jnp.asarray(bias), stride, pad))
+    assert got.shape == want.shape
     np.testing.assert_allclose(got, want, rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("impl", ["subpixel", "dilated"])
+def test_conv_transpose_gradients_match_torch(impl):
+    """Input and kernel gradients of a squared-output loss, both 4x4/2/1 implementations."""
+    x = np.random.default_rng(5).standard_normal((2, 8, 12, 19)).astype(np.float32)
+    layer, kernel, _ = _torch_conv_transpose(19, 5, 4, 2, 1, x)
+    tx = to_nchw(x).requires_grad_(True)
+    (layer(tx) - layer.bias[None, :, None, None]).square().sum().backward()
+    want_x, want_k = to_nhwc(tx.grad), layer.weight.grad.numpy().transpose(2, 3, 0, 1)
+    fn = ops.conv_transpose_subpixel if impl == "subpixel" else (lambda a, w: ops.conv_transpose_dilated(a, w, 2, 1))
+    gx, gk = jax.grad(lambda a, w: jnp.sum(fn(a, w) ** 2), (0, 1))(jnp.asarray(x), jnp.asarray(kernel))
+    np.testing.assert_allclose(np.asarray(gx), want_x, rtol=0, atol=1e-4 * np.abs(want_x).max())
+    np.testing.assert_allclose(np.asarray(gk), want_k, rtol=0, atol=1e-4 * np.abs(want_k).max())
 
 
 def test_prelu_matches_torch():

@@ -103,3 +103,26 @@ def test_select_gates_errors(routing, match):
 def test_sample_needs_a_key():
     with pytest.raises(ValueError, match="key"):
         R.select_gates(jnp.full((1, 3), 0.5), "sample")
+
+
+@pytest.mark.parametrize("shape", [(2, 7, 9, 5), (1, 2, 3, 4), (1, 1, 1, 3), (2, 32, 48, 32)])
+def test_mean_of_conv3x3_equals_the_conv_then_the_mean(shape):
+    """The routing module's shortcut against the explicit zero-padded conv, values and gradients."""
+    rng = np.random.default_rng(sum(shape))
+    x = jnp.asarray(rng.standard_normal(shape, dtype=np.float32))
+    k = jnp.asarray(rng.standard_normal((3, 3, shape[-1], 6), dtype=np.float32))
+    b = jnp.asarray(rng.standard_normal(6, dtype=np.float32))
+
+    def explicit(x, k, b):
+        y = jax.lax.conv_general_dilated(x, k, (1, 1), ((1, 1), (1, 1)), dimension_numbers=("NHWC", "HWIO", "NHWC"))
+        return jnp.mean(y + b, axis=(1, 2))
+
+    want = explicit(x, k, b)
+    got = R.mean_of_conv3x3(x, k, b)
+    assert got.shape == (shape[0], 6)
+    np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=0, atol=1e-5)
+    w = jnp.asarray(rng.standard_normal((shape[0], 6), dtype=np.float32))  # a random cotangent
+    g_want = jax.grad(lambda *a: jnp.sum(explicit(*a) * w), (0, 1, 2))(x, k, b)
+    g_got = jax.grad(lambda *a: jnp.sum(R.mean_of_conv3x3(*a) * w), (0, 1, 2))(x, k, b)
+    for name, gw, gg in zip(("x", "kernel", "bias"), g_want, g_got):
+        np.testing.assert_allclose(np.asarray(gg), np.asarray(gw), rtol=0, atol=1e-5, err_msg=name)
