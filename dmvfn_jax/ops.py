@@ -6,6 +6,7 @@ Everything here is NHWC and matches the PyTorch op named in each docstring (see
 
 from __future__ import annotations
 
+import functools
 import os
 
 import jax
@@ -178,6 +179,90 @@ def conv_transpose_subpixel(x: jax.Array, kernel: jax.Array) -> jax.Array:
     )
     y = y.reshape(b, h, w, 2, 2, cout).transpose(0, 1, 3, 2, 4, 5)
     return y.reshape(b, 2 * h, 2 * w, cout)
+
+
+_NHWC = ("NHWC", "HWIO", "NHWC")
+
+
+def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None, rhs_dilation=None,
+                         dimension_numbers=None, feature_group_count=1, precision=None, **kwargs):
+    """`jax.lax.conv_general_dilated` that routes 3x3 stride-2 NHWC convs to `conv3x3_stride2`.
+
+    A drop-in for `nnx.Conv(conv_general_dilated=...)`: the result is the same conv, only its
+    gradient is computed differently. Every other conv goes to `jax.lax` unchanged.
+    """
+    args = (lhs, rhs, window_strides, padding)
+    opts = dict(lhs_dilation=lhs_dilation, rhs_dilation=rhs_dilation, dimension_numbers=dimension_numbers,
+                feature_group_count=feature_group_count, precision=precision, **kwargs)
+    if _is_nhwc_3x3_stride2(*args, **opts):
+        return conv3x3_stride2(lhs, rhs, precision)
+    return jax.lax.conv_general_dilated(*args, **opts)
+
+
+def _is_nhwc_3x3_stride2(lhs, rhs, window_strides, padding, *, dimension_numbers, lhs_dilation, rhs_dilation,
+                         feature_group_count, precision, **kwargs) -> bool:
+    del precision
+    if kwargs.get("out_sharding") is not None or kwargs.get("preferred_element_type") is not None:
+        return False
+    if lhs.ndim != 4 or rhs.ndim != 4 or tuple(rhs.shape[:2]) != (3, 3) or tuple(window_strides) != (2, 2):
+        return False
+    if isinstance(padding, str) or [tuple(p) for p in padding] != [(1, 1), (1, 1)]:
+        return False
+    if tuple(lhs_dilation or (1, 1)) != (1, 1) or tuple(rhs_dilation or (1, 1)) != (1, 1) or feature_group_count != 1:
+        return False
+    nhwc = jax.lax.conv_dimension_numbers(lhs.shape, rhs.shape, _NHWC)
+    if jax.lax.conv_dimension_numbers(lhs.shape, rhs.shape, dimension_numbers) != nhwc:
+        return False
+    return lhs.shape[1] % 2 == 0 and lhs.shape[2] % 2 == 0
+
+
+def _conv_s2(x, kernel, precision):
+    return jax.lax.conv_general_dilated(x, kernel, (2, 2), ((1, 1), (1, 1)), dimension_numbers=_NHWC,
+                                        precision=precision)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def conv3x3_stride2(x: jax.Array, kernel: jax.Array, precision=None) -> jax.Array:
+    """`Conv2d(k=3, stride=2, padding=1)` without bias, NHWC, for even H and W.
+
+    The forward pass is XLA's conv. The input gradient, a transposed conv, is computed as a
+    sub-pixel conv (a 2x2 stride-1 conv to 4x the channels and a depth-to-space) instead of
+    XLA's conv over a dilated input, which is slow on CPU (BENCHMARKS.md, attempt 12).
+    """
+    return _conv_s2(x, kernel, precision)
+
+
+def _conv_s2_fwd(x, kernel, precision):
+    return _conv_s2(x, kernel, precision), (x, kernel)
+
+
+# Per axis, input row 2m takes g[m] through kernel row 1, and row 2m + 1 takes g[m] through
+# kernel row 2 and g[m + 1] through kernel row 0: _S2_TAPS[phase][window offset].
+_S2_TAPS = ((1, None), (2, 0))
+
+
+def _conv_s2_bwd(precision, res, g):
+    x, kernel = res
+    b, h, w, cin = x.shape
+    cout = kernel.shape[-1]
+    kt = jnp.swapaxes(kernel, 2, 3).astype(g.dtype)  # (3, 3, out, in)
+    zero = jnp.zeros((cout, cin), g.dtype)
+    tap = lambda ky, kx: zero if ky is None or kx is None else kt[ky, kx]  # noqa: E731
+    k2 = jnp.stack(
+        [
+            jnp.stack([jnp.stack([tap(_S2_TAPS[r][t], _S2_TAPS[s][u]) for r in range(2) for s in range(2)], 1)
+                       for u in range(2)])
+            for t in range(2)
+        ]
+    ).reshape(2, 2, cout, 4 * cin)
+    gx = jax.lax.conv_general_dilated(g, k2, (1, 1), ((0, 1), (0, 1)), dimension_numbers=_NHWC, precision=precision)
+    gx = gx.reshape(b, h // 2, w // 2, 2, 2, cin).transpose(0, 1, 3, 2, 4, 5).reshape(b, h, w, cin)
+    _, kernel_vjp = jax.vjp(lambda k: _conv_s2(x, k, precision), kernel)
+    (gk,) = kernel_vjp(g)
+    return gx.astype(x.dtype), gk
+
+
+conv3x3_stride2.defvjp(_conv_s2_fwd, _conv_s2_bwd)
 
 
 def pad_to_multiple(x: jax.Array, multiple: int) -> jax.Array:

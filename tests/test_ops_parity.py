@@ -130,3 +130,35 @@ def test_pad_to_multiple_edge_replicates_and_leaves_multiples_alone():
     np.testing.assert_array_equal(p[:, :5, 15], x[:, :, 6])  # right columns repeat the last column
     y = jnp.zeros((1, 32, 48, 3))
     assert ops.pad_to_multiple(y, 16) is y
+
+
+@pytest.mark.parametrize("shape,cout", [((2, 16, 24, 17), 8), ((1, 8, 6, 5), 7)])
+def test_stride2_conv_and_its_gradients_match_torch(shape, cout):
+    """`ops.conv3x3_stride2` (XLA forward, sub-pixel input gradient) against `F.conv2d(stride=2)`."""
+    rng = np.random.default_rng(shape[1])
+    x = rng.standard_normal(shape).astype(np.float32)
+    k = rng.standard_normal((3, 3, shape[-1], cout)).astype(np.float32)
+    up = rng.standard_normal((shape[0], shape[1] // 2, shape[2] // 2, cout)).astype(np.float32)  # a cotangent
+    tx = to_nchw(x).requires_grad_(True)
+    tk = torch.from_numpy(k.transpose(3, 2, 0, 1).copy()).requires_grad_(True)
+    ty = F.conv2d(tx, tk, stride=2, padding=1)
+    (ty * to_nchw(up)).sum().backward()
+    y, vjp = jax.vjp(ops.conv3x3_stride2, jnp.asarray(x), jnp.asarray(k))
+    gx, gk = vjp(jnp.asarray(up))
+    np.testing.assert_allclose(np.asarray(y), to_nhwc(ty.detach()), rtol=0, atol=1e-4)
+    np.testing.assert_allclose(np.asarray(gx), to_nhwc(tx.grad), rtol=0, atol=1e-4)
+    np.testing.assert_allclose(np.asarray(gk), tk.grad.numpy().transpose(2, 3, 1, 0), rtol=0, atol=1e-3)
+
+
+def test_conv_dispatch_takes_the_fast_path_only_for_3x3_stride2():
+    from flax import nnx
+
+    from dmvfn_jax.models.layers import torch_conv
+
+    def uses_custom(stride, hw):
+        conv = torch_conv(4, 6, stride, rngs=nnx.Rngs(0))
+        return "custom_vjp" in str(jax.make_jaxpr(conv)(jnp.zeros((1,) + hw + (4,))))
+
+    assert uses_custom(2, (8, 8))
+    assert not uses_custom(1, (8, 8))
+    assert not uses_custom(2, (7, 8))  # odd sizes take XLA's own conv and gradient
