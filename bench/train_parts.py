@@ -1,0 +1,151 @@
+"""Attempts 10-13 of BENCHMARKS.md, undone and redone one at a time, in one run.
+
+    python bench/train_parts.py [--rounds 5] [--batch 8]
+
+Each variant switches on one more change than the one before:
+
+  0. before: the transposed conv over a dilated input, the routing module's full conv before
+     its mean, XLA's own gradient for the stride-2 convs, the pyramid's zero-inserted upsample;
+  1. + the sub-pixel transposed conv (`ops.conv_transpose_subpixel`);
+  2. + the routing module's window sums (`routing.mean_of_conv3x3`);
+  3. + the sub-pixel input gradient of the stride-2 convs (`ops.conv3x3_stride2`);
+  4. + the pyramid's zero-free upsample (`losses._upsample`): the package as it is.
+
+For each variant it compiles one training step (8x256x256, random official-format weights, the
+official optimiser, as `bench/run.py` times it) and inference at 1x512x1024 with all blocks and
+with threshold routing. Then it times them in interleaved rounds (variant 0, 1, ..., 4, then
+again), so a slow patch of the machine hits every variant alike, and prints the median and
+the minimum per variant. The old code paths are swapped in by replacing the package's functions
+while each variant is traced; the compiled programs keep what they were traced with.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from dmvfn_jax import checkpoint as ckpt
+from dmvfn_jax import losses, ops
+from dmvfn_jax.convert.dmvfn_torch import random_official_state, torch_to_jax
+from dmvfn_jax.models import DMVFN
+from dmvfn_jax.models import routing as routing_lib
+from dmvfn_jax.train import step as step_lib
+from dmvfn_jax.train.optim import lr_schedule, make_train_optimizer
+
+NAMES = ("0 before", "1 + sub-pixel transposed conv", "2 + routing window sums", "3 + stride-2 input gradient",
+         "4 + zero-free upsample (now)")
+
+
+# -- the old code paths -----------------------------------------------------------------------
+def _conv_transpose_dilated_only(x, kernel, bias, stride, padding):
+    return ops.conv_transpose_dilated(x, kernel, stride, padding) + bias.astype(x.dtype)
+
+
+def _mean_of_conv_explicit(x, kernel, bias):
+    y = jax.lax.conv_general_dilated(x, kernel.astype(x.dtype), (1, 1), ((1, 1), (1, 1)),
+                                     dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    return jnp.mean(y + bias.astype(x.dtype), axis=(1, 2))
+
+
+def _stride2_xla_gradient(x, kernel, precision=None):
+    return jax.lax.conv_general_dilated(x, kernel, (2, 2), ((1, 1), (1, 1)), dimension_numbers=("NHWC", "HWIO", "NHWC"),
+                                        precision=precision)
+
+
+def _upsample_zero_inserted(x):
+    b, h, w, c = x.shape
+    return losses._blur(jnp.zeros((b, 2 * h, 2 * w, c), x.dtype).at[:, ::2, ::2, :].set(x), gain=4.0)
+
+
+def _blur_then_subsample(x):
+    return losses._blur(x)[:, ::2, ::2]
+
+
+# (module, attribute, old implementation), in the order the changes were made; variant k keeps
+# the first k changes and undoes the rest.
+CHANGES = (
+    ((ops, "conv_transpose", _conv_transpose_dilated_only),),
+    ((routing_lib, "mean_of_conv3x3", _mean_of_conv_explicit),),
+    ((ops, "conv3x3_stride2", _stride2_xla_gradient),),
+    ((losses, "_upsample", _upsample_zero_inserted), (losses, "_blur_half", _blur_then_subsample)),
+)
+
+
+def traced_with(k: int, fn):
+    """Calls `fn()` with changes k, k+1, ... undone, and restores the package afterwards."""
+    saved = [(m, a, getattr(m, a)) for change in CHANGES[k:] for m, a, _ in change]
+    try:
+        for change in CHANGES[k:]:
+            for m, a, old in change:
+                setattr(m, a, old)
+        return fn()
+    finally:
+        for m, a, cur in saved:
+            setattr(m, a, cur)
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--rounds", type=int, default=5)
+    p.add_argument("--batch", type=int, default=8)
+    args = p.parse_args()
+    build = lambda: DMVFN(rngs=nnx.Rngs(0))  # noqa: E731
+    model = ckpt.build_with_params(build, torch_to_jax(random_official_state(0), ckpt.flat_shapes(ckpt.abstract_params(build))))
+    opt = make_train_optimizer(1e-3)
+    gdef, state0 = step_lib.init_state(model, opt, 0)
+    mesh = step_lib.data_mesh(jax.devices()[:1])
+    rng = np.random.default_rng(0)
+    clips = jnp.asarray(rng.integers(0, 256, (args.batch, 3, 256, 256, 3), dtype=np.uint8))
+    a, b = (jnp.asarray(rng.random((1, 512, 1024, 3), dtype=np.float32)) for _ in range(2))
+    graphdef, params = nnx.split(model)
+
+    cases = {}  # (case, variant) -> a thunk that runs the compiled program once
+    for k in range(len(NAMES)):
+        def compile_all(k=k):
+            fn = step_lib.make_train_step(gdef, opt, lr_schedule(1000, 10, 1e-5, 1e-4), update_mode="per_batch")
+            # a copy per variant: the step donates its state
+            jitted, state = step_lib.shard_train_step(fn, mesh, jax.tree.map(jnp.array, state0))
+            train = jitted.lower(state, clips).compile()
+            box = [state]
+
+            def train_once():
+                box[0], m = train(box[0], clips)
+                jax.block_until_ready(m["total"])
+
+            out = {"training step 8x256x256": train_once}
+            for routing in ("all", "threshold"):
+                run = jax.jit(lambda p, x, y, r=routing: nnx.merge(graphdef, p).predict(x, y, r).prediction)
+                compiled = run.lower(params, a, b).compile()
+                out[f"inference 1x512x1024, {routing}"] = lambda c=compiled: jax.block_until_ready(c(params, a, b))
+            return out
+
+        t = time.perf_counter()
+        for case, thunk in traced_with(k, compile_all).items():
+            thunk()  # warm-up
+            cases[(case, k)] = thunk
+        print(f"compiled variant {NAMES[k]} in {time.perf_counter() - t:.0f} s", flush=True)
+
+    times = {key: [] for key in cases}
+    for r in range(args.rounds):
+        for key, thunk in cases.items():
+            t = time.perf_counter()
+            thunk()
+            times[key].append(time.perf_counter() - t)
+        print(f"round {r + 1}/{args.rounds} done", flush=True)
+
+    print(f"\ndevice {jax.devices()[0].device_kind}; {args.rounds} interleaved rounds; ms median (min)")
+    for case in dict.fromkeys(c for c, _ in cases):
+        print(case)
+        for k, name in enumerate(NAMES):
+            ts = times[(case, k)]
+            print(f"  {name:34s} {1e3 * statistics.median(ts):8.0f} ({1e3 * min(ts):.0f})")
+
+
+if __name__ == "__main__":
+    main()
