@@ -256,7 +256,11 @@ def main(argv=None) -> int:
     p.add_argument("--skip-train", action="store_true")
     p.add_argument("--quick", action="store_true", help="3 repeats, 1 warm-up (CPU)")
     p.add_argument("--out", default=str(REPO / "bench" / "results.json"))
+    p.add_argument("--table", metavar="RESULTS_JSON", help="print the BENCHMARKS.md table of a results file and exit")
     args = p.parse_args(argv)
+    if args.table:
+        print(markdown_table(json.loads(Path(args.table).read_text())))
+        return 0
     if args.worker:
         result = (jax_worker if args.worker == "jax" else torch_worker)(args)
         print(json.dumps(result))
@@ -321,6 +325,30 @@ def _print_row(row, peak) -> None:
     print(f"{name:34s} {1e3 * j['median_s']:9.1f} {1e3 * t['median_s']:9.1f} {jf:8.2f} {tf:9.2f} {jf / tf:6.2f} "
           f"{j['compile_s']:9.1f} {fmt_mem(j['peak_memory_bytes']):>10s} {fmt_mem(t['peak_memory_bytes']):>10s} "
           f"{(f'{gfl:8.1f}' if gfl else '       -')} {frac:>6s}{blocks}", flush=True)
+
+
+TARGETS = {"infer": 1.5, "train": 1.3}  # issue 6: JAX throughput / PyTorch throughput
+
+
+def markdown_table(results: dict) -> str:
+    """The BENCHMARKS.md table of a `bench/run.py` results file."""
+    out = ["| case | JAX ms | PyTorch ms | JAX frames/s | PyTorch frames/s | ratio | target | JAX compile s | JAX mem "
+           "| PyTorch mem |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for row in results["rows"]:
+        j, t = row["jax"], row["torch"]
+        if "error" in j or "error" in t:
+            continue
+        if row["task"] == "train":
+            name = f"training step {row['height']}x{row['width']} b{row['batch']} (clips/s)"
+        else:
+            name = f"{row['height']}x{row['width']} b{row['batch']}, {'all blocks' if row['routing'] == 'all' else 'routed'}"
+        target = TARGETS[row["task"]]
+        ratio = (row["batch"] / j["median_s"]) / (row["batch"] / t["median_s"])
+        verdict = "met" if ratio >= target else f"missed by {100 * (1 - ratio / target):.0f}%"
+        out.append(f"| {name} | {1e3 * j['median_s']:.1f} | {1e3 * t['median_s']:.1f} | {row['batch'] / j['median_s']:.2f} "
+                   f"| {row['batch'] / t['median_s']:.2f} | **{ratio:.2f}** | {target}: {verdict} | {j['compile_s']:.1f} "
+                   f"| {fmt_mem(j['peak_memory_bytes'])} | {fmt_mem(t['peak_memory_bytes'])} |")
+    return "\n".join(out)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""Attempts 10-13 of BENCHMARKS.md, undone and redone one at a time, in one run.
+"""Attempts 10-14 of BENCHMARKS.md, undone and redone one at a time, in one run.
 
     python bench/train_parts.py [--rounds 5] [--batch 8]
 
@@ -9,11 +9,12 @@ Each variant switches on one more change than the one before:
   1. + the sub-pixel transposed conv (`ops.conv_transpose_subpixel`);
   2. + the routing module's window sums (`routing.mean_of_conv3x3`);
   3. + the sub-pixel input gradient of the stride-2 convs (`ops.conv3x3_stride2`);
-  4. + the pyramid's zero-free upsample (`losses._upsample`): the package as it is.
+  4. + the pyramid's zero-free upsample (`losses._upsample`);
+  5. + the blocks' resizes as slices and adds (`ops.resize_by`): the package as it is.
 
 For each variant it compiles one training step (8x256x256, random official-format weights, the
 official optimiser, as `bench/run.py` times it) and inference at 1x512x1024 with all blocks and
-with threshold routing. Then it times them in interleaved rounds (variant 0, 1, ..., 4, then
+with threshold routing. Then it times them in interleaved rounds (variant 0, 1, ..., 5, then
 again), so a slow patch of the machine hits every variant alike, and prints the median and
 the minimum per variant. The old code paths are swapped in by replacing the package's functions
 while each variant is traced; the compiled programs keep what they were traced with.
@@ -39,7 +40,7 @@ from dmvfn_jax.train import step as step_lib
 from dmvfn_jax.train.optim import lr_schedule, make_train_optimizer
 
 NAMES = ("0 before", "1 + sub-pixel transposed conv", "2 + routing window sums", "3 + stride-2 input gradient",
-         "4 + zero-free upsample (now)")
+         "4 + zero-free upsample", "5 + resizes as slices (now)")
 
 
 # -- the old code paths -----------------------------------------------------------------------
@@ -67,6 +68,11 @@ def _blur_then_subsample(x):
     return losses._blur(x)[:, ::2, ::2]
 
 
+def _resize_by_interpolation_matrices(x, factor):
+    _, h, w, _ = x.shape
+    return ops.resize_bilinear(x, round(h * factor), round(w * factor))
+
+
 # (module, attribute, old implementation), in the order the changes were made; variant k keeps
 # the first k changes and undoes the rest.
 CHANGES = (
@@ -74,6 +80,7 @@ CHANGES = (
     ((routing_lib, "mean_of_conv3x3", _mean_of_conv_explicit),),
     ((ops, "conv3x3_stride2", _stride2_xla_gradient),),
     ((losses, "_upsample", _upsample_zero_inserted), (losses, "_blur_half", _blur_then_subsample)),
+    ((ops, "resize_by", _resize_by_interpolation_matrices),),
 )
 
 

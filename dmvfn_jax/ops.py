@@ -96,12 +96,65 @@ def resize_bilinear(x: jax.Array, height: int, width: int) -> jax.Array:
 
 
 def resize_by(x: jax.Array, factor: float) -> jax.Array:
-    """Resizes an NHWC array by `factor` (e.g. 0.25 or 8); the result must be whole pixels."""
+    """Resizes an NHWC array by `factor` (e.g. 0.25 or 8); the result must be whole pixels.
+
+    Powers of two and their inverses, the only factors DMVFN uses, run as slices and weighted
+    adds along each axis (`_downsample_axis`, `_upsample_axis`): the same bilinear values as
+    `resize_bilinear`, without its dense interpolation matrices (BENCHMARKS.md, attempt 14).
+    """
     _, h, w, _ = x.shape
     nh, nw = h * factor, w * factor
     if nh != int(nh) or nw != int(nw):
         raise ValueError(f"resize_by: {h}x{w} times {factor} is not a whole number of pixels")
+    f = float(factor) if factor >= 1 else 1.0 / factor
+    if f == 1:
+        return x
+    if f.is_integer() and (int(f) & (int(f) - 1)) == 0:  # a power of two: exact weights, as PyTorch's
+        f = int(f)
+        if factor > 1:
+            return _upsample_axis(_upsample_axis(x, 1, f), 2, f)
+        return _downsample_axis(_downsample_axis(x, 1, f), 2, f)
     return resize_bilinear(x, int(nh), int(nw))
+
+
+def _downsample_axis(x: jax.Array, axis: int, f: int) -> jax.Array:
+    """Bilinear (align_corners=False, no antialiasing) downsampling by an integer `f` on `axis`.
+
+    Output i samples the input at f*i + (f-1)/2: one pixel for odd f, the mean of two for even f.
+    (`resize_by` calls it for powers of two only.)
+    """
+    n = x.shape[axis]
+    groups = x.reshape(x.shape[:axis] + (n // f, f) + x.shape[axis + 1 :])
+    pick = lambda j: jax.lax.index_in_dim(groups, j, axis=axis + 1, keepdims=False)  # noqa: E731
+    if f % 2:
+        return pick((f - 1) // 2)
+    return (pick(f // 2 - 1) + pick(f // 2)) * 0.5
+
+
+def _upsample_axis(x: jax.Array, axis: int, f: int) -> jax.Array:
+    """Bilinear (align_corners=False) upsampling by an integer `f` on `axis`.
+
+    Output f*m + p samples the input at m + d with d = (2p + 1 - f) / (2f): between x[m-1] and
+    x[m] when d < 0, between x[m] and x[m+1] when d > 0; beyond the ends the edge pixel repeats
+    (PyTorch clamps the source coordinate). For powers of two, d is exact in binary and the
+    weights equal PyTorch's; for other factors PyTorch's float32 source coordinates drift
+    with the position, so `resize_by` leaves those to `resize_bilinear`.
+    """
+    n = x.shape[axis]
+    take = lambda start, stop: jax.lax.slice_in_dim(x, start, stop, axis=axis)  # noqa: E731
+    prev = jnp.concatenate([take(0, 1), take(0, n - 1)], axis=axis) if n > 1 else x
+    nxt = jnp.concatenate([take(1, n), take(n - 1, n)], axis=axis) if n > 1 else x
+    phases = []
+    for p in range(f):
+        d = (2 * p + 1 - f) / (2 * f)
+        if d < 0:
+            phases.append(x * (1.0 + d) + prev * (-d))
+        elif d > 0:
+            phases.append(x * (1.0 - d) + nxt * d)
+        else:
+            phases.append(x)
+    both = jnp.stack(phases, axis=axis + 1)
+    return both.reshape(x.shape[:axis] + (f * n,) + x.shape[axis + 1 :])
 
 
 def prelu(x: jax.Array, slope: jax.Array) -> jax.Array:

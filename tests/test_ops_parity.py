@@ -74,6 +74,18 @@ def test_upsample_matches_interpolate(factor):
     np.testing.assert_allclose(got, want, rtol=0, atol=1e-5)
 
 
+@pytest.mark.parametrize("factor", [8, 4, 3, 2, 1, 1 / 2, 1 / 3, 1 / 4, 1 / 8])
+def test_resize_by_fast_paths_equal_the_general_resize(factor):
+    """Powers of two and their inverses run as slices and adds; other factors (3, 1/3) take the
+    general path, `jax.image.resize`."""
+    x = np.random.default_rng(3).standard_normal((2, 24, 48, 3)).astype(np.float32)
+    h, w = round(24 * factor), round(48 * factor)
+    got = ops.resize_by(jnp.asarray(x), factor)
+    want = ops.resize_bilinear(jnp.asarray(x), h, w)
+    assert got.shape == want.shape == (2, h, w, 3)
+    np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=0, atol=1e-5)
+
+
 def test_resize_by_rejects_fractional_pixels():
     with pytest.raises(ValueError, match="whole number"):
         ops.resize_by(jnp.zeros((1, 10, 10, 1)), 0.25)
