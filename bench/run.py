@@ -1,7 +1,8 @@
 """dmvfn-jax against the PyTorch oracle of the tests, same weights, same device, one run.
 
     python bench/run.py [--quick] [--sizes 256x448,256x832,512x1024] [--batches 1,8]
-                        [--repeats N] [--skip-train] [--out bench/results.json]
+                        [--repeats N] [--skip-train | --skip-infer] [--out bench/results.json]
+    python bench/run.py --table bench/results_cpu.json   # the BENCHMARKS.md table of a results file
     make bench
 
 What it measures, each case in a fresh subprocess per implementation (so the memory figures
@@ -254,6 +255,7 @@ def main(argv=None) -> int:
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--train-batch", type=int, default=8)
     p.add_argument("--skip-train", action="store_true")
+    p.add_argument("--skip-infer", action="store_true", help="only the training step")
     p.add_argument("--quick", action="store_true", help="3 repeats, 1 warm-up (CPU)")
     p.add_argument("--out", default=str(REPO / "bench" / "results.json"))
     p.add_argument("--table", metavar="RESULTS_JSON", help="print the BENCHMARKS.md table of a results file and exit")
@@ -278,7 +280,7 @@ def main(argv=None) -> int:
     print(f"# {meta['date']}  device {meta['device']} ({meta['platform']}), {meta['cpus']} CPUs, jax {meta['jax']}; "
           f"float32 matmul peak {peak:.0f} GFLOP/s; median of {args.repeats} after {args.warmup} warm-up")
     rows = []
-    sizes = [tuple(int(v) for v in s.split("x")) for s in args.sizes.split(",")]
+    sizes = [] if args.skip_infer else [tuple(int(v) for v in s.split("x")) for s in args.sizes.split(",")]
     batches = [int(b) for b in args.batches.split(",")]
     print(f"{'case':34s} {'JAX ms':>9s} {'torch ms':>9s} {'JAX f/s':>8s} {'torch f/s':>9s} {'ratio':>6s} "
           f"{'compile s':>9s} {'JAX mem':>10s} {'torch mem':>10s} {'GFLOP/f':>8s} {'%peak':>6s}")
