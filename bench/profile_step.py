@@ -22,16 +22,9 @@ import time
 os.environ["XLA_FLAGS"] = os.environ.get("XLA_FLAGS", "") + " --xla_cpu_enable_xprof_traceme=true"
 
 import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
-import numpy as np  # noqa: E402
-from flax import nnx  # noqa: E402
 from jax.profiler import ProfileData  # noqa: E402
 
-from dmvfn_jax import checkpoint as ckpt  # noqa: E402
-from dmvfn_jax.convert.dmvfn_torch import random_official_state, torch_to_jax  # noqa: E402
-from dmvfn_jax.models import DMVFN  # noqa: E402
-from dmvfn_jax.train import step as step_lib  # noqa: E402
-from dmvfn_jax.train.optim import lr_schedule, make_train_optimizer  # noqa: E402
+from workloads import random_dmvfn, train_step  # noqa: E402  (bench/workloads.py)
 
 
 def main():
@@ -40,13 +33,7 @@ def main():
     p.add_argument("--size", type=int, default=256)
     p.add_argument("--top", type=int, default=25)
     args = p.parse_args()
-    build = lambda: DMVFN(rngs=nnx.Rngs(0))  # noqa: E731
-    model = ckpt.build_with_params(build, torch_to_jax(random_official_state(0), ckpt.flat_shapes(ckpt.abstract_params(build))))
-    opt = make_train_optimizer(1e-3)
-    gdef, state = step_lib.init_state(model, opt, 0)
-    fn = step_lib.make_train_step(gdef, opt, lr_schedule(1000, 10, 1e-5, 1e-4), update_mode="per_batch")
-    jitted, state = step_lib.shard_train_step(fn, step_lib.data_mesh(jax.devices()[:1]), state)
-    clips = jnp.asarray(np.random.default_rng(0).integers(0, 256, (args.batch, 3, args.size, args.size, 3), dtype=np.uint8))
+    jitted, state, clips = train_step(random_dmvfn(), args.batch, args.size)
     hlo = jitted.lower(state, clips).compile().as_text()
     for _ in range(2):
         state, m = jitted(state, clips)

@@ -91,12 +91,9 @@ def jax_worker(args) -> dict:
     import numpy as np
     from flax import nnx
 
-    from dmvfn_jax import checkpoint as ckpt
-    from dmvfn_jax.convert.dmvfn_torch import random_official_state, torch_to_jax
-    from dmvfn_jax.models import DMVFN
+    from workloads import random_dmvfn, train_step  # bench/workloads.py
 
-    build = lambda: DMVFN(rngs=nnx.Rngs(0))  # noqa: E731
-    model = ckpt.build_with_params(build, torch_to_jax(random_official_state(SEED), ckpt.flat_shapes(ckpt.abstract_params(build))))
+    model = random_dmvfn(SEED)
     graphdef, params = nnx.split(model)
     gpu = jax.devices()[0].platform != "cpu"
     out = {"device": str(jax.devices()[0].device_kind), "platform": jax.devices()[0].platform}
@@ -120,18 +117,7 @@ def jax_worker(args) -> dict:
         cost = cost[0] if isinstance(cost, (list, tuple)) else cost
         out["gflops_per_frame_all_blocks"] = float(cost.get("flops", float("nan"))) / 1e9
     else:
-        from configs.common import base_config
-        from dmvfn_jax.train import step as step_lib
-        from dmvfn_jax.train.optim import lr_schedule, make_train_optimizer
-
-        c = base_config()
-        opt = make_train_optimizer(c.weight_decay)
-        gdef, state = step_lib.init_state(model, opt, 0)
-        fn = step_lib.make_train_step(gdef, opt, lr_schedule(1000, 10, 1e-5, 1e-4), update_mode="per_batch")
-        mesh = step_lib.data_mesh(jax.devices()[:1])
-        jitted, state = step_lib.shard_train_step(fn, mesh, state)
-        rng = np.random.default_rng(0)
-        clips = jnp.asarray(rng.integers(0, 256, (args.batch, 3, args.height, args.width, 3), dtype=np.uint8))
+        jitted, state, clips = train_step(model, args.batch, args.height)
         box = [state]
 
         def one():

@@ -39,15 +39,9 @@ def rss_peak() -> float:
 def jax_worker(batch: int, size: int, variant: str = "package") -> dict:
     out = {}
     import jax
-    import jax.numpy as jnp
-    import numpy as np
-    from flax import nnx
 
-    from dmvfn_jax import checkpoint as ckpt
-    from dmvfn_jax.convert.dmvfn_torch import random_official_state, torch_to_jax
-    from dmvfn_jax.models import DMVFN
     from dmvfn_jax.train import step as step_lib
-    from dmvfn_jax.train.optim import lr_schedule, make_train_optimizer
+    from workloads import random_dmvfn, train_step  # bench/workloads.py
 
     out["imports"] = rss_now()
     if variant == "loss-remat":
@@ -59,13 +53,7 @@ def jax_worker(batch: int, size: int, variant: str = "package") -> dict:
         from dmvfn_jax import ops
 
         ops.warp = warp_vjp.warp_custom
-    build = lambda: DMVFN(rngs=nnx.Rngs(0))  # noqa: E731
-    model = ckpt.build_with_params(build, torch_to_jax(random_official_state(0), ckpt.flat_shapes(ckpt.abstract_params(build))))
-    opt = make_train_optimizer(1e-3)
-    gdef, state = step_lib.init_state(model, opt, 0)
-    fn = step_lib.make_train_step(gdef, opt, lr_schedule(1000, 10, 1e-5, 1e-4), update_mode="per_batch")
-    jitted, state = step_lib.shard_train_step(fn, step_lib.data_mesh(jax.devices()[:1]), state)
-    clips = jnp.asarray(np.random.default_rng(0).integers(0, 256, (batch, 3, size, size, 3), dtype=np.uint8))
+    jitted, state, clips = train_step(random_dmvfn(), batch, size)
     out["model"] = rss_now()
     compiled = jitted.lower(state, clips).compile()
     out["compiled"] = rss_now()

@@ -31,13 +31,9 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from dmvfn_jax import checkpoint as ckpt
 from dmvfn_jax import losses, ops
-from dmvfn_jax.convert.dmvfn_torch import random_official_state, torch_to_jax
-from dmvfn_jax.models import DMVFN
 from dmvfn_jax.models import routing as routing_lib
-from dmvfn_jax.train import step as step_lib
-from dmvfn_jax.train.optim import lr_schedule, make_train_optimizer
+from workloads import random_dmvfn, train_step  # bench/workloads.py
 
 NAMES = ("0 before", "1 + sub-pixel transposed conv", "2 + routing window sums", "3 + stride-2 input gradient",
          "4 + zero-free upsample", "5 + resizes as slices (now)")
@@ -102,22 +98,15 @@ def main():
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--batch", type=int, default=8)
     args = p.parse_args()
-    build = lambda: DMVFN(rngs=nnx.Rngs(0))  # noqa: E731
-    model = ckpt.build_with_params(build, torch_to_jax(random_official_state(0), ckpt.flat_shapes(ckpt.abstract_params(build))))
-    opt = make_train_optimizer(1e-3)
-    gdef, state0 = step_lib.init_state(model, opt, 0)
-    mesh = step_lib.data_mesh(jax.devices()[:1])
+    model = random_dmvfn()
     rng = np.random.default_rng(0)
-    clips = jnp.asarray(rng.integers(0, 256, (args.batch, 3, 256, 256, 3), dtype=np.uint8))
     a, b = (jnp.asarray(rng.random((1, 512, 1024, 3), dtype=np.float32)) for _ in range(2))
     graphdef, params = nnx.split(model)
 
     cases = {}  # (case, variant) -> a thunk that runs the compiled program once
     for k in range(len(NAMES)):
         def compile_all(k=k):
-            fn = step_lib.make_train_step(gdef, opt, lr_schedule(1000, 10, 1e-5, 1e-4), update_mode="per_batch")
-            # a copy per variant: the step donates its state
-            jitted, state = step_lib.shard_train_step(fn, mesh, jax.tree.map(jnp.array, state0))
+            jitted, state, clips = train_step(model, args.batch, 256)  # a fresh state: the step donates it
             train = jitted.lower(state, clips).compile()
             box = [state]
 

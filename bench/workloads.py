@@ -1,0 +1,39 @@
+"""The model and training step the bench scripts measure, built one way for all of them."""
+
+from __future__ import annotations
+
+
+def random_dmvfn(seed: int = 0):
+    """DMVFN carrying random weights in the official format (`random_official_state`), as
+    loaded from a converted checkpoint."""
+    from flax import nnx
+
+    from dmvfn_jax import checkpoint as ckpt
+    from dmvfn_jax.convert.dmvfn_torch import random_official_state, torch_to_jax
+    from dmvfn_jax.models import DMVFN
+
+    build = lambda: DMVFN(rngs=nnx.Rngs(0))  # noqa: E731
+    return ckpt.build_with_params(build, torch_to_jax(random_official_state(seed), ckpt.flat_shapes(ckpt.abstract_params(build))))
+
+
+def train_step(model, batch: int, size: int, seed: int = 0):
+    """`(jitted_step, state, clips)`: one optimiser step of the official recipe (Laplacian loss,
+    AdamW, one update per batch) on one device, and random uint8 3-frame clips of size x size.
+
+    The step donates its state: pass the state it returns back in. The state starts from a
+    copy of the model's parameters, so the model stays usable (and can build more steps).
+    """
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    from dmvfn_jax.train import step as step_lib
+    from dmvfn_jax.train.optim import lr_schedule, make_train_optimizer
+
+    opt = make_train_optimizer(1e-3)
+    graphdef, state = step_lib.init_state(model, opt, seed)
+    state = jax.tree.map(jnp.array, state)  # jnp.array copies: donation must not delete the model's arrays
+    fn = step_lib.make_train_step(graphdef, opt, lr_schedule(1000, 10, 1e-5, 1e-4), update_mode="per_batch")
+    jitted, state = step_lib.shard_train_step(fn, step_lib.data_mesh(jax.devices()[:1]), state)
+    clips = jnp.asarray(np.random.default_rng(seed).integers(0, 256, (batch, 3, size, size, 3), dtype=np.uint8))
+    return jitted, state, clips
