@@ -1,7 +1,10 @@
-"""Ops that are not layers: backward warp, bilinear resizes, PReLU, transposed conv, padding.
+"""Ops that are not layers: backward warp, bilinear resizes, PReLU, transposed conv, the
+stride-2 conv with a faster gradient, padding.
 
 Everything here is NHWC and matches the PyTorch op named in each docstring (see
-`tests/test_ops_parity.py` for the measured differences).
+`tests/test_ops_parity.py` for the measured differences). Where XLA's CPU code for an op was
+slow, the op is written another way that computes the same values; BENCHMARKS.md (attempts
+10-14) measures each.
 """
 
 from __future__ import annotations
