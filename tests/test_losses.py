@@ -285,3 +285,14 @@ def test_load_vgg19_refuses_other_checkpoints(tmp_path):
     )
     with pytest.raises(ckpt.CheckpointError, match="is not 'vgg19'"):
         load_vgg19(other)
+
+
+def test_zero_free_upsample_and_half_blur_equal_the_plain_versions():
+    """The pyramid's shortcuts against what they replace: blurring a zero-inserted image with
+    4x the kernel, and blurring everything then keeping every second pixel."""
+    x = jnp.asarray(np.random.default_rng(9).random((2, 8, 12, 3), dtype=np.float32))
+    zero_inserted = jnp.zeros((2, 16, 24, 3), jnp.float32).at[:, ::2, ::2, :].set(x)
+    np.testing.assert_allclose(np.asarray(losses._upsample(x)), np.asarray(losses._blur(zero_inserted, gain=4.0)),
+                               rtol=0, atol=1e-7)
+    np.testing.assert_allclose(np.asarray(losses._blur_half(x)), np.asarray(losses._blur(x)[:, ::2, ::2]),
+                               rtol=0, atol=1e-7)
