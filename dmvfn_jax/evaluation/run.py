@@ -43,6 +43,7 @@ from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from dmvfn_jax import checkpoint as ckpt
+from dmvfn_jax import parallel
 from dmvfn_jax.errors import InputError, run_command
 from dmvfn_jax.evaluation import metrics as metric_lib
 from dmvfn_jax.evaluation.protocols import DATASETS, MODES, Mode, Protocol, make_protocol
@@ -66,20 +67,25 @@ def _metric_fn(name: str, lpips_model):
 
 def make_eval_fn(graphdef, lpips_graphdef, protocol: Protocol, mode: Mode, metric_names, model_order: str,
                  num_blocks: int, with_predictions: bool):
-    """fn(params, lpips_params, clips uint8 (B,T,H,W,3) RGB, mask (B,), key) -> (sums, outputs).
+    """fn(params, lpips_params, clips uint8 (B,T,H,W,3) RGB, mask (B,), key, axis_name=None) -> (sums, outputs).
 
     sums: per variant and metric the masked sum over the batch per step (horizon,), `count`,
     `gate_sum` (n,) over the routed predictions, `ran_sum` (n,): predictions whose batch ran the
-    block (a block runs for the whole batch when any sample's gate is on). outputs (only with
-    `with_predictions`, else None): the routed rollout, each (B, horizon, ...): `prediction`
-    (RGB), `flow` (pixels), `mask`, `gates`.
+    block (a block runs for a device's share of the batch when any of its samples' gates is on).
+    outputs (only with `with_predictions`, else None): the routed rollout, each (B, horizon, ...):
+    `prediction` (RGB), `flow` (pixels), `mask`, `gates`.
+
+    With `axis_name` (under `parallel.per_device`) the batch is this device's share: the sums are
+    added across devices in one all-reduce, sampled gates are the whole batch's draws, and with
+    `first_decides` the batch's first sample (on device 0) decides, broadcast by an all-reduce.
     """
     c0, c1 = protocol.context
     to_model = (lambda x: x[..., ::-1]) if model_order == "BGR" else (lambda x: x)
     to_metric = (lambda x: x[..., ::-1]) if mode.metric_order == "BGR" else (lambda x: x)
 
-    def fn(params, lpips_params, clips, mask, key):
+    def fn(params, lpips_params, clips, mask, key, axis_name=None):
         model = nnx.merge(graphdef, params)
+        rows = parallel.batch_rows(clips.shape[0], axis_name)
         lpips_model = nnx.merge(lpips_graphdef, lpips_params) if lpips_graphdef is not None else None
         fns = {name: _metric_fn(name, lpips_model) for name in metric_names}
         frames = clips.astype(jnp.float32) / 255.0
@@ -98,7 +104,10 @@ def make_eval_fn(graphdef, lpips_graphdef, protocol: Protocol, mode: Mode, metri
                 else:
                     ma, mb = to_model(a), to_model(b)
                     v = model.routing_probs(ma, mb)
-                    gates = routing_lib.select_gates(v, mode.routing, jax.random.fold_in(key, k))
+                    gates = routing_lib.select_gates(v, mode.routing, jax.random.fold_in(key, k), rows)
+                    if mode.first_decides and axis_name is not None:  # the global batch's first sample
+                        first = jnp.where(jax.lax.axis_index(axis_name) == 0, gates[0], 0.0)
+                        gates = jnp.broadcast_to(jax.lax.psum(first, axis_name), gates.shape)
                     res = model.infer(ma, mb, gates, first_decides=mode.first_decides, empty=mode.empty)
                     pred = to_model(res.prediction)
                     used = res.gates * m[:, None]
@@ -114,9 +123,24 @@ def make_eval_fn(graphdef, lpips_graphdef, protocol: Protocol, mode: Mode, metri
                 a, b = b, pred
             out[variant] = {name: jnp.stack(vals) for name, vals in per_metric.items()}
         outputs = {k: jnp.stack(v, axis=1) for k, v in routed.items()} if with_predictions else None
+        if axis_name is not None:
+            out = parallel.psum_packed(out, axis_name)
         return out, outputs
 
     return fn
+
+
+def sharded_eval_step(mesh, graphdef, lpips_graphdef, protocol: Protocol, mode: Mode, metric_names,
+                      model_order: str, num_blocks: int, with_predictions: bool):
+    """`make_eval_fn` jitted per device over `mesh`: parameters and key replicated, clips and mask
+    sharded on `data`; the sums come back replicated, the predictions sharded."""
+    fn = make_eval_fn(graphdef, lpips_graphdef, protocol, mode, metric_names, model_order, num_blocks,
+                      with_predictions)
+    replicated, data = NamedSharding(mesh, P()), P(parallel.DATA_AXIS)
+    sharded = NamedSharding(mesh, data)
+    fn = parallel.per_device(fn, mesh, in_specs=(P(), P(), data, data, P()), out_specs=(P(), data))
+    return jax.jit(fn, in_shardings=(replicated, replicated, sharded, sharded, replicated),
+                   out_shardings=(replicated, sharded if with_predictions else None))
 
 
 def flop_costs(model: DMVFN, height: int, width: int) -> dict:
@@ -249,12 +273,12 @@ def evaluate(checkpoint, dataset: str, data_dir, *, mode: str = "clean", split: 
             raise InputError(f"{protocol.tfds_name}/{protocol.split}: {e}; leave ms_ssim out of --metrics") from None
     n_total = len(clips)
 
-    mesh = jax.sharding.Mesh(np.asarray(jax.devices()).reshape(-1), ("data",))
+    mesh = parallel.data_mesh()
     n_dev = jax.device_count()
     batch_size = n_dev if batch_size is None else int(batch_size)
     if batch_size < 1 or batch_size % n_dev:
         raise InputError(f"--batch-size {batch_size} must be a positive multiple of the {n_dev} devices")
-    replicated, sharded = NamedSharding(mesh, P()), NamedSharding(mesh, P("data"))
+    replicated, sharded = NamedSharding(mesh, P()), NamedSharding(mesh, P(parallel.DATA_AXIS))
     graphdef, params = nnx.split(model)
     params = jax.device_put(params, replicated)
     lpips_graphdef, lpips_params = (None, None)
@@ -265,10 +289,8 @@ def evaluate(checkpoint, dataset: str, data_dir, *, mode: str = "clean", split: 
 
     def step_fn(with_preds: bool):
         if with_preds not in jitted:
-            fn = make_eval_fn(graphdef, lpips_graphdef, protocol, the_mode, names, meta["channel_order"],
-                              model.num_blocks, with_preds)
-            jitted[with_preds] = jax.jit(fn, in_shardings=(replicated, replicated, sharded, sharded, replicated),
-                                         out_shardings=(replicated, sharded if with_preds else None))
+            jitted[with_preds] = sharded_eval_step(mesh, graphdef, lpips_graphdef, protocol, the_mode, names,
+                                                   meta["channel_order"], model.num_blocks, with_preds)
         return jitted[with_preds]
 
     log.info("%s: %d clips of %s/%s at %dx%d, %s; mode %s", protocol.name, n_total, protocol.tfds_name,

@@ -142,14 +142,17 @@ class DMVFN(nnx.Module):
         key: jax.Array,
         estimator: str = "bernoulli",
         temperature: float = 1.0,
+        rows: routing_lib.Rows | None = None,
     ) -> tuple[list[jax.Array], jax.Array, jax.Array]:
         """Routing, hard gates from a training estimator, and the n training outputs.
 
         Returns `(outputs, gates, v)`; gradients reach the routing module through the gates
         (`estimator="bernoulli"`: official straight-through; `"gumbel"`: binary Gumbel-softmax).
+        `rows=(start, total)`: the frames are rows start.. of a batch of `total`, and the gates
+        are those drawn for the whole batch (`routing.batch_noise`).
         """
         v = self.routing_probs(img0, img1)
-        gates = routing_lib.training_gates(v, key, estimator, temperature)
+        gates = routing_lib.training_gates(v, key, estimator, temperature, rows)
         return self.train_outputs(img0, img1, gates), gates, v
 
     # -- inference mode -------------------------------------------------------------------

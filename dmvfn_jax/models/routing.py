@@ -72,13 +72,37 @@ def mean_of_conv3x3(x: jax.Array, kernel: jax.Array, bias: jax.Array) -> jax.Arr
     return jnp.einsum("bijc,ijco->bo", sums, kernel.astype(x.dtype)) / (h * w) + bias.astype(x.dtype)
 
 
-def bernoulli_st(key: jax.Array, v: jax.Array) -> jax.Array:
+Rows = tuple  # (start, total): the array holds rows start .. start + B of a batch of `total` rows
+
+
+def batch_noise(draw, key: jax.Array, shape: tuple[int, ...], rows: Rows | None = None) -> jax.Array:
+    """`draw(key, shape)`, or, with `rows=(start, total)`, rows start .. start + shape[0] of
+    `draw(key, (total,) + shape[1:])`.
+
+    A data-parallel device holds a slice of the batch; drawing the whole batch's noise (a few
+    numbers per sample) and keeping its own rows gives every device the draws that one device
+    would make for the whole batch, with no communication.
+    """
+    if rows is None:
+        return draw(key, shape)
+    start, total = rows
+    full = draw(key, (total,) + tuple(shape[1:]))
+    return jax.lax.dynamic_slice_in_dim(full, start, shape[0], axis=0)
+
+
+def _bernoulli(key: jax.Array, v: jax.Array, rows: Rows | None) -> jax.Array:
+    # jax.random.bernoulli(key, v) is exactly uniform(key, v.shape, v.dtype) < v
+    return batch_noise(lambda k, s: jax.random.uniform(k, s, v.dtype), key, v.shape, rows) < v
+
+
+def bernoulli_st(key: jax.Array, v: jax.Array, rows: Rows | None = None) -> jax.Array:
     """Official estimator: hard Bernoulli(v) sample, identity gradient to v."""
-    hard = jax.random.bernoulli(key, v).astype(v.dtype)
+    hard = _bernoulli(key, v, rows).astype(v.dtype)
     return v + jax.lax.stop_gradient(hard - v)
 
 
-def gumbel_st(key: jax.Array, v: jax.Array, temperature: float = 1.0, eps: float = 1e-6) -> jax.Array:
+def gumbel_st(key: jax.Array, v: jax.Array, temperature: float = 1.0, eps: float = 1e-6,
+              rows: Rows | None = None) -> jax.Array:
     """Binary Gumbel-softmax, straight-through: hard sample forward, relaxed gradient backward.
 
     The two-class softmax over logits (log v, log(1 - v)) with Gumbel noise is
@@ -88,18 +112,21 @@ def gumbel_st(key: jax.Array, v: jax.Array, temperature: float = 1.0, eps: float
     if temperature <= 0:
         raise ValueError(f"gumbel_st: temperature must be > 0, got {temperature}")
     vc = jnp.clip(v, eps, 1.0 - eps)
-    noise = jax.random.logistic(key, v.shape, v.dtype)
+    noise = batch_noise(lambda k, s: jax.random.logistic(k, s, v.dtype), key, v.shape, rows)
     soft = jax.nn.sigmoid((jnp.log(vc) - jnp.log1p(-vc) + noise) / temperature)
     hard = (soft > 0.5).astype(v.dtype)
     return soft + jax.lax.stop_gradient(hard - soft)
 
 
-def training_gates(v: jax.Array, key: jax.Array, estimator: str = "bernoulli", temperature: float = 1.0):
-    """Hard gates with a gradient path to `v`, from the named training estimator."""
+def training_gates(v: jax.Array, key: jax.Array, estimator: str = "bernoulli", temperature: float = 1.0,
+                   rows: Rows | None = None):
+    """Hard gates with a gradient path to `v`, from the named training estimator.
+
+    `rows=(start, total)`: `v` is a slice of a larger batch (`batch_noise`)."""
     if estimator == "bernoulli":
-        return bernoulli_st(key, v)
+        return bernoulli_st(key, v, rows)
     if estimator == "gumbel":
-        return gumbel_st(key, v, temperature)
+        return gumbel_st(key, v, temperature, rows=rows)
     raise ValueError(f"unknown routing estimator {estimator!r}; choose one of {ESTIMATORS}")
 
 
@@ -114,8 +141,10 @@ def check_routing(routing: Routing, num_blocks: int = 9) -> None:
         raise ValueError(f"explicit gates must have shape ({num_blocks},) or (B, {num_blocks}), got {shape}")
 
 
-def select_gates(v: jax.Array, routing: Routing, key: jax.Array | None = None) -> jax.Array:
-    """Inference gates (B, n) in {0, 1} as float, from the routing probabilities `v` (B, n)."""
+def select_gates(v: jax.Array, routing: Routing, key: jax.Array | None = None, rows: Rows | None = None) -> jax.Array:
+    """Inference gates (B, n) in {0, 1} as float, from the routing probabilities `v` (B, n).
+
+    `rows=(start, total)`: `v` is a slice of a larger batch; "sample" draws as for the whole batch."""
     check_routing(routing, v.shape[1])
     if isinstance(routing, str):
         if routing == "all":
@@ -124,6 +153,6 @@ def select_gates(v: jax.Array, routing: Routing, key: jax.Array | None = None) -
             return (v >= 0.5).astype(v.dtype)
         if key is None:
             raise ValueError("routing='sample' needs a PRNG key (pass seed= or key=)")
-        return jax.random.bernoulli(key, v).astype(v.dtype)
+        return _bernoulli(key, v, rows).astype(v.dtype)
     gates = jnp.asarray(routing, v.dtype)
     return jnp.broadcast_to(gates, v.shape)

@@ -7,8 +7,12 @@ A batch is a uint8 array of clips (B, T, H, W, 3); a clip of T frames gives T - 
 - `per_batch`: one update per batch on the mean loss over all its triplets.
 
 Parameters and optimiser state are replicated, the batch is sharded on the `data` axis, the
-state is donated. An update whose loss or gradient is not finite is skipped (parameters and
-optimiser state unchanged) and counted.
+state is donated. `shard_train_step` runs the step under `jax.shard_map`: every device runs the
+single-device program on its own clips, and the gradients and metrics of each update cross
+devices as one packed all-reduce (`parallel.pmean_packed`), the only collective of the step.
+The routing gates of a device's clips are the ones one device would draw for the whole batch,
+so any number of devices computes what one device does. An update whose loss or gradient is
+not finite is skipped (parameters and optimiser state unchanged) and counted.
 """
 
 from __future__ import annotations
@@ -17,13 +21,14 @@ from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
+from dmvfn_jax import parallel
 from dmvfn_jax.losses import dmvfn_loss
 from dmvfn_jax.models.dmvfn import DMVFN
+from dmvfn_jax.parallel import data_mesh, global_batch  # noqa: F401  (the training loop's names for them)
 from dmvfn_jax.train.optim import set_learning_rate
 
 UPDATE_MODES = ("update_per_triplet", "per_batch")
@@ -66,23 +71,30 @@ def make_train_step(
     estimator: str = "bernoulli",
     temperature: float = 1.0,
 ) -> Callable[[TrainState, jax.Array], tuple[TrainState, dict]]:
-    """Returns `step(state, clips) -> (state, metrics)` (not jitted; see `shard_train_step`)."""
+    """Returns `step(state, clips, axis_name=None) -> (state, metrics)`, not jitted.
+
+    With `axis_name=None` the step is the whole-batch program (jit it on one device); under
+    `shard_train_step` it runs per device with `axis_name="data"`.
+    """
     if update_mode not in UPDATE_MODES:
         raise ValueError(f"update_mode must be one of {UPDATE_MODES}, got {update_mode!r}")
 
-    def loss_fn(params, img0, img1, gt, key):
+    def loss_fn(params, img0, img1, gt, key, rows):
         model = nnx.merge(graphdef, params)
-        outputs, gates, _ = model.train_forward(img0, img1, key, estimator, temperature)
+        outputs, gates, _ = model.train_forward(img0, img1, key, estimator, temperature, rows)
         total, terms = dmvfn_loss(outputs, gt, vgg)
         mse = jnp.mean((outputs[-1] - gt) ** 2)
         return total, (terms, jnp.mean(gates, axis=0), mse)
 
     grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
 
-    def update(carry, triplet, lr, key):
+    def update(carry, triplet, lr, key, axis_name):
         params, opt_state, bad_streak, skipped = carry
         img0, img1, gt = triplet
-        (loss, (terms, rates, mse)), grads = grad_fn(params, img0, img1, gt, key)
+        rows = parallel.batch_rows(img0.shape[0], axis_name)
+        (loss, (terms, rates, mse)), grads = grad_fn(params, img0, img1, gt, key, rows)
+        if axis_name is not None:  # means of equal shards = the whole batch's means; one all-reduce
+            loss, terms, rates, mse, grads = parallel.pmean_packed((loss, terms, rates, mse, grads), axis_name)
         gnorm = optax.tree.norm(grads)
         ok = jnp.isfinite(loss) & jnp.isfinite(gnorm)
         opt_state = set_learning_rate(opt_state, lr)
@@ -94,7 +106,7 @@ def make_train_step(
         metrics = {**terms, "grad_norm": gnorm, "mse": mse, "routing_rate": rates}
         return (params, opt_state, bad_streak, skipped), metrics
 
-    def step(state: TrainState, clips: jax.Array):
+    def step(state: TrainState, clips: jax.Array, axis_name: str | None = None):
         frames = clips.astype(jnp.float32) / 255.0  # uint8 transport, normalise on device
         b, t = frames.shape[:2]
         if t < 3:
@@ -104,14 +116,14 @@ def make_train_step(
         carry = (state.params, state.opt_state, state.bad_streak, state.skipped)
         if update_mode == "per_batch":
             trip = [frames[:, k : k + t - 2].reshape((b * (t - 2),) + frames.shape[2:]) for k in range(3)]
-            carry, metrics = update(carry, trip, lr, key)
+            carry, metrics = update(carry, trip, lr, key, axis_name)
         else:
             trips = tuple(jnp.moveaxis(frames[:, k : k + t - 2], 1, 0) for k in range(3))  # (T-2, B, ...)
             keys = jax.random.split(key, t - 2)
 
             def body(c, xs):
                 *trip, k = xs
-                return update(c, trip, lr, k)
+                return update(c, trip, lr, k, axis_name)
 
             carry, metrics = jax.lax.scan(body, carry, (*trips, keys))
             metrics = jax.tree.map(lambda m: jnp.mean(m, axis=0), metrics)
@@ -126,33 +138,24 @@ def make_train_step(
     return step
 
 
-def data_mesh(devices=None) -> Mesh:
-    """A 1-D mesh over all (global) devices with the axis name `data`."""
-    devices = jax.devices() if devices is None else devices
-    return Mesh(np.asarray(devices).reshape(-1), ("data",))
-
-
 def shard_train_step(step_fn, mesh: Mesh, state: TrainState):
-    """jit of `step_fn` with the state replicated and donated and the batch sharded on `data`.
+    """jit of `step_fn` per device (`parallel.per_device`), with the state replicated and donated
+    and the batch sharded on `data`.
 
+    `state` may be concrete (it is placed on the mesh) or a tree of `jax.ShapeDtypeStruct`
+    (returned as is: `jitted.lower(state, batch)` compiles ahead of time, `dmvfn_jax.plan`).
     Returns `(jitted_step, state_on_mesh)`.
     """
     replicated = NamedSharding(mesh, P())
-    batch = NamedSharding(mesh, P("data"))
+    batch = NamedSharding(mesh, P(parallel.DATA_AXIS))
     state_sharding = jax.tree.map(lambda _: replicated, state)
-    state = jax.device_put(state, state_sharding)
+    if not any(isinstance(x, jax.ShapeDtypeStruct) for x in jax.tree.leaves(state)):
+        state = jax.device_put(state, state_sharding)
+    mapped = parallel.per_device(step_fn, mesh, in_specs=(P(), P(parallel.DATA_AXIS)), out_specs=(P(), P()))
     jitted = jax.jit(
-        step_fn,
+        mapped,
         in_shardings=(state_sharding, batch),
         out_shardings=(state_sharding, replicated),
         donate_argnums=(0,),
     )
     return jitted, state
-
-
-def global_batch(mesh: Mesh, local_clips) -> jax.Array:
-    """This host's slice of the batch -> a global array sharded on `data`.
-
-    Each process passes only its own clips (B / process_count of them).
-    """
-    return jax.make_array_from_process_local_data(NamedSharding(mesh, P("data")), local_clips)

@@ -1,0 +1,79 @@
+"""Data parallelism: a 1-D `data` mesh, per-device programs under `jax.shard_map`, packed collectives.
+
+Pure data parallelism with replicated parameters needs one thing across devices: the mean of
+the gradients (and of a few metric scalars). Left to itself, XLA's sharding propagation
+re-shards DMVFN's activations along spatial axes (the model's concatenates, pads, slices and
+reshapes) and its convolutions then exchange halos: collective-permutes, all-to-alls and
+all-gathers (BENCHMARKS.md, "Data parallelism"). Under `shard_map` each device runs exactly the
+single-device program on its own rows of the batch, and the only collectives are the ones
+written here: `pmean_packed` / `psum_packed` put every leaf of a tree into one vector and
+reduce it with one all-reduce.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+DATA_AXIS = "data"
+
+
+def data_mesh(devices=None) -> Mesh:
+    """A 1-D mesh over all (global) devices with the axis name `data`."""
+    devices = jax.devices() if devices is None else devices
+    return Mesh(np.asarray(devices).reshape(-1), (DATA_AXIS,))
+
+
+def global_batch(mesh: Mesh, local_clips) -> jax.Array:
+    """This host's slice of the batch -> a global array sharded on `data`.
+
+    Each process passes only its own clips (B / process_count of them).
+    """
+    return jax.make_array_from_process_local_data(NamedSharding(mesh, P(DATA_AXIS)), local_clips)
+
+
+def per_device(fn: Callable, mesh: Mesh, in_specs, out_specs) -> Callable:
+    """`fn(*args, axis_name=DATA_AXIS)` run on every device of `mesh` on its own blocks of the
+    arguments (`jax.shard_map`); `fn` itself writes every collective the program has.
+
+    The varying-manual-axes check is off: it would differentiate replicated parameters into an
+    implicit all-reduce per leaf. The callers reduce explicitly (`pmean_packed`), which is what
+    makes a `P()` output replicated.
+    """
+    def body(*args):
+        return fn(*args, axis_name=DATA_AXIS)
+
+    return jax.shard_map(body, mesh=mesh, in_specs=in_specs, out_specs=out_specs, check_vma=False)
+
+
+def batch_rows(local_rows: int, axis_name: str | None):
+    """(start, total) of this device's rows in the global batch; None outside `shard_map`."""
+    if axis_name is None:
+        return None
+    return jax.lax.axis_index(axis_name) * local_rows, local_rows * jax.lax.axis_size(axis_name)
+
+
+def _packed(reduce, tree, axis_name: str):
+    leaves, treedef = jax.tree.flatten(tree)
+    if not leaves:
+        return tree
+    flat = reduce(jnp.concatenate([jnp.ravel(x).astype(jnp.float32) for x in leaves]), axis_name)
+    out, i = [], 0
+    for x in leaves:
+        out.append(flat[i : i + x.size].reshape(x.shape).astype(x.dtype))
+        i += x.size
+    return jax.tree.unflatten(treedef, out)
+
+
+def pmean_packed(tree, axis_name: str):
+    """`lax.pmean` of every leaf, as one all-reduce of one float32 vector."""
+    return _packed(jax.lax.pmean, tree, axis_name)
+
+
+def psum_packed(tree, axis_name: str):
+    """`lax.psum` of every leaf, as one all-reduce of one float32 vector."""
+    return _packed(jax.lax.psum, tree, axis_name)
