@@ -3,8 +3,13 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
+# libtpu for `python -m dmvfn_jax.plan` (TPU compilation on this machine), pinned to what jax[tpu]
+# requires, installed where only dmvfn_jax.tpu looks: as a package, every JAX process on a machine
+# without TPU chips would try to start the TPU runtime and print its failure.
+LIBTPU := libtpu==0.0.42.*
+LIBTPU_STAMP := $(VENV)/libtpu/.installed
 
-.PHONY: demo test bench install clean
+.PHONY: demo test bench install plan-deps clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -18,12 +23,18 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+$(LIBTPU_STAMP): | $(STAMP)
+	$(PY) -m pip install -q --no-deps --upgrade --target $(VENV)/libtpu "$(LIBTPU)"
+	touch $(LIBTPU_STAMP)
+
+plan-deps: $(LIBTPU_STAMP)
+
 # Train on the bundled synthetic videos on CPU, evaluate against copy-last-frame, write runs/demo/.
 # Running it again resumes (or, once finished, only re-evaluates); `make clean` starts over.
 demo: $(STAMP)
 	$(PY) train.py --config configs/demo.py --workdir runs/demo
 
-test: $(STAMP)
+test: $(STAMP) $(LIBTPU_STAMP)
 	$(PY) -m pytest -q tests
 
 # Speed and memory against the PyTorch oracle, same weights and device (BENCHMARKS.md); not part of CI.

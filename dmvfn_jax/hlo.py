@@ -83,8 +83,27 @@ def _parse(text: str):
     return comps, entry
 
 
+def _condition_bound(instructions) -> int | None:
+    """N of a loop condition `i < N` with N a constant of the condition (`lax.scan` counts from 0)."""
+    constants = {}
+    for name, shape, opcode, rest in instructions:
+        if opcode == "constant" and shape.startswith("s32[]"):
+            m = re.match(r"\s*(-?\d+)\)", rest)
+            if m:
+                constants[name] = int(m.group(1))
+    for name, _, opcode, rest in instructions:
+        if opcode == "compare" and "direction=LT" in rest:
+            operands = re.findall(r"%([\w.\-]+)", rest.split(")", 1)[0])
+            if len(operands) == 2 and operands[1] in constants:
+                return constants[operands[1]]
+    return None
+
+
 def collectives(text: str) -> list[Collective]:
-    """Every collective of the program in `text` (the HLO of one device's program)."""
+    """Every collective of the program in `text` (the HLO of one device's program).
+
+    A while loop runs its body `known_trip_count` times (XLA's annotation, CPU) or, without it
+    (TPU), N times when its condition is `i < N` for a constant N; otherwise once."""
     comps, entry = _parse(text)
     calls: dict[str, list[tuple[str, int]]] = defaultdict(list)  # caller -> [(callee, times per call)]
     for comp, instructions in comps.items():
@@ -92,7 +111,12 @@ def collectives(text: str) -> list[Collective]:
             trips = 1
             if opcode == "while":
                 m = _TRIP.search(rest)
-                trips = int(m.group(1)) if m else 1
+                if m:
+                    trips = int(m.group(1))
+                else:
+                    cond = re.search(r"\bcondition=%?([\w.\-]+)", rest)
+                    bound = _condition_bound(comps.get(cond.group(1), ())) if cond else None
+                    trips = bound if bound is not None and bound > 0 else 1
             for role, callee in _CALLEE.findall(rest):
                 if role == "to_apply":  # the reduction of a reduce/all-reduce: no collectives inside
                     continue

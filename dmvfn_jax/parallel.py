@@ -38,12 +38,16 @@ def global_batch(mesh: Mesh, local_clips) -> jax.Array:
 
 def per_device(fn: Callable, mesh: Mesh, in_specs, out_specs) -> Callable:
     """`fn(*args, axis_name=DATA_AXIS)` run on every device of `mesh` on its own blocks of the
-    arguments (`jax.shard_map`); `fn` itself writes every collective the program has.
+    arguments (`jax.shard_map`); `fn` itself writes every collective the program has. On a
+    one-device mesh, `fn(*args, axis_name=None)`.
 
     The varying-manual-axes check is off: it would differentiate replicated parameters into an
     implicit all-reduce per leaf. The callers reduce explicitly (`pmean_packed`), which is what
     makes a `P()` output replicated.
     """
+    if mesh.size == 1:  # the single-device program itself: no collectives to write, and XLA compiles
+        return lambda *args: fn(*args, axis_name=None)  # it in 2/3 of the time it takes under shard_map
+
     def body(*args):
         return fn(*args, axis_name=DATA_AXIS)
 

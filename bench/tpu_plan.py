@@ -1,0 +1,94 @@
+"""The BENCHMARKS.md TPU table: `python -m dmvfn_jax.plan` for the official Cityscapes recipe on
+several slices, in float32 and bfloat16, one subprocess per plan.
+
+    .venv/bin/python bench/tpu_plan.py [--topologies v4-8,v5e-8,...] [--dtypes float32,bfloat16] [--out FILE]
+    .venv/bin/python bench/tpu_plan.py --table bench/tpu_plan.json
+
+The recipe: configs/cityscapes.py with 8 clips of 30 frames at 256x256 per chip (the official 8
+per GPU; `--per-chip-batch 8`, the schedule scaled to the same 300 epochs), update per triplet
+(28 updates a step), Bernoulli routing, the Laplacian + VGG19 loss (`--vgg`). Needs libtpu
+(`make plan-deps`); no TPU. Every figure is a compiler figure or a lower bound: see the table's
+notes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+TOPOLOGIES = ("v4-8", "v5e-8", "v5e-256", "v5p-128", "v6e-256")
+DTYPES = ("float32", "bfloat16")
+
+
+def run_plan(topology: str, dtype: str, work: Path) -> dict:
+    out = work / f"{topology}_{dtype}.json"
+    cmd = [sys.executable, "-m", "dmvfn_jax.plan", "--config", "configs/cityscapes.py", "--topology", topology,
+           "--per-chip-batch", "8", "--vgg", f"--config.compute_dtype={dtype}", "--json", str(out)]
+    t0 = time.perf_counter()
+    r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+    elapsed = time.perf_counter() - t0
+    if r.returncode != 0 and not out.exists():
+        return {"topology": topology, "dtype": dtype, "error": (r.stderr.strip().splitlines() or ["?"])[-1],
+                "plan_s": elapsed}
+    plan = json.loads(out.read_text())
+    return {"topology": topology, "dtype": dtype, "plan": plan, "stdout": r.stdout, "plan_s": elapsed}
+
+
+def table(rows: list[dict]) -> str:
+    head = ("| slice | dtype | chips (hosts) | HBM per chip: total / capacity (compiler) | fits | collectives per step "
+            "(compiler) | TFLOP per chip-step (compiler) | step time, lower bound | official schedule, lower bound "
+            "| input processes per host, at most |")
+    lines = [head, "|" + "|".join([" --- "] * 10) + "|"]
+    for row in rows:
+        if "error" in row:
+            lines.append(f"| {row['topology']} | {row['dtype']} | | {row['error']} | no | | | | | |")
+            continue
+        p = row["plan"]
+        t, m, r = p["topology"], p["memory_per_chip"], p["roofline"]
+        coll = ", ".join(f"{v['runs']} {k} ({v['bytes'] / v['runs'] / 2**20:.1f} MiB each)"
+                         for k, v in p["collectives"].items())
+        procs = p["input"]["processes_per_host"]
+        lines.append(
+            f"| {t['cloud']} ({t['libtpu']}) | {row['dtype']} | {t['chips']} ({t['hosts']}) | "
+            f"{m['total'] / 2**30:.2f} / {m['hbm'] / 2**30:.2f} GiB | {'yes' if m['fits'] else '**no**'} | {coll} | "
+            f"{p['per_chip']['flops'] / 1e12:.2f} | {r['step_lower_bound_s']:.2f} s "
+            f"({'compute' if r['compute_s'] >= r['memory_s'] else 'HBM'}) | "
+            f"{p['schedule']['steps']} steps: {p['schedule']['hours_lower_bound']:.2f} h | "
+            f"{procs if procs is not None else '?'} |")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--topologies", default=",".join(TOPOLOGIES))
+    ap.add_argument("--dtypes", default=",".join(DTYPES))
+    ap.add_argument("--out", type=Path, default=None, help="write the rows as JSON")
+    ap.add_argument("--table", type=Path, default=None, help="print the table of a saved --out file and exit")
+    args = ap.parse_args(argv)
+    if args.table:
+        print(table(json.loads(args.table.read_text())["rows"]))
+        return 0
+    rows = []
+    with tempfile.TemporaryDirectory() as work:
+        for topology in args.topologies.split(","):
+            for dtype in args.dtypes.split(","):
+                row = run_plan(topology, dtype, Path(work))
+                rows.append(row)
+                print(f"{topology} {dtype}: {row.get('error') or 'planned'} in {row['plan_s']:.0f} s", flush=True)
+                if "stdout" in row:
+                    print(row["stdout"], flush=True)
+    print(table(rows))
+    if args.out:
+        args.out.write_text(json.dumps({"command": " ".join(["bench/tpu_plan.py", *(argv or sys.argv[1:])]),
+                                        "date": time.strftime("%Y-%m-%d"), "rows": rows}, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

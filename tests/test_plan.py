@@ -1,0 +1,117 @@
+"""`python -m dmvfn_jax.plan`: the training step compiled for a TPU slice on this CPU machine (libtpu's
+compile-only devices, installed by `make test` / `make plan-deps`), and its errors."""
+
+import json
+import os
+import re
+import subprocess
+import sys
+from importlib import metadata
+
+import pytest
+
+from conftest import REPO
+
+PLAN = [sys.executable, "-m", "dmvfn_jax.plan"]
+
+
+@pytest.fixture(scope="module")
+def plans(tmp_path_factory):
+    """A small step that fits on v5e:2x2 and an oversized one, planned side by side (one per core)."""
+    out = tmp_path_factory.mktemp("plan")
+    runs = {
+        "small": PLAN + ["--config", "configs/demo.py", "--topology", "v5e:2x2", "--config.batch_size=8",
+                         "--json", str(out / "small.json")],
+        # 64 clips of 30 frames at 256x256 per chip: the compiler needs about 26 GiB of temporaries
+        "oversized": PLAN + ["--config", "configs/cityscapes.py", "--topology", "v5e-4", "--per-chip-batch", "64"],
+    }
+    procs = {k: subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for k, cmd in runs.items()}
+    results = {}
+    for k, p in procs.items():
+        stdout, stderr = p.communicate(timeout=900)
+        results[k] = (p.returncode, stdout, stderr)
+    return results, out
+
+
+def test_a_small_step_fits_and_only_all_reduces(plans):
+    (rc, stdout, stderr), out = plans[0]["small"], plans[1]
+    assert rc == 0, stdout[-3000:] + stderr[-3000:]
+    p = json.loads((out / "small.json").read_text())
+    assert p["topology"]["chips"] == 4 and p["topology"]["device_kind"] == "TPU v5 lite"
+    assert p["step"]["per_chip_batch"] == 2
+    m = p["memory_per_chip"]
+    assert m["fits"] and 0 < m["total"] <= m["hbm"] and m["parameters"] > 0 and m["temporaries"] > 0
+    assert set(p["collectives"]) == {"all-reduce"} and p["collectives"]["all-reduce"]["ops"] == 1
+    # the packed all-reduce carries every float32 gradient (the parameters' bytes) and a few metrics
+    assert m["parameters"] <= p["collectives"]["all-reduce"]["bytes"] <= m["parameters"] + 1024
+    r = p["roofline"]
+    assert p["per_chip"]["flops"] > 0 and r["step_lower_bound_s"] == max(r["compute_s"], r["memory_s"]) > 0
+    assert p["schedule"]["steps"] == 800 and p["schedule"]["hours_lower_bound"] > 0
+    assert p["input"]["processes_per_host"] >= 1  # from bench/input_pipeline_cpu.json
+    assert "fits" in stdout and "collectives per step: all-reduce 1 op(s)" in stdout
+    assert "one bfloat16 pass" in stdout and "JAX_DEFAULT_MATMUL_PRECISION=highest" in stdout
+    assert stderr.strip() == "", stderr[-2000:]  # libtpu's start-up warnings are kept quiet
+
+
+def test_an_oversized_step_fails_with_one_line(plans):
+    rc, stdout, stderr = plans[0]["oversized"]
+    assert rc == 1, stdout[-2000:] + stderr[-3000:]
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1, stderr[-3000:]
+    assert re.match(r"plan: error: the step does not fit on v5e-4 \(64 clips of 30 frames at 256x256 per chip\): "
+                    r"the TPU compiler says: .*HBM", lines[0]), lines[0]
+
+
+def _plan(*args, env=None):
+    return subprocess.run(PLAN + list(args), cwd=REPO, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, **(env or {})})
+
+
+def test_bad_input_is_one_line_before_any_compile():
+    r = _plan("--config", "configs/demo.py", "--topology", "v9x:2x2")
+    assert r.returncode == 1 and "unknown TPU topology 'v9x:2x2'; accepted: libtpu topologies: v4:2x2x1" in r.stderr
+    r = _plan("--config", "configs/demo.py", "--topology", "v5e-8", "--config.batch_size=12")
+    assert r.returncode == 1
+    assert r.stderr.strip() == "plan: error: global batch 12 is not divisible by the 8 chips of v5e-8 (v5e:2x4); " \
+                               "set --config.batch_size or --per-chip-batch"
+    r = _plan("--config", "configs/nope.py", "--topology", "v5e-8")
+    assert r.returncode == 1 and r.stderr.strip() == "plan: error: configs/nope.py: no such config file"
+
+
+def test_missing_libtpu_names_the_extra(monkeypatch, tmp_path):
+    from dmvfn_jax import tpu
+    from dmvfn_jax.errors import InputError
+
+    monkeypatch.delenv("TPU_LIBRARY_PATH", raising=False)
+    monkeypatch.setattr(tpu, "LIBTPU_TARGET", tmp_path)
+    monkeypatch.setitem(sys.modules, "libtpu", None)  # `import libtpu` fails
+    with pytest.raises(InputError, match=r"libtpu is not installed.*make plan-deps.*pip install -e '\.\[tpu\]'"):
+        tpu.compile_only_devices(tpu.parse_topology("v5e:2x2"))
+
+
+@pytest.mark.parametrize("name, libtpu, chips", [
+    ("v4-8", "v4:2x2x1", 4), ("v5e-8", "v5e:2x4", 8), ("v5litepod-16", "v5e:4x4", 16), ("v5e-256", "v5e:16x16", 256),
+    ("v5p-128", "v5p:4x4x4", 64), ("v6e-256", "v6e:16x16", 256), ("v5e:2x2", "v5e:2x2", 4), ("v4:2x2x2", "v4:2x2x2", 8),
+])
+def test_topology_names(name, libtpu, chips):
+    from dmvfn_jax import tpu
+
+    t = tpu.parse_topology(name)
+    assert (t.libtpu_name, t.chips) == (libtpu, chips)
+    assert tpu.parse_topology(t.cloud_name) == t
+
+
+def test_libtpu_is_pinned_to_jax_and_invisible_to_ordinary_runs():
+    from dmvfn_jax import tpu
+
+    wanted = [r for r in metadata.requires("jax") if r.startswith("libtpu") and 'extra == "tpu"' in r]
+    assert wanted and wanted[0].split(";")[0].replace(" ", "") == tpu.LIBTPU_REQUIREMENT
+    assert f'LIBTPU := {tpu.LIBTPU_REQUIREMENT}' in (REPO / "Makefile").read_text()
+    assert f'tpu = ["{tpu.LIBTPU_REQUIREMENT}"]' in (REPO / "pyproject.toml").read_text()
+    assert tpu.find_libtpu() is not None  # make test installed it
+    # ... where a plain JAX process does not look: it starts on the CPU without a word from libtpu
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TPU_")}
+    r = subprocess.run([sys.executable, "-c", "import jax; print(jax.devices()[0].platform)"], capture_output=True,
+                       text=True, timeout=120, env=env)
+    assert r.returncode == 0 and r.stdout.strip() == "cpu" and r.stderr.strip() == "", r.stderr
