@@ -17,8 +17,11 @@ per chip:
   one pass (bfloat16 accuracy), `high` three, `highest` six. `--precision` compiles with another
   setting; train.py takes it from `JAX_DEFAULT_MATMUL_PRECISION=highest`;
 - a roofline lower bound of the step time, max(FLOPs x passes / peak FLOP/s, bytes / HBM
-  bandwidth), from the chip's public figures (`dmvfn_jax.tpu.CHIPS`, each with its source), and
-  an estimate of the all-reduce time over the inter-chip links (it may overlap the compute);
+  bandwidth), from the chip's public figures (`dmvfn_jax.tpu.CHIPS`, each with its source) and
+  XLA's FLOP and traffic estimates (the compute term alone is a strict bound; the traffic term is
+  as good as XLA's estimate, which counts DMVFN's few-channel tensors in the TPU's 128-lane
+  tiles), and an estimate of the all-reduce time over the inter-chip links (it may overlap the
+  compute);
 - the implied wall time of the config's schedule (a lower bound: steps x step bound);
 - the clips per second each host's input must deliver at that speed, against the clips/s of one
   input process measured by `bench/input_pipeline.py` (`--input-rate`, default: the rate in
@@ -194,7 +197,7 @@ def plan(config, topology_name: str, *, per_chip_batch: int | None = None, vgg: 
         "roofline": {"compute_s": t_compute, "memory_s": t_memory, "step_lower_bound_s": t_step,
                      "allreduce_estimate_s": t_allreduce, "peak_bf16_flops": chip.peak_bf16_flops,
                      "hbm_bytes_per_s": chip.hbm_bytes_per_s, "source": chip.source,
-                     "kind": "lower bound from public peak figures"},
+                     "kind": "roofline bound from the chips' public peaks and XLA's estimates"},
         "schedule": {"steps": config.num_train_steps, "clips": config.batch_size * config.num_train_steps,
                      "hours_lower_bound": config.num_train_steps * t_step / 3600},
         "input": {"clips_per_s_per_host": need, "per_process_clips_per_s": input_rate, "source": input_source,
@@ -249,10 +252,11 @@ def format_plan(p: dict) -> str:
         "collectives per step: " + (", ".join(
             f"{k} {v['ops']} op(s), {v['runs']} run(s), {v['bytes'] / 2**20:.1f} MiB" for k, v in p["collectives"].items())
             or "none"),
-        f"step time >= {_duration(r['step_lower_bound_s'])} ({r['kind']}: compute {_duration(r['compute_s'])} at "
-        f"{r['peak_bf16_flops'] / 1e12:.0f} TFLOP/s x {p['precision']['bf16_passes']} pass(es), HBM "
-        f"{_duration(r['memory_s'])} at {r['hbm_bytes_per_s'] / 1e9:.0f} GB/s); all-reduce about "
-        f"{_duration(r['allreduce_estimate_s'])} over the inter-chip links (estimate)",
+        f"step time >= {_duration(r['step_lower_bound_s'])} ({r['kind']}: the compute at "
+        f"{r['peak_bf16_flops'] / 1e12:.0f} TFLOP/s x {p['precision']['bf16_passes']} pass(es) takes "
+        f"{_duration(r['compute_s'])}, XLA's HBM traffic at {r['hbm_bytes_per_s'] / 1e9:.0f} GB/s "
+        f"{_duration(r['memory_s'])}); all-reduce about {_duration(r['allreduce_estimate_s'])} over the "
+        "inter-chip links (estimate)",
         f"schedule: {p['schedule']['steps']} steps ({p['schedule']['clips']} clips) >= "
         f"{p['schedule']['hours_lower_bound']:.2f} h (lower bound)",
     ]
