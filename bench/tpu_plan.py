@@ -3,6 +3,7 @@ several slices, in float32 and bfloat16, one subprocess per plan.
 
     .venv/bin/python bench/tpu_plan.py [--topologies v4-8,v5e-8,...] [--dtypes float32,bfloat16] [--out FILE]
     .venv/bin/python bench/tpu_plan.py --table bench/tpu_plan.json
+    .venv/bin/python bench/tpu_plan.py --assemble DIR [DIR ...] --out FILE   # rows from saved plan JSONs
 
 The recipe: configs/cityscapes.py with 8 clips of 30 frames at 256x256 per chip (the official 8
 per GPU; `--per-chip-batch 8`, the schedule scaled to the same 300 epochs), update per triplet
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import subprocess
 import sys
 import tempfile
@@ -40,7 +42,19 @@ def run_plan(topology: str, dtype: str, work: Path) -> dict:
     return {"topology": topology, "dtype": dtype, "plan": plan, "stdout": r.stdout, "plan_s": elapsed}
 
 
+def official_clips() -> int:
+    """Clips the official Cityscapes schedule trains on: configs/cityscapes.py's steps x batch."""
+    sys.path.insert(0, str(ROOT))
+    from configs import cityscapes
+
+    c = cityscapes.get_config()
+    return c.num_train_steps * c.batch_size
+
+
 def table(rows: list[dict]) -> str:
+    """The markdown table; the schedule column is ceil(official clips / global batch) steps at the
+    step bound (what `--per-chip-batch` plans, recomputed so that every row uses the same rule)."""
+    clips = official_clips()
     head = ("| slice | dtype | chips (hosts) | HBM per chip: total / capacity (compiler) | fits | collectives per step "
             "(compiler) | TFLOP per chip-step (compiler) | step time, lower bound | official schedule, lower bound "
             "| input processes per host, at most |")
@@ -59,7 +73,8 @@ def table(rows: list[dict]) -> str:
             f"{m['total'] / 2**30:.2f} / {m['hbm'] / 2**30:.2f} GiB | {'yes' if m['fits'] else '**no**'} | {coll} | "
             f"{p['per_chip']['flops'] / 1e12:.2f} | {r['step_lower_bound_s']:.2f} s "
             f"({'compute' if r['compute_s'] >= r['memory_s'] else 'HBM'}) | "
-            f"{p['schedule']['steps']} steps: {p['schedule']['hours_lower_bound']:.2f} h | "
+            f"{math.ceil(clips / p['step']['global_batch'])} steps: "
+            f"{math.ceil(clips / p['step']['global_batch']) * r['step_lower_bound_s'] / 3600:.2f} h | "
             f"{procs if procs is not None else '?'} |")
     return "\n".join(lines)
 
@@ -70,9 +85,20 @@ def main(argv=None) -> int:
     ap.add_argument("--dtypes", default=",".join(DTYPES))
     ap.add_argument("--out", type=Path, default=None, help="write the rows as JSON")
     ap.add_argument("--table", type=Path, default=None, help="print the table of a saved --out file and exit")
+    ap.add_argument("--assemble", type=Path, nargs="+", default=None,
+                    help="folders of TOPOLOGY_DTYPE.json plans (from an interrupted run): write --out from them")
     args = ap.parse_args(argv)
     if args.table:
         print(table(json.loads(args.table.read_text())["rows"]))
+        return 0
+    if args.assemble:
+        found = {p.stem: p for d in args.assemble for p in d.glob("*_*.json")}
+        rows = [{"topology": t, "dtype": d, "plan": json.loads(found[f"{t}_{d}"].read_text())}
+                for t in args.topologies.split(",") for d in args.dtypes.split(",") if f"{t}_{d}" in found]
+        print(table(rows))
+        if args.out:
+            args.out.write_text(json.dumps({"command": "bench/tpu_plan.py (assembled from its plan files)",
+                                            "date": time.strftime("%Y-%m-%d"), "rows": rows}, indent=2) + "\n")
         return 0
     rows = []
     with tempfile.TemporaryDirectory() as work:

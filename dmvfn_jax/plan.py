@@ -28,8 +28,9 @@ per chip:
   `bench/input_pipeline_cpu.json`), so the input processes a host needs (at most this many: the
   step bound is a lower bound, so the demand is an upper bound).
 
-`--per-chip-batch N` sets the global batch to N x chips and scales the number of steps so that
-the run sees as many clips as the config's schedule. `--vgg` includes the VGG19 perceptual term
+`--per-chip-batch N` sets the global batch to N x chips and scales the number of steps and of
+warm-up steps so that the run sees as many clips, and warms up over as many, as the config's
+schedule. `--vgg` includes the VGG19 perceptual term
 of the official recipe (only its architecture is needed; config.vgg_checkpoint does the same).
 """
 
@@ -137,7 +138,9 @@ def plan(config, topology_name: str, *, per_chip_batch: int | None = None, vgg: 
     if per_chip_batch is not None:
         if per_chip_batch < 1:
             raise InputError(f"--per-chip-batch must be >= 1, got {per_chip_batch}")
+        scale = config.batch_size / (per_chip_batch * topo.chips)  # the schedule in clips stays the same
         config.batch_size = per_chip_batch * topo.chips
+        config.warmup_steps = max(1, math.ceil(config.warmup_steps * scale))
         config.num_train_steps = max(config.warmup_steps + 1, math.ceil(clips_in_schedule / config.batch_size))
     validate_config(config)
     if config.batch_size % topo.chips:
