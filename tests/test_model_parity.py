@@ -120,12 +120,16 @@ def test_training_gradients_match_torch(torch_model, jax_model):
 
     This covers the hand-written gradients on the training path: the sub-pixel transposed conv,
     the stride-2 convs' input gradient, the routing module's window sums, the resizes.
-    Tolerance, per parameter, on the relative error ||got - want|| / ||want||: <= 1e-3 for every
-    parameter (measured: 3.3e-4 at most, the routing module and one conv of block 3) and a
-    median over the 240 parameters <= 1e-5 (measured: 3e-7). The few larger ones come from
-    kinks: a PReLU input or a warp sample coordinate that float rounding puts on the other side
-    of 0 or of a pixel boundary changes its local derivative; the routing module's gradient is
-    the gates' gradient, a sum over every output pixel of every block.
+    Tolerance, per parameter, on the relative error ||got - want|| / ||want||: <= 2e-3 for every
+    parameter and a median over the 240 parameters <= 1e-5. Measured on an Intel machine: 3.3e-4
+    at most (the routing module and one conv of block 3), median 3e-7. On an AMD EPYC machine
+    (2026-12-01), at the same commit as well as after: block 8's first layers at 1.14e-3 (conv1's
+    PReLU slope), 1.0e-3 (its kernel) and 7.9e-4 (convblock1), the routing module at 3.3e-4,
+    median 1.1e-6; the bound was 1e-3 until then. The few larger ones come from kinks: a PReLU
+    input or a warp sample coordinate that float rounding (which differs between the CPUs'
+    kernels) puts on the other side of 0 or of a pixel boundary changes its local derivative;
+    the routing module's gradient is the gates' gradient, a sum over every output pixel of every
+    block. A wrong gradient is far outside this: a swapped sub-pixel tap gives 0.46.
     """
     import copy
 
@@ -166,5 +170,5 @@ def test_training_gradients_match_torch(torch_model, jax_model):
         w = np.asarray(w)
         errors[key] = float(np.linalg.norm(np.asarray(flat_got[key]) - w) / max(np.linalg.norm(w), 1e-20))
     worst = max(errors, key=errors.get)
-    assert errors[worst] <= 1e-3, f"{worst}: relative error {errors[worst]:.2e}"
+    assert errors[worst] <= 2e-3, f"{worst}: relative error {errors[worst]:.2e}"
     assert np.median(list(errors.values())) <= 1e-5, f"median relative error {np.median(list(errors.values())):.2e}"
