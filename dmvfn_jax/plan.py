@@ -206,8 +206,6 @@ def plan(config, topology_name: str, *, per_chip_batch: int | None = None, vgg: 
         "input": {"clips_per_s_per_host": need, "per_process_clips_per_s": input_rate, "source": input_source,
                   "processes_per_host": (math.ceil(need / input_rate) if input_rate else None)},
     }
-    if compute_bf16:
-        result["precision"]["bf16_passes"] = 1
     return result
 
 

@@ -57,8 +57,6 @@ CHIPS = {
                 "cloud.google.com/tpu/docs/v6e: 918 TFLOP/s (bf16), HBM 32 GB at 1638 GB/s; all-reduce "
                 "bandwidth 102.4 TB/s per 256-chip pod"),
 }
-# libtpu's names for the generations (v5p is "v5" to libtpu)
-LIBTPU_PREFIX = {"v4": "v4", "v5e": "v5e", "v5p": "v5p", "v6e": "v6e"}
 ALIASES = {"v5litepod": "v5e", "v5": "v5p", "v6": "v6e"}
 # chips -> the slice shape Google Cloud gives that many chips
 SHAPES_2D = {1: (1, 1), 4: (2, 2), 8: (2, 4), 16: (4, 4), 32: (4, 8), 64: (8, 8), 128: (8, 16), 256: (16, 16)}
@@ -80,7 +78,7 @@ class Topology:
 
     @property
     def libtpu_name(self) -> str:
-        return f"{LIBTPU_PREFIX[self.chip.name]}:{'x'.join(map(str, self.shape))}"
+        return f"{self.chip.name}:{'x'.join(map(str, self.shape))}"
 
     @property
     def cloud_name(self) -> str:
@@ -154,7 +152,7 @@ def compile_only_devices(topology: Topology) -> list:
     elif topology.chips <= 8:  # v5e/v6e slices of up to 8 chips are one host (2x4: the 8-chip VM)
         kwargs["chips_per_host_bounds"] = (*topology.shape, 1)
     devices = topologies.get_topology_desc(topology_name=topology.libtpu_name, platform="tpu", **kwargs).devices
-    if len(devices) != topology.chips:
-        raise RuntimeError(f"libtpu described {topology.libtpu_name} with {len(devices)} devices, "
-                           f"expected one per chip ({topology.chips})")
+    if len(devices) != topology.chips or devices[0].device_kind != topology.chip.device_kind:
+        raise RuntimeError(f"libtpu described {topology.libtpu_name} as {len(devices)} x {devices[0].device_kind!r}, "
+                           f"expected one {topology.chip.device_kind!r} device per chip ({topology.chips})")
     return list(devices)
