@@ -87,8 +87,10 @@ def compile_train_step(config, mesh, *, vgg: bool = False, precision: str = "def
     dtype = {"float32": None, "bfloat16": jnp.bfloat16}[config.get("compute_dtype", "float32")]
     optimizer = optim.make_train_optimizer(config.weight_decay)
     schedule = optim.lr_schedule(config.num_train_steps, config.warmup_steps, config.base_lr, config.peak_lr)
-    # Shapes only: the parameters and the optimiser state are never materialised.
-    graphdef, params = nnx.split(nnx.eval_shape(lambda: DMVFN(rngs=nnx.Rngs(0), dtype=dtype)), nnx.Param)
+    # Shapes only: the parameters and the optimiser state are never materialised. The convs run
+    # plain, as on a TPU: the model would choose by the default backend, which is this CPU.
+    graphdef, params = nnx.split(nnx.eval_shape(lambda: DMVFN(rngs=nnx.Rngs(0), dtype=dtype, conv_form="plain")),
+                                 nnx.Param)
     abstract = jax.eval_shape(lambda p: step_lib.init_state(nnx.merge(graphdef, p), optimizer, config.seed)[1], params)
     vgg_net = None
     if vgg or config.get("vgg_checkpoint"):

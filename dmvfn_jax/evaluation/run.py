@@ -144,8 +144,16 @@ def sharded_eval_step(mesh, graphdef, lpips_graphdef, protocol: Protocol, mode: 
 
 
 def flop_costs(model: DMVFN, height: int, width: int) -> dict:
-    """GFLOPs per frame (XLA cost analysis) of the all-blocks network, the routing module and each block."""
+    """GFLOPs per frame (XLA cost analysis) of the all-blocks network, the routing module and each
+    block, with the convs in the plain form (one conv over the 17 channels, as the official code),
+    whatever form the backend runs."""
     graphdef, params = nnx.split(model)
+
+    def merged(p):
+        net = nnx.merge(graphdef, p)
+        net.conv_form = "plain"
+        return net
+
     x = jax.ShapeDtypeStruct((1, height, width, 3), jnp.float32)
     ph = -(-height // SIZE_MULTIPLE) * SIZE_MULTIPLE
     pw = -(-width // SIZE_MULTIPLE) * SIZE_MULTIPLE
@@ -159,15 +167,15 @@ def flop_costs(model: DMVFN, height: int, width: int) -> dict:
 
     def block(i):
         def f(p, a, b):
-            net = nnx.merge(graphdef, p)
+            net = merged(p)
             state = net._initial_state(a, b)
             flow_d, mask_d = net._block_update(i, a, b, state)
             return net._advance(a, b, state, flow_d, mask_d, 1.0)
         return f
 
     return {
-        "all_blocks": cost(lambda p, a, b: nnx.merge(graphdef, p).infer(a, b, None).prediction, x, x),
-        "routing": cost(lambda p, a, b: nnx.merge(graphdef, p).routing_probs(a, b), x, x),
+        "all_blocks": cost(lambda p, a, b: merged(p).infer(a, b, None).prediction, x, x),
+        "routing": cost(lambda p, a, b: merged(p).routing_probs(a, b), x, x),
         "blocks": [cost(block(i), xp, xp) for i in range(model.num_blocks)],
     }
 

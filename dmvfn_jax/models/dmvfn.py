@@ -20,6 +20,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from dmvfn_jax import ops
+from dmvfn_jax.models import mvfb
 from dmvfn_jax.models import routing as routing_lib
 from dmvfn_jax.models.mvfb import MVFB
 
@@ -71,14 +72,23 @@ class DMVFN(nnx.Module):
         widths: Sequence[int] = WIDTHS,
         scales: Sequence[int] = SCALES,
         dtype=None,
+        conv_form: str | None = None,
     ):
         """`dtype`: computation dtype of the blocks' convs (e.g. `jnp.bfloat16`); parameters,
-        flows, warps and outputs stay float32."""
+        flows, warps and outputs stay float32.
+
+        `conv_form`: how the convs over the blocks' 17 input channels are computed, the same
+        values up to float reassociation (`mvfb.FORMS`); None chooses per backend at trace time
+        (`mvfb.choose_form`: on CPU the measured choice for the input's size, "plain" elsewhere).
+        """
         if len(widths) != len(scales):
             raise ValueError(f"widths {widths} and scales {scales} differ in length")
+        if conv_form is not None and conv_form not in mvfb.FORMS:
+            raise ValueError(f"conv_form must be None or one of {mvfb.FORMS}, got {conv_form!r}")
         self.blocks = nnx.List([MVFB(nf, dtype=dtype, rngs=rngs) for nf in widths])
         self.routing = routing_lib.RoutingModule(len(widths), rngs=rngs)
         self.scales = tuple(scales)
+        self.conv_form = conv_form
 
     @property
     def num_blocks(self) -> int:
@@ -99,9 +109,31 @@ class DMVFN(nnx.Module):
             warped1=img1,
         )
 
-    def _block_update(self, i, img0, img1, state: FlowState):
+    def _frame_parts(self, img0, img1) -> list[tuple]:
+        """Per block, the `(conv0[0], conv1)` parts over the frame channels (`mvfb.frame_parts`),
+        None where the convs run plain. The convs that read the frames at one resolution form a
+        group (all nine conv1; the conv0[0] of the blocks at each scale)."""
+        form = self.conv_form or mvfb.choose_form(jax.default_backend(), *img0.shape[:3])
+        if form == "plain":
+            return [(None, None)] * self.num_blocks
+        parts = [[None, None] for _ in self.blocks]
+        frames = jnp.concatenate([img0, img1], axis=-1)
+        if self.blocks[0].dtype is not None:
+            frames = frames.astype(self.blocks[0].dtype)
+        # (slot in the block's parts, scale, blocks): conv1 of all, conv0[0] of each scale's
+        groups = [(1, 1, list(range(self.num_blocks)))]
+        groups += [(0, s, [i for i, t in enumerate(self.scales) if t == s]) for s in sorted(set(self.scales))]
+        for slot, scale, members in groups:
+            x = frames if scale == 1 else ops.resize_by(frames, 1.0 / scale)
+            units = [self.blocks[i].conv1 if slot else self.blocks[i].conv0[0] for i in members]
+            for i, part in zip(members, mvfb.frame_parts(form, x, [u.conv.kernel[...] for u in units])):
+                parts[i][slot] = part
+        return [tuple(p) for p in parts]
+
+    def _block_update(self, i, img0, img1, state: FlowState, parts=None):
+        """Block i's `(flow_d, mask_d)`; `parts`: `_frame_parts`' list (None: the plain form)."""
         x13 = jnp.concatenate([img0, img1, state.warped0, state.warped1, state.mask], axis=-1)
-        return self.blocks[i](x13, state.flow, self.scales[i])
+        return self.blocks[i](x13, state.flow, self.scales[i], (None, None) if parts is None else parts[i])
 
     @staticmethod
     def _advance(img0, img1, state: FlowState, flow_d, mask_d, gate) -> FlowState:
@@ -126,9 +158,10 @@ class DMVFN(nnx.Module):
 
     def _train_blocks(self, p0, p1, gates) -> list[jax.Array]:
         state = self._initial_state(p0, p1)
+        parts = self._frame_parts(p0, p1)
         outputs = []
         for i in range(self.num_blocks):
-            flow_d, mask_d = self._block_update(i, p0, p1, state)
+            flow_d, mask_d = self._block_update(i, p0, p1, state, parts)
             if i < self.num_blocks - 1:
                 outputs.append(merge(p0, p1, state.flow + flow_d, state.mask + mask_d))
             state = self._advance(p0, p1, state, flow_d, mask_d, _gate_column(gates, i))
@@ -211,11 +244,12 @@ class DMVFN(nnx.Module):
     def _run_blocks(self, p0, p1, gates, static_all: bool) -> FlowState:
         """The blocks in order; block i is skipped (lax.cond) when no row of `gates` switches it on."""
         state = self._initial_state(p0, p1)
+        parts = self._frame_parts(p0, p1)
         for i in range(self.num_blocks):
             gate = _gate_column(gates, i)
 
             def run(s, i=i, gate=gate):
-                flow_d, mask_d = self._block_update(i, p0, p1, s)
+                flow_d, mask_d = self._block_update(i, p0, p1, s, parts)
                 return self._advance(p0, p1, s, flow_d, mask_d, gate)
 
             if static_all:
