@@ -33,7 +33,7 @@ from flax import nnx
 
 from dmvfn_jax import losses, ops
 from dmvfn_jax.models import routing as routing_lib
-from workloads import random_dmvfn, train_step  # bench/workloads.py
+from workloads import interleaved_times, random_dmvfn, train_thunk  # bench/workloads.py
 
 NAMES = ("0 before", "1 + sub-pixel transposed conv", "2 + routing window sums", "3 + stride-2 input gradient",
          "4 + zero-free upsample", "5 + resizes as slices (now)")
@@ -106,15 +106,7 @@ def main():
     cases = {}  # (case, variant) -> a thunk that runs the compiled program once
     for k in range(len(NAMES)):
         def compile_all(k=k):
-            jitted, state, clips = train_step(model, args.batch, 256)  # a fresh state: the step donates it
-            train = jitted.lower(state, clips).compile()
-            box = [state]
-
-            def train_once():
-                box[0], m = train(box[0], clips)
-                jax.block_until_ready(m["total"])
-
-            out = {"training step 8x256x256": train_once}
+            out = {"training step 8x256x256": train_thunk(model, args.batch, 256)}
             for routing in ("all", "threshold"):
                 run = jax.jit(lambda p, x, y, r=routing: nnx.merge(graphdef, p).predict(x, y, r).prediction)
                 compiled = run.lower(params, a, b).compile()
@@ -127,13 +119,7 @@ def main():
             cases[(case, k)] = thunk
         print(f"compiled variant {NAMES[k]} in {time.perf_counter() - t:.0f} s", flush=True)
 
-    times = {key: [] for key in cases}
-    for r in range(args.rounds):
-        for key, thunk in cases.items():
-            t = time.perf_counter()
-            thunk()
-            times[key].append(time.perf_counter() - t)
-        print(f"round {r + 1}/{args.rounds} done", flush=True)
+    times = interleaved_times(cases, args.rounds)
 
     print(f"\ndevice {jax.devices()[0].device_kind}; {args.rounds} interleaved rounds; ms median (min)")
     for case in dict.fromkeys(c for c, _ in cases):

@@ -37,3 +37,34 @@ def train_step(model, batch: int, size: int, seed: int = 0):
     jitted, state = step_lib.shard_train_step(fn, step_lib.data_mesh(jax.devices()[:1]), state)
     clips = jnp.asarray(np.random.default_rng(seed).integers(0, 256, (batch, 3, size, size, 3), dtype=np.uint8))
     return jitted, state, clips
+
+
+def train_thunk(model, batch: int, size: int):
+    """A function that runs one compiled training step (`train_step`) and waits for it; each
+    call continues from the state the last one returned."""
+    import jax
+
+    jitted, state, clips = train_step(model, batch, size)  # a fresh state: the step donates it
+    compiled = jitted.lower(state, clips).compile()
+    box = [state]
+
+    def once():
+        box[0], metrics = compiled(box[0], clips)
+        jax.block_until_ready(metrics["total"])
+
+    return once
+
+
+def interleaved_times(cases: dict, rounds: int) -> dict:
+    """Seconds per call of each thunk in `cases`, over `rounds` rounds that call every thunk
+    once in turn, so that a slow patch of the machine hits every case alike."""
+    import time
+
+    times = {key: [] for key in cases}
+    for r in range(rounds):
+        for key, thunk in cases.items():
+            t = time.perf_counter()
+            thunk()
+            times[key].append(time.perf_counter() - t)
+        print(f"round {r + 1}/{rounds} done", flush=True)
+    return times
