@@ -116,6 +116,7 @@ def test_choice_per_backend_and_size():
     assert mvfb.choose_form("gpu", 8, 256, 256) == mvfb.choose_form("tpu", 1, 512, 1024) == "plain"
     assert mvfb.choose_form("cpu", 1, 512, 1024) == mvfb.choose_form("cpu", 8, 256, 256) == mvfb.CPU_FORM
     assert mvfb.choose_form("cpu", 1, 256, 448) == "plain"
+    assert mvfb.choose_form("cpu", 1, 256, 832) == mvfb.CPU_FORM
     assert mvfb.CPU_FORM in mvfb.FORMS
 
 

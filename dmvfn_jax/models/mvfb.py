@@ -27,11 +27,11 @@ FRAME_CHANNELS = 6  # img0, img1: the same in every block
 FORMS = ("plain", "split", "shared", "shared12")
 # The form on XLA's CPU backend, by the pixels of one call (batch x height x width), from the
 # whole network timed in each form side by side (bench/conv_forms.py; BENCHMARKS.md, attempt
-# 15): at 1x512x1024 and in the 8x256x256 training step "shared12" was the fastest, at 1x256x448
-# "plain" was. (Timed alone, each group of these convs had its own fastest form, `python
+# 15): at 1x256x832, 1x512x1024 and in the 8x256x256 training step "shared12" was the fastest,
+# at 1x256x448 "plain" was. (Timed alone, each group of these convs had its own fastest form, `python
 # bench/conv_kernels.py --forms`; in the network one form at every site beat that mix.)
 CPU_FORM = "shared12"
-CPU_FORM_MIN_PIXELS = 2**18  # between 256x448 (114,688) and 512x1024 (524,288); 256x832 unmeasured
+CPU_FORM_MIN_PIXELS = 2**17  # between 256x448 (114,688) and 256x832 (212,992)
 
 
 class FramePart(NamedTuple):
