@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from conftest import random_frames, to_nchw, to_nhwc
+from dmvfn_jax.models import mvfb
 from dmvfn_jax.models.dmvfn import SCALES
 
 ATOL = 1e-4
@@ -17,6 +18,14 @@ SIZES = [(64, 64), (256, 448)]
 GATES = np.array(
     [[1, 0, 1, 1, 0, 0, 1, 0, 1], [0, 1, 0, 0, 1, 1, 0, 1, 1]], dtype=np.float32
 )
+
+
+def test_sizes_reach_both_cpu_forms():
+    """The tests below run batches of 2: at 64x64 the model takes the plain form, at 256x448 the
+    CPU form (`mvfb.CPU_FORM`), so PyTorch parity covers both. If the size rule moves, move SIZES."""
+    assert jax.default_backend() == "cpu"
+    assert mvfb.choose_form("cpu", 2, *SIZES[0]) == "plain"
+    assert mvfb.choose_form("cpu", 2, *SIZES[1]) == mvfb.CPU_FORM != "plain"
 
 
 def test_parameter_count(jax_model):
