@@ -21,6 +21,8 @@ def base_config() -> ml_collections.ConfigDict:
     c.routing = ml_collections.ConfigDict({"estimator": "bernoulli", "temperature": 1.0})  # or "gumbel"
     c.vgg_checkpoint = ""  # `convert_weights.py vgg19` output; empty: Laplacian term alone
     c.init_checkpoint = ""  # start from converted weights instead of a fresh model
+    # a data.channel_order other than the init_checkpoint's is refused unless this is set
+    c.allow_channel_order_change = False
     c.max_bad_steps = 20  # stop after this many non-finite updates in a row
     c.checkpoint_every = 1000
     c.keep_checkpoints = 3

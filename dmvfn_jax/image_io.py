@@ -23,6 +23,14 @@ class FrameError(InputError):
     """A frame that cannot be used; the message names the input."""
 
 
+def parse_size(text: str, what: str = "--size") -> tuple[int, int]:
+    """"WxH" (e.g. "448x256", width first as the docs write frame sizes) as (width, height)."""
+    parts = str(text).lower().replace(" ", "").split("x")
+    if len(parts) != 2 or not all(p.isdigit() and int(p) > 0 for p in parts):
+        raise InputError(f"{what} must be WIDTHxHEIGHT in pixels, e.g. 448x256; got {text!r}")
+    return int(parts[0]), int(parts[1])
+
+
 def decode_image(data: bytes, name: str | os.PathLike = "<bytes>") -> np.ndarray:
     """Encoded image bytes (PNG, JPEG, ...) as an (H, W, 3) uint8 RGB array; errors name `name`."""
     import io

@@ -91,7 +91,7 @@ def test_kitti_window_and_a_short_one(tmp_path, kitti_manual):
     manual, frames = kitti_manual
     with pytest.raises(BadClipError, match=r"train/000000: .*7 frames, but dmvfn_kitti needs at least 9"):
         build("kitti", manual, tmp_path / "strict")
-    assert not list((tmp_path / "strict" / "dmvfn_kitti").glob("1.0.0")), "no half-written build"
+    assert not list((tmp_path / "strict" / "dmvfn_kitti").glob("1.*")), "no half-written build"
     out = build("kitti", manual, tmp_path / "tfds", skip_bad=True)
     assert out["splits"] == {"test": 1, "train": 1} and out["skipped"] == {"train": ["train/000000"]}
     rec = records(tmp_path / "tfds", "dmvfn_kitti", "test")["test/000000"]
@@ -112,7 +112,7 @@ def test_tfds_build_command(tmp_path, kitti_manual):
     env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "TF_CPP_MIN_LOG_LEVEL": "2"}
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
-    info = json.loads((tmp_path / "tfds" / "dmvfn_kitti" / "1.0.0" / "dataset_info.json").read_text())
+    info = json.loads((tmp_path / "tfds" / "dmvfn_kitti" / "1.1.0" / "dataset_info.json").read_text())
     assert info["fileFormat"] == "array_record"
     assert list(records(tmp_path / "tfds", "dmvfn_kitti", "test")) == ["test/000000"]
 
@@ -221,10 +221,10 @@ def test_bad_clips_are_named_or_skipped_and_counted(tmp_path, clip_manual):
            "--data_dir", str(tmp_path / "cli")]
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert r.returncode == 1 and "error: train/clip2" in r.stderr, r.stderr[-2000:]
-    assert not (tmp_path / "cli" / "dmvfn_clip_folder" / "1.0.0").exists()
+    assert not (tmp_path / "cli" / "dmvfn_clip_folder" / "1.1.0").exists()
     r = subprocess.run(cmd + ["--skip-bad"], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
-    assert "test 1, train 2 clips; skipped 1 bad clip(s)" in r.stdout
+    assert "test 1, train 2 clips at the clips' own sizes; skipped 1 bad clip(s)" in r.stdout
     assert sorted(records(tmp_path / "cli", "dmvfn_clip_folder", "train")) == ["train/clip0", "train/clip1"]
     # a split whose clips are all bad: a clear error, not TFDS's "no examples were yielded"
     with pytest.raises(InputError, match=r"every clip of split 'test' was bad and skipped \(1\); first: test/clip9: .*3 frames, "
@@ -243,6 +243,70 @@ def test_video_files_builder(tmp_path, real_data):
     (manual / "broken.mp4").write_bytes(b"not a video at all")
     with pytest.raises(BadClipError, match=r"train/broken: .*broken\.mp4: OpenCV cannot open this video"):
         build("video_files", manual, tmp_path / "tfds2")
+
+
+def test_clip_table_in_metadata_lists_every_record_in_order(tmp_path, caplog):
+    """metadata.json's table says each record's id, length and size without reading it; a build
+    without the table (before 1.1.0) is read record by record instead, with a note."""
+    import logging
+
+    from dmvfn_jax.data.pipeline import clip_index
+
+    manual = tmp_path / "manual"
+    for name, (n, h, w) in {"b": (5, 32, 48), "A": (4, 48, 64), "c2": (3, 32, 48), "c10": (6, 40, 40)}.items():
+        write_clip(manual / "test" / name, synthetic_video(len(name) + n, n, h, w))
+    build("clip_folder", manual, tmp_path / "tfds")
+    meta = json.loads((tmp_path / "tfds" / "dmvfn_clip_folder" / "1.1.0" / "metadata.json").read_text())
+    assert meta["size"] is None
+    src = open_split("dmvfn_clip_folder", tmp_path / "tfds", "test")
+    stored = [[src[i]["id"].decode(), len(src[i]["frames"]), int(src[i]["height"]), int(src[i]["width"])]
+              for i in range(len(src))]
+    assert meta["clips"]["test"] == stored == [["test/A", 4, 48, 64], ["test/b", 5, 32, 48], ["test/c10", 6, 40, 40],
+                                               ["test/c2", 3, 32, 48]]
+    assert [list(c) for c in clip_index("dmvfn_clip_folder", tmp_path / "tfds", "test")] == stored
+    (tmp_path / "tfds" / "dmvfn_clip_folder" / "1.1.0" / "metadata.json").unlink()
+    with caplog.at_level(logging.INFO, logger="dmvfn_jax.data"):
+        assert [list(c) for c in clip_index("dmvfn_clip_folder", tmp_path / "tfds", "test")] == stored
+    assert "no clip table in metadata.json (built before 1.1.0)" in caplog.text
+    assert clip_index("dmvfn_clip_folder", tmp_path / "tfds", "test", read_records=False) is None
+
+
+def test_resize_on_build_makes_mixed_videos_one_size(tmp_path, real_data):
+    """--size: videos and frame folders of mixed sizes become one size, each frame resized as
+    `prepare` resizes it; a finished build at another size is refused, not reused."""
+    frames = {"bedroom": [load_image(f) for f in sorted((real_data / "sam2_bedroom").glob("*.jpg"))[:4]],
+              "kitti": [load_image(f) for f in sorted((real_data / "kitti_0023").glob("*.png"))[:3]]}
+    videos, folders = tmp_path / "videos", tmp_path / "folders"
+    for name, fs in frames.items():
+        write_clip(folders / name, fs)
+    small = {k: [resize_linear(f, 160, 96) for f in v] for k, v in frames.items()}  # videos of two sizes
+    small["kitti"] = [resize_linear(f, 192, 64) for f in frames["kitti"]]
+    for name, fs in small.items():
+        write_video(videos / f"{name}.avi", fs)
+    out = build("clip_folder", folders, tmp_path / "tfds", size=(64, 40))
+    assert out["size"] == [64, 40]
+    recs = records(tmp_path / "tfds", "dmvfn_clip_folder", "train")
+    for name, fs in frames.items():
+        got = np.stack([decode_image(bytes(b)) for b in recs[f"train/{name}"]["frames"]])
+        np.testing.assert_array_equal(got, np.stack([resize_linear(f, 64, 40) for f in fs]))
+    meta = json.loads((tmp_path / "tfds" / "dmvfn_clip_folder" / "1.1.0" / "metadata.json").read_text())
+    assert meta["size"] == [64, 40] and meta["clips"]["train"] == [["train/bedroom", 4, 40, 64], ["train/kitti", 3, 40, 64]]
+    build("clip_folder", folders, tmp_path / "tfds", size=(64, 40))  # the same size: reused
+    with pytest.raises(InputError, match=r"holds a build at 64x40, not the clips' own sizes: pass --overwrite"):
+        build("clip_folder", folders, tmp_path / "tfds")
+    assert build("clip_folder", folders, tmp_path / "tfds", overwrite=True)["size"] is None
+    with pytest.raises(InputError, match="resizing on build is for clip_folder and video_files"):
+        build("kitti", folders, tmp_path / "k", size=(64, 40))
+    # the command, on videos
+    cmd = [sys.executable, "-m", "dmvfn_jax.data.build", "video_files", "--manual_dir", str(videos),
+           "--data_dir", str(tmp_path / "v"), "--size", "96x64"]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "train 2 clips at 96x64" in r.stdout
+    recs = records(tmp_path / "v", "dmvfn_video_files", "train")
+    assert {(int(x["height"]), int(x["width"])) for x in recs.values()} == {(64, 96)}
+    r = subprocess.run(cmd[:-1] + ["96by64"], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 1 and "--size must be WIDTHxHEIGHT in pixels" in r.stderr.strip().splitlines()[-1]
 
 
 def test_missing_manual_dir_and_empty_dataset(tmp_path):

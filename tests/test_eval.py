@@ -185,12 +185,14 @@ def test_bad_input_fails_before_any_compute(tmp_path, vimeo_tfds, generic_tfds, 
     from dmvfn_jax.checkpoint import CheckpointError
     from dmvfn_jax.convert import api, lpips_torch
 
-    with pytest.raises(InputError, match=r"clip test/c\d has 5 frames, the protocol reads 8"):
+    with pytest.raises(InputError, match=r"3 clip\(s\) have fewer than the 8 frames the protocol reads \(.*\): "
+                                         r"test/c0 \(5 frames\), test/c1 \(5 frames\), test/c2 \(5 frames\); pass --skip-bad"):
         evaluate(converted_dir, "clip_folder", generic_tfds, context=(2, 3), horizon=4, metrics=["psnr"],
                  progress=False)
     with pytest.raises(InputError, match="LPIPS needs its weights.*convert_weights.py lpips"):
         evaluate(converted_dir, "vimeo", vimeo_tfds, metrics=["psnr", "lpips"], progress=False)
-    with pytest.raises(InputError, match=r"MS-SSIM needs both sides > 160 pixels.*leave ms_ssim out"):
+    with pytest.raises(InputError, match=r"MS-SSIM needs both sides > 160 pixels; 3 clip\(s\) are smaller: "
+                                         r"test/c0 \(64x48\), .*leave ms_ssim out"):
         evaluate(converted_dir, "clip_folder", generic_tfds, progress=False)
     with pytest.raises(InputError, match="--context/--horizon are for generic clip datasets"):
         evaluate(converted_dir, "vimeo", vimeo_tfds, horizon=3, progress=False)
@@ -212,3 +214,84 @@ def test_official_mode_refuses_an_rgb_checkpoint(tmp_path, vimeo_tfds, converted
                         "vimeo", "--data_dir", str(vimeo_tfds), "--mode", "official"],
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 1 and r.stderr.strip().splitlines()[-1].startswith("eval.py: error: ")
+
+
+@pytest.fixture(scope="module")
+def mixed_tfds(tmp_path_factory):
+    """Clips of two sizes and one clip too short for a 5-frame protocol, kept at their own sizes."""
+    root = tmp_path_factory.mktemp("mixed")
+    clips = {"a": synthetic_video(50, 5, 48, 64), "b": synthetic_video(51, 5, 48, 64),
+             "c": synthetic_video(52, 5, 64, 80), "short": synthetic_video(53, 4, 48, 64)}
+    for name, frames in clips.items():
+        for t, f in enumerate(frames):
+            save_png(root / "manual" / "test" / name / f"{t:03d}.png", f)
+    build("clip_folder", root / "manual", root / "tfds")
+    return root / "tfds", clips
+
+
+def copy_last_psnr(frames, c1: int, horizon: int) -> np.ndarray:
+    f = frames.astype(np.float64) / 255
+    return np.array([-10 * np.log10(np.mean((f[c1] - f[c1 + 1 + k]) ** 2)) for k in range(horizon)])
+
+
+def test_unusable_clips_stop_the_run_before_any_frame_is_decoded(mixed_tfds, converted_dir, monkeypatch):
+    """Lengths and sizes come from the build's metadata: the short clip and the clips too small
+    for MS-SSIM are all named before a frame is decoded or a program compiled."""
+    from dmvfn_jax.data.pipeline import EvalClips
+    from dmvfn_jax.evaluation import run
+
+    data_dir, _ = mixed_tfds
+
+    def no_compute(*args, **kwargs):
+        raise AssertionError("compute started")
+
+    monkeypatch.setattr(EvalClips, "load", no_compute)
+    monkeypatch.setattr(run, "sharded_eval_step", no_compute)
+    monkeypatch.setattr(run, "flop_costs", no_compute)
+    with pytest.raises(InputError, match=r"^dmvfn_clip_folder/test: 1 clip\(s\) have fewer than the 5 frames the "
+                                         r"protocol reads \(context frames 1, 2; .*\): test/short \(4 frames\); "
+                                         r"pass --skip-bad to skip them$"):
+        evaluate(converted_dir, "clip_folder", data_dir, context=(1, 2), horizon=2, metrics=["psnr"], progress=False)
+    with pytest.raises(InputError, match=r"MS-SSIM needs both sides > 160 pixels; 4 clip\(s\) are smaller: "
+                                         r"test/a \(64x48\), test/b \(64x48\), test/c \(80x64\), test/short \(64x48\); "
+                                         r"pass --skip-bad to skip them, --size to resize"):
+        evaluate(converted_dir, "clip_folder", data_dir, context=(0, 1), horizon=1, progress=False)
+    with pytest.raises(InputError, match=r"no clip left to evaluate \(4 skipped\)"):
+        evaluate(converted_dir, "clip_folder", data_dir, context=(0, 1), horizon=1, skip_bad=True, progress=False)
+
+
+def test_mixed_sizes_are_evaluated_and_reported_per_size(tmp_path, mixed_tfds, converted_dir):
+    data_dir, clips = mixed_tfds
+    res = evaluate(converted_dir, "clip_folder", data_dir, context=(1, 2), horizon=2, metrics=["psnr"],
+                   skip_bad=True, output=tmp_path / "out", progress=False)
+    assert res["clips"] == 3 and res["frame_size"] is None and res["gflops_per_frame"] is None
+    assert res["skipped"] == {"too_short": [{"id": "test/short", "frames": 4}], "too_small_for_ms_ssim": []}
+    assert [(e["size"], e["clips"]) for e in res["sizes"]] == [([64, 48], 2), ([80, 64], 1)]
+    small, large = res["sizes"]
+    assert 0 < small["gflops_per_frame"]["all_blocks"] < large["gflops_per_frame"]["all_blocks"]
+    want_small = np.mean([copy_last_psnr(clips[k], 2, 2) for k in "ab"], axis=0)
+    want_large = copy_last_psnr(clips["c"], 2, 2)
+    np.testing.assert_allclose(small["results"]["copy_last"]["psnr"]["per_step"], want_small, rtol=1e-5)
+    np.testing.assert_allclose(large["results"]["copy_last"]["psnr"]["per_step"], want_large, rtol=1e-5)
+    np.testing.assert_allclose(res["results"]["copy_last"]["psnr"]["per_step"], (2 * want_small + want_large) / 3,
+                               rtol=1e-5)
+    for variant in ("dmvfn", "dmvfn_all_blocks"):  # the overall row is the clip-weighted mean of the sizes'
+        np.testing.assert_allclose(res["results"][variant]["psnr"]["per_step"],
+                                   (2 * np.array(small["results"][variant]["psnr"]["per_step"])
+                                    + large["results"][variant]["psnr"]["per_step"]) / 3, rtol=1e-5)
+    assert "compute at 64x48 (2 clips)" in res["table"] and "compute at 80x64 (1 clip)" in res["table"]
+    assert "skipped: 1 clip(s) too short" in res["table"]
+    on_disk = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert on_disk["sizes"][1]["size"] == [80, 64] and on_disk["frame_size"] is None
+
+    # resized on the fly: one size, the frames resized as `prepare` resizes them
+    from dmvfn_jax.data.prepare import resize_linear
+
+    one = evaluate(converted_dir, "clip_folder", data_dir, context=(1, 2), horizon=2, metrics=["psnr"],
+                   skip_bad=True, size=(64, 48), progress=False)
+    assert one["frame_size"] == [64, 48] == one["resized_to"] and [e["clips"] for e in one["sizes"]] == [3]
+    assert one["gflops_per_frame"] == one["sizes"][0]["gflops_per_frame"]
+    resized = np.stack([resize_linear(f, 64, 48) for f in clips["c"]])
+    want = np.mean([copy_last_psnr(clips["a"], 2, 2), copy_last_psnr(clips["b"], 2, 2),
+                    copy_last_psnr(resized, 2, 2)], axis=0)
+    np.testing.assert_allclose(one["results"]["copy_last"]["psnr"]["per_step"], want, rtol=1e-5)

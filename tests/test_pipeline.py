@@ -106,10 +106,24 @@ def test_clear_errors(tmp_path, data_dir):
         TfdsSource("dmvfn_kitti", "", "train", 0, 3, 32, 32, 1)
     with pytest.raises(InputError, match=r"has no split 'val'; it has \['test', 'train'\]"):
         source(data_dir, split="val")
+    # from the build's clip table, every such clip named before the first batch
+    with pytest.raises(InputError, match=r"dmvfn_clip_folder/train: 5 clip\(s\) have fewer than data.num_frames=9 "
+                                         r"frames: train/c0 \(8 frames\), train/c1 \(8 frames\), .*train/c4"):
+        source(data_dir, num_frames=9)
+    with pytest.raises(InputError, match=r"5 clip\(s\) are smaller than the 64x64 crop \(data.width x data.height\): "
+                                         r"train/c0 \(56x40\), .*; rebuild with --size or crop less"):
+        source(data_dir, crop_h=64, crop_w=64)
+    # a build without the table (before 1.1.0): each clip is checked as it is read
+    import shutil
+
+    old = tmp_path / "old"
+    shutil.copytree(data_dir, old)
+    for meta in old.glob("dmvfn_clip_folder/*/metadata.json"):
+        meta.unlink()
     with pytest.raises(InputError, match="clip train/c.* has 8 frames, the config needs data.num_frames=9"):
-        source(data_dir, num_frames=9).batch(0)
+        source(old, num_frames=9).batch(0)
     with pytest.raises(InputError, match=r"clip train/c.* is 56x40, smaller than the 64x64 crop"):
-        source(data_dir, crop_h=64, crop_w=64).batch(0)
+        source(old, crop_h=64, crop_w=64).batch(0)
 
 
 def test_a_tfrecord_build_is_refused_with_advice(tmp_path, data_dir):

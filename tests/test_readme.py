@@ -75,7 +75,7 @@ def test_readme_python_examples_run(ran_tools, monkeypatch):
 def test_readme_dataset_commands_run(tmp_path, real_data):
     """Prepare and build as written, on the real Cityscapes clip laid out as leftImg8bit_sequence;
     then the training command with overrides that make it a few seconds' CPU job."""
-    (block,) = [b for b in code_blocks("bash") if "dmvfn_jax.data.build" in b]
+    (block,) = [b for b in code_blocks("bash") if "dmvfn_jax.data.prepare cityscapes" in b]
     prepare, build, train = commands(block)
     city = tmp_path / "leftImg8bit_sequence" / "train" / "aachen"
     city.mkdir(parents=True)
@@ -90,5 +90,70 @@ def test_readme_dataset_commands_run(tmp_path, real_data):
                            capture_output=True, text=True, timeout=600)
         assert r.returncode == 0, f"{cmd}\n{r.stdout[-2000:]}\n{r.stderr[-3000:]}"
     assert len(list((tmp_path / "data/cityscapes/train/000000").glob("*.png"))) == 30
-    assert (tmp_path / "data/tfds/dmvfn_cityscapes/1.0.0/dataset_info.json").is_file()
+    assert (tmp_path / "data/tfds/dmvfn_cityscapes/1.1.0/dataset_info.json").is_file()
     assert (tmp_path / "runs/cityscapes/model/dmvfn.json").is_file()
+
+
+def test_readme_own_videos_commands_run(tmp_path, real_data, official_pkl):
+    """"Your own videos" as written: videos of mixed sizes made from the real frames, a random
+    official-format checkpoint converted in place of the real one; the fine-tuning command with
+    overrides that make it a few seconds' CPU job."""
+    import json
+
+    cv2 = pytest.importorskip("cv2")  # in the test extra
+    from dmvfn_jax.convert import convert_dmvfn
+    from dmvfn_jax.image_io import load_image, save_png
+
+    def frames(folder, pattern, first, count):
+        return [load_image(f) for f in sorted((real_data / folder).glob(pattern))[first:first + count]]
+
+    def write_video(path, fs):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        h, w = fs[0].shape[:2]
+        out = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 10.0, (w, h))
+        for f in fs:
+            out.write(np.ascontiguousarray(f[..., ::-1]))
+        out.release()
+
+    (block,) = [b for b in code_blocks("bash") if "configs/finetune.py" in b]
+    cmds = commands(block)
+    assert len(cmds) == 6
+    kitti, vimeo = frames("kitti_0023", "*.png", 0, 7), frames("vimeo_00001_0002", "im*.png", 0, 7)
+    bedroom, city = frames("sam2_bedroom", "*.jpg", 0, 20), frames("cityscapes_aachen00", "*.jpg", 0, 10)
+    write_video(tmp_path / "my_videos/train/kitti.mp4", kitti)  # 1242x375
+    write_video(tmp_path / "my_videos/train/bedroom.mp4", bedroom[:10])  # 960x540
+    write_video(tmp_path / "my_videos/test/street.mp4", city)  # 2048x1024
+    write_video(tmp_path / "my_videos/test/bedroom_end.mp4", bedroom[10:])
+    for name, fs in (("kitti", kitti), ("vimeo", vimeo), ("bedroom", bedroom[:10])):  # 7, 7 and 10 frames
+        for t, f in enumerate(fs):
+            save_png(tmp_path / "my_frames/test" / name / f"{t:04d}.png", f)
+    convert_dmvfn(official_pkl, tmp_path / "checkpoints/dmvfn_city")  # stands in for the official weights
+    for name in ("configs", "train.py", "eval.py"):
+        (tmp_path / name).symlink_to(REPO / name)
+    quick = (" --config.batch_size=1 --config.num_train_steps=2 --config.warmup_steps=1"
+             " --config.data.height=64 --config.data.width=64")
+    outs = []
+    for cmd in cmds:
+        run = cmd + (quick if cmd.startswith("python train.py") else "")
+        r = subprocess.run(run.replace("python ", f"{sys.executable} ", 1), shell=True, cwd=tmp_path,
+                           capture_output=True, text=True, timeout=900)
+        assert r.returncode == 0, f"{cmd}\n{r.stdout[-2000:]}\n{r.stderr[-3000:]}"
+        outs.append(r)
+    build, train, evaluate, predict, build_frames, eval_frames = outs
+    assert "test 2, train 2 clips at 448x256" in build.stdout
+    log = (tmp_path / "runs/mine/train.log").read_text()
+    assert "trained on BGR frames); frames reach the network as BGR" in log
+    res = json.loads((tmp_path / "runs/mine/eval/results.json").read_text())
+    assert res["clips"] == 2 and res["frame_size"] == [448, 256] and res["checkpoint_channel_order"] == "BGR"
+    assert "copy last frame" in evaluate.stdout
+    cap = cv2.VideoCapture(str(tmp_path / "out/street.mp4"))
+    n, size = int(cap.get(cv2.CAP_PROP_FRAME_COUNT)), (int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)),
+                                                       int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT)))
+    cap.release()
+    assert n == 7 and size == (2048, 1024)  # the two inputs and five predictions at the video's own size
+    # frame folders of three sizes: kept as they are, resized when evaluated, the short clips skipped
+    meta = json.loads(next((tmp_path / "data/frames/dmvfn_clip_folder").glob("*/metadata.json")).read_text())
+    assert sorted((h, w) for _, _, h, w in meta["clips"]["test"]) == [(256, 448), (375, 1242), (540, 960)]
+    res = json.loads((tmp_path / "runs/mine/eval_frames/results.json").read_text())
+    assert res["clips"] == 1 and res["frame_size"] == [448, 256] == res["resized_to"]
+    assert [c["id"] for c in res["skipped"]["too_short"]] == ["test/kitti", "test/vimeo"]

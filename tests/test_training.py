@@ -190,6 +190,31 @@ def test_bad_config_is_refused_before_compute(tmp_path):
         loop.train_and_evaluate(tiny_config(warmup_steps=20), tmp_path)
 
 
+def test_init_checkpoint_channel_order_must_match_the_data(tmp_path, converted_dir, caplog):
+    """Official weights expect BGR: training them on RGB data is refused unless asked, and the log
+    says which order the frames reach the network in."""
+    import logging
+
+    from configs import finetune
+
+    with pytest.raises(InputError, match=r"init_checkpoint .* was trained on BGR frames, but config.data.channel_order "
+                                         r"is RGB: .*--config.data.channel_order=BGR, or "
+                                         r"--config.allow_channel_order_change=True"):
+        loop.train_and_evaluate(tiny_config(init_checkpoint=str(converted_dir)), tmp_path / "refused")
+    assert not (tmp_path / "refused" / "checkpoints").exists()
+    config = tiny_config(init_checkpoint=str(converted_dir), allow_channel_order_change=True, num_train_steps=3)
+    with caplog.at_level(logging.INFO, logger="dmvfn_jax"):
+        loop.train_and_evaluate(config, tmp_path / "asked")
+    assert "was trained on BGR frames; training it on RGB frames (allow_channel_order_change)" in caplog.text
+    assert "frames reach the network as RGB" in caplog.text
+    assert ckpt.load_checkpoint(tmp_path / "asked" / "model")[1]["channel_order"] == "RGB"
+    # the fine-tuning config reads BGR and needs the weights it fine-tunes
+    c = finetune.get_config()
+    assert c.data.channel_order == "BGR" and c.data.source == "tfds" and c.data.tfds_name == "dmvfn_video_files"
+    with pytest.raises(InputError, match=r"config 'finetune' fine-tunes existing weights: pass --config.init_checkpoint"):
+        loop.train_and_evaluate(c, tmp_path / "finetune")
+
+
 def test_train_py_reports_config_errors(tmp_path):
     r = subprocess.run(train_cmd(tmp_path, "--config.data.height=50"), capture_output=True, text=True, timeout=300)
     assert r.returncode == 1

@@ -1,7 +1,7 @@
 """Build a DMVFN TFDS dataset from its manual directory (what `tfds build` does, plus --skip-bad).
 
     python -m dmvfn_jax.data.build DATASET --manual_dir DIR --data_dir OUT [--skip-bad]
-                                   [--min-frames N] [--overwrite]
+                                   [--min-frames N] [--size WxH] [--overwrite]
 
 DATASET is one of cityscapes, kitti, vimeo, davis, ucf101, clip_folder, video_files (the
 builders of `tfds_builders.py`; `--help` lists what each manual directory holds). The build is
@@ -12,7 +12,10 @@ finished build is reused unless `--overwrite`.
 
 A bad clip (a frame that does not decode, frames of different sizes, a clip shorter than the
 protocol needs, a missing frame) stops the build with an error naming the clip and the file;
-with `--skip-bad` it is skipped and counted in the summary. Needs no TensorFlow. `tfds build
+with `--skip-bad` it is skipped and counted in the summary. `--size WxH` (clip_folder and
+video_files) resizes every frame on build as `prepare` does, so that videos of mixed sizes become
+one uniform dataset; without it every clip keeps its own size. A finished build at another size
+is refused rather than reused (`--overwrite` rebuilds). Needs no TensorFlow. `tfds build
 --imports dmvfn_jax.data.tfds_builders dmvfn_<DATASET> --manual_dir DIR --data_dir OUT` builds
 the same dataset (the `tfds` command itself needs tensorflow and apache-beam: the
 `tfds-cli` extra).
@@ -30,8 +33,9 @@ from dmvfn_jax.errors import InputError, run_command
 
 
 def build(dataset: str, manual_dir, data_dir, skip_bad: bool = False, min_frames: int | None = None,
-          overwrite: bool = False) -> dict:
-    """Builds (or reuses) one dataset; returns {"path", "splits": {name: count}, "skipped": {...}}."""
+          overwrite: bool = False, size: tuple[int, int] | None = None) -> dict:
+    """Builds (or reuses) one dataset; returns {"path", "splits": {name: count}, "skipped": {...},
+    "size": [width, height] or None}. `size` (width, height) resizes every frame (generic builders)."""
     import tensorflow_datasets as tfds
 
     from dmvfn_jax.data import tfds_builders
@@ -44,7 +48,9 @@ def build(dataset: str, manual_dir, data_dir, skip_bad: bool = False, min_frames
     if min_frames is not None and min_frames < 3:
         raise InputError(f"--min-frames must be >= 3 (a triplet), got {min_frames}")
     cls = tfds_builders.BUILDERS[dataset]
-    builder = cls(data_dir=str(Path(data_dir).expanduser()), skip_bad=skip_bad, min_frames=min_frames)
+    builder = cls(data_dir=str(Path(data_dir).expanduser()), skip_bad=skip_bad, min_frames=min_frames, size=size)
+    if not overwrite:
+        _check_reuse(Path(builder.data_path), size)
     mode = tfds.download.GenerateMode.FORCE_REDOWNLOAD if overwrite else tfds.download.GenerateMode.REUSE_DATASET_IF_EXISTS
     try:
         builder.download_and_prepare(
@@ -63,7 +69,29 @@ def build(dataset: str, manual_dir, data_dir, skip_bad: bool = False, min_frames
         "path": str(builder.data_path),
         "splits": {name: int(info.num_examples) for name, info in builder.info.splits.items()},
         "skipped": {split: [clip for clip, _ in bad] for split, bad in builder.skipped.items() if bad},
+        "size": None if size is None else list(size),
     }
+
+
+def _describe_size(size) -> str:
+    return "the clips' own sizes" if size is None else f"{size[0]}x{size[1]}"
+
+
+def _check_reuse(path: Path, size) -> None:
+    """A finished build at `path` is reused only if it was built at the same `size`."""
+    if not (path / "dataset_info.json").is_file():
+        return
+    meta_file = path / "metadata.json"
+    try:
+        built = json.loads(meta_file.read_text()).get("size") if meta_file.is_file() else None
+    except (OSError, ValueError) as e:
+        raise InputError(f"{meta_file}: unreadable ({e}); pass --overwrite to rebuild") from None
+    want = None if size is None else list(size)
+    if built != want:
+        raise InputError(
+            f"{path} holds a build at {_describe_size(built)}, not {_describe_size(want)}: pass --overwrite "
+            "to rebuild it, or another --data_dir"
+        )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -81,6 +109,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data_dir", "--data-dir", required=True, help="where TFDS builds go (config.data_dir)")
     p.add_argument("--skip-bad", action="store_true", help="skip and count bad clips instead of stopping")
     p.add_argument("--min-frames", type=int, default=None, help="require clips of at least N frames")
+    p.add_argument("--size", default=None, metavar="WxH",
+                   help="clip_folder, video_files: resize every frame to WIDTHxHEIGHT (e.g. 448x256)")
     p.add_argument("--overwrite", action="store_true", help="rebuild even if a finished build exists")
     return p
 
@@ -90,10 +120,15 @@ def main(argv=None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 
     def body():
-        summary = build(args.dataset, args.manual_dir, args.data_dir, args.skip_bad, args.min_frames, args.overwrite)
+        from dmvfn_jax.image_io import parse_size
+
+        size = None if args.size is None else parse_size(args.size)
+        summary = build(args.dataset, args.manual_dir, args.data_dir, args.skip_bad, args.min_frames, args.overwrite,
+                        size)
         counts = ", ".join(f"{k} {v}" for k, v in summary["splits"].items())
         skipped = sum(len(v) for v in summary["skipped"].values())
-        print(f"built {summary['path']}: {counts} clips" + (f"; skipped {skipped} bad clip(s)" if skipped else ""))
+        print(f"built {summary['path']}: {counts} clips at {_describe_size(summary['size'])}"
+              + (f"; skipped {skipped} bad clip(s)" if skipped else ""))
         print(json.dumps(summary))
 
     return run_command("python -m dmvfn_jax.data.build", body)

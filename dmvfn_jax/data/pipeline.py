@@ -26,13 +26,14 @@ every GPU and TPU from it so that it cannot take accelerator memory.
 
 from __future__ import annotations
 
+import json
 import logging
 import multiprocessing
 import sys
 from collections import deque
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, NamedTuple, Sequence
 
 import numpy as np
 
@@ -140,6 +141,21 @@ class TfdsSource:
         self.flip = channel_order == "BGR"
         self.workers, self.prefetch = workers, prefetch
         self._order = (-1, None)
+        self._check_clips(clip_index(name, data_dir, split, self.records, read_records=False))
+
+    def _check_clips(self, index: list[ClipInfo] | None) -> None:
+        """Clips too short for `num_frames` or smaller than the crop, all named before the first
+        step (from the build's clip table; a build without one is checked clip by clip as read)."""
+        if index is None:
+            return
+        short = [f"{c.id} ({c.num_frames} frames)" for c in index if c.num_frames < self.num_frames]
+        if short:
+            raise InputError(f"{self.where}: {len(short)} clip(s) have fewer than data.num_frames={self.num_frames} "
+                             f"frames: {', '.join(short)}")
+        small = [f"{c.id} ({c.width}x{c.height})" for c in index if c.height < self.crop[0] or c.width < self.crop[1]]
+        if small:
+            raise InputError(f"{self.where}: {len(small)} clip(s) are smaller than the {self.crop[1]}x{self.crop[0]} "
+                             f"crop (data.width x data.height): {', '.join(small)}; rebuild with --size or crop less")
 
     def __len__(self) -> int:
         return len(self.records)
@@ -216,27 +232,93 @@ def _load_in_worker(example: int) -> np.ndarray:
     return _WORKER_SOURCE.load(example)
 
 
+class ClipInfo(NamedTuple):
+    """One record of a build, as its metadata describes it: no frame read."""
+
+    id: str
+    num_frames: int
+    height: int
+    width: int
+
+
+def clip_index(name: str, data_dir, split: str, records=None, read_records: bool = True) -> list[ClipInfo] | None:
+    """Every record of a split, in record order, from the build's `metadata.json` (builds of
+    version 1.1.0 and later: no record is read). Older builds have no such table: their records
+    are read (not their frames decoded), with a note saying so, or with `read_records=False`
+    None is returned."""
+    path = find_build(name, data_dir)
+    records = open_split(name, data_dir, split) if records is None else records
+    meta_file = path / "metadata.json"
+    table = None
+    if meta_file.is_file():
+        try:
+            table = json.loads(meta_file.read_text()).get("clips", {}).get(split)
+        except (OSError, ValueError) as e:
+            raise InputError(f"{meta_file}: unreadable ({e}); rebuild with --overwrite") from None
+    n = len(records)
+    if table is not None:
+        if len(table) != n or (n and (_text(records[0]["id"]) != table[0][0]
+                                      or _text(records[n - 1]["id"]) != table[-1][0])):
+            raise InputError(f"{meta_file}: its clip table does not match the records of split {split!r}; "
+                             "rebuild with --overwrite")
+        return [ClipInfo(str(c), int(f), int(h), int(w)) for c, f, h, w in table]
+    if not read_records:
+        return None
+    log.info("%s: no clip table in metadata.json (built before 1.1.0): reading the %d records of %s to "
+             "know their lengths and sizes; a rebuild skips this", path, n, split)
+    out = []
+    for i in range(n):
+        r = records[i]
+        out.append(ClipInfo(_text(r["id"]), len(r["frames"]), int(r["height"]), int(r["width"])))
+    return out
+
+
 class EvalClips:
     """Every clip of a split once (or the first `max_clips`), in record order, unaugmented: the
-    first `num_frames` frames of each.
+    first `num_frames` frames of each, resized to `size` (width, height) when given (exactly as
+    `prepare` resizes).
 
-    `batches(global_batch)` pads the last batch so that no example is dropped and every process
-    gets the same number of batches; the mask says which rows are real.
+    `index` describes every clip (frame count, size) from the build's metadata, so the clips a
+    protocol cannot use and the sizes present are known before any frame is decoded.
+    `batches(global_batch, ..., indices)` reads the clips `indices` (default: all; one size per
+    call), padding the last batch so that no example is dropped and every process gets the same
+    number of batches; the mask says which rows are real.
     """
 
     def __init__(self, name: str, data_dir, split: str, num_frames: int, channel_order: str = "RGB",
-                 max_clips: int | None = None):
+                 max_clips: int | None = None, size: tuple[int, int] | None = None):
         self.records = open_split(name, data_dir, split)
         self.where, self.num_frames, self.flip = f"{name}/{split}", num_frames, channel_order == "BGR"
         if max_clips is not None and max_clips < 1:
             raise InputError(f"max_clips must be >= 1, got {max_clips}")
-        self.size = len(self.records) if max_clips is None else min(len(self.records), int(max_clips))
+        self.index = clip_index(name, data_dir, split, self.records)
+        if max_clips is not None:
+            self.index = self.index[: int(max_clips)]
+        self.resize = None if size is None else (int(size[0]), int(size[1]))
 
     def __len__(self) -> int:
-        return self.size
+        return len(self.index)
 
     def clip_id(self, index: int) -> str:
-        return _text(self.records[index]["id"])
+        return self.index[index].id
+
+    def frame_size(self, index: int) -> tuple[int, int]:
+        """(height, width) of clip `index` as `load` returns it."""
+        if self.resize is not None:
+            return self.resize[1], self.resize[0]
+        info = self.index[index]
+        return info.height, info.width
+
+    def too_short(self) -> list[ClipInfo]:
+        """The clips with fewer frames than `num_frames`."""
+        return [c for c in self.index if c.num_frames < self.num_frames]
+
+    def by_size(self, indices: Sequence[int] | None = None) -> dict[tuple[int, int], list[int]]:
+        """Clip indices grouped by (height, width), smallest frames first."""
+        groups: dict[tuple[int, int], list[int]] = {}
+        for i in range(len(self)) if indices is None else indices:
+            groups.setdefault(self.frame_size(i), []).append(i)
+        return dict(sorted(groups.items(), key=lambda kv: (kv[0][0] * kv[0][1], kv[0])))
 
     def load(self, index: int) -> np.ndarray:
         record = self.records[index]
@@ -246,26 +328,32 @@ class EvalClips:
                 f"{self.where}: clip {_text(record['id'])} has {n} frames, the protocol reads {self.num_frames}"
             )
         clip = decode_frames(record, range(self.num_frames), self.where)
+        if self.resize is not None and clip.shape[1:3] != (self.resize[1], self.resize[0]):
+            from dmvfn_jax.data.prepare import resize_linear
+
+            clip = np.stack([resize_linear(f, *self.resize) for f in clip])
         return np.ascontiguousarray(clip[..., ::-1]) if self.flip else clip
 
-    def batches(self, global_batch: int, process_index: int = 0, process_count: int = 1):
-        """Yields (clips (B_local, T, H, W, 3) uint8, mask (B_local,) bool, indices (B_local,) int)."""
+    def batches(self, global_batch: int, process_index: int = 0, process_count: int = 1,
+                indices: Sequence[int] | None = None):
+        """Yields (clips (B_local, T, H, W, 3) uint8, mask (B_local,) bool, indices (B_local,) int)
+        over the clips `indices` (default: all), which must share one frame size."""
         if global_batch % process_count:
             raise InputError(f"eval batch {global_batch} is not divisible by the {process_count} processes")
+        order = np.arange(len(self)) if indices is None else np.asarray(indices, dtype=np.int64)
+        if len(order) == 0:
+            return
+        sizes = sorted({self.frame_size(int(i)) for i in order})
+        if len(sizes) > 1:
+            named = ", ".join(f"{w}x{h}" for h, w in sizes)
+            raise InputError(f"{self.where}: clips of different sizes in one eval batch ({named}); "
+                             "evaluate them per size (EvalClips.by_size)")
+        (h, w), total = sizes[0], len(order)
         local = global_batch // process_count
-        total = len(self)
-        num_batches = -(-total // global_batch)
-        shape = None
-        for b in range(num_batches):
-            idx = np.arange(b * global_batch + process_index * local, b * global_batch + (process_index + 1) * local)
-            mask = idx < total
+        for b in range(-(-total // global_batch)):
+            pos = np.arange(b * global_batch + process_index * local, b * global_batch + (process_index + 1) * local)
+            mask = pos < total
+            idx = np.where(mask, order[np.minimum(pos, total - 1)], -1)
             clips = [self.load(int(i)) for i in idx[mask]]
-            if clips:
-                shape = clips[0].shape
-            elif shape is None:
-                shape = self.load(0).shape
-            if any(c.shape != shape for c in clips):
-                sizes = sorted({f"{c.shape[2]}x{c.shape[1]}" for c in clips})
-                raise InputError(f"{self.where}: clips of different sizes in one eval batch ({', '.join(sizes)})")
-            pad = [np.zeros(shape, np.uint8)] * int((~mask).sum())
-            yield np.stack(clips + pad), mask, np.where(mask, idx, -1)
+            pad = [np.zeros((self.num_frames, h, w, 3), np.uint8)] * int((~mask).sum())
+            yield np.stack(clips + pad), mask, idx

@@ -28,6 +28,14 @@ shorter than its dataset's protocol needs, or numbered frames (`0007.png`) whose
 one (a missing frame) stop the build with an error naming the clip and the
 file (`BadClipError`), or with `skip_bad=True` skip the clip; skipped clips are counted in the log
 and listed in `builder.skipped`.
+
+Version 1.1.0 stores the records of a split in clip-id order and writes `metadata.json` beside
+the build: `clips` (per split, record i's `[id, num_frames, height, width]`) and `size` (the
+build's resize target `[width, height]`, or null when the clips keep their own sizes). So a
+reader knows every clip's length and size without reading a record (`pipeline.clip_index`).
+The generic builders (`clip_folder`, `video_files`) take `size=(width, height)`: every frame is
+resized on build exactly as `prepare` resizes (`resize_linear`, OpenCV's INTER_LINEAR) and
+stored as PNG, so a folder of mixed videos becomes one uniform dataset.
 """
 
 from __future__ import annotations
@@ -42,7 +50,7 @@ from typing import Callable, Iterator, Sequence
 import numpy as np
 import tensorflow_datasets as tfds
 
-from dmvfn_jax.data.prepare import BadClipError
+from dmvfn_jax.data.prepare import BadClipError, resize_linear
 from dmvfn_jax.errors import InputError
 from dmvfn_jax.image_io import IMAGE_SUFFIXES, FrameError, decode_image
 
@@ -120,20 +128,37 @@ class ClipBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     (override the protocol's minimum clip length) and the usual TFDS ones (`data_dir`, ...).
     """
 
-    VERSION = tfds.core.Version("1.0.0")
-    RELEASE_NOTES = {"1.0.0": "First release."}
+    VERSION = tfds.core.Version("1.1.0")
+    RELEASE_NOTES = {
+        "1.0.0": "First release.",
+        "1.1.0": "Records in clip-id order; metadata.json lists every clip's frame count and size; "
+                 "optional resize on build (generic builders).",
+    }
     MIN_FRAMES = 3
     PROTOCOL = "a triplet"
+    RESIZABLE = False  # whether `size=` is accepted (the generic builders)
 
-    def __init__(self, *, skip_bad: bool = False, min_frames: int | None = None, **kwargs):
+    def __init__(self, *, skip_bad: bool = False, min_frames: int | None = None,
+                 size: tuple[int, int] | None = None, **kwargs):
         kwargs.setdefault("file_format", "array_record")
         if kwargs["file_format"] is None:  # `tfds build` passes None when --file_format is not given
             kwargs["file_format"] = "array_record"
+        if size is not None:
+            if not self.RESIZABLE:
+                raise InputError(
+                    f"{type(self).__name__}: resizing on build is for clip_folder and video_files; "
+                    "the official datasets are resized by `python -m dmvfn_jax.data.prepare`"
+                )
+            size = (int(size[0]), int(size[1]))
+            if min(size) < 1:
+                raise InputError(f"size must be positive (width, height), got {size}")
+        self.size = size
         self.skip_bad = bool(skip_bad)
         self.min_frames = int(min_frames) if min_frames is not None else self.MIN_FRAMES
         self.protocol = self.PROTOCOL if min_frames is None else "min_frames"
         self.current_split: str | None = None
         self.skipped: dict[str, list[tuple[str, str]]] = {}
+        self.clip_table: dict[str, list[list]] = {}  # split -> [id, num_frames, height, width] per clip
         super().__init__(**kwargs)
 
     def _info(self) -> tfds.core.DatasetInfo:
@@ -146,6 +171,8 @@ class ClipBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
                 "width": np.int32,
             }),
             description=(self.__doc__ or "").strip().split("\n\n")[0],
+            disable_shuffling=True,  # records in key (clip id) order, so metadata.json can index them
+            metadata=tfds.core.MetadataDict(),
         )
 
     def _find_clips(self, manual_dir: Path) -> dict[str, list[ClipSpec]]:
@@ -201,12 +228,21 @@ class ClipBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
                     f"{name} is {frame.shape[1]}x{frame.shape[0]} but {names[0]} is {w}x{h}: "
                     "frames of different sizes in one clip",
                 )
+        if self.size is not None and (w, h) != self.size:
+            w, h = self.size
+            encoded = [encode_png(resize_linear(f, w, h)) for f in frames]
         return {"id": clip.id, "frames": encoded, "num_frames": len(frames), "height": h, "width": w}
 
     def _generate_examples(self, split: str, clips: Sequence[ClipSpec]) -> Iterator[tuple[str, dict]]:
         skipped = self.skipped.setdefault(split, [])
+        table = self.clip_table.setdefault(split, [])
         self.current_split = split
-        for clip in clips:
+        clips = sorted(clips, key=lambda c: c.id)
+        # With shuffling disabled TFDS stores records in key order; integer keys (it wants ints),
+        # spread evenly over its 128-bit key range so that a split too big for memory is sorted in
+        # its 1000 buckets rather than one.
+        spacing = 2**128 // max(len(clips), 1)
+        for k, clip in enumerate(clips):
             try:
                 example = self._load(clip)
             except BadClipError as e:
@@ -215,9 +251,13 @@ class ClipBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
                 skipped.append((clip.id, str(e)))
                 log.warning("%s %s: skipped bad clip: %s", self.name, split, e)
                 continue
-            yield clip.id, example
+            table.append([clip.id, example["num_frames"], example["height"], example["width"]])
+            yield k * spacing, example
         if skipped:
             log.warning("%s %s: skipped %d bad clip(s) (skip_bad=True)", self.name, split, len(skipped))
+        # the records are stored in key order, i.e. in the table's order
+        self.info.metadata["clips"] = {**self.info.metadata.get("clips", {}), split: table}
+        self.info.metadata["size"] = None if self.size is None else list(self.size)
 
 
 def _numbering_gap(files: Sequence[Path]) -> tuple[Path, str] | None:
@@ -407,10 +447,12 @@ class DmvfnClipFolder(ClipBuilder):
     """Any clips stored as folders of frames (one sub-folder per clip, frames sorted by name)."""
 
     MIN_FRAMES = 3
+    RESIZABLE = True
     MANUAL_DOWNLOAD_INSTRUCTIONS = """\
 MANUAL_DIR holds either split folders (train/, test/, val/, ...) of clip folders, or clip folders
 directly (then all go to split `train`); each clip folder holds its frames as image files, in
-name order. Pass min_frames=N to require longer clips (default 3)."""
+name order. Pass min_frames=N to require longer clips (default 3) and size=(W, H) to resize
+every frame on build."""
 
     def _find_clips(self, manual_dir):
         splits = _split_folders(manual_dir)
@@ -428,10 +470,12 @@ class DmvfnVideoFiles(ClipBuilder):
     """Any video files, one clip per video (decoded with OpenCV, frames stored as PNG)."""
 
     MIN_FRAMES = 3
+    RESIZABLE = True
     MANUAL_DOWNLOAD_INSTRUCTIONS = f"""\
 MANUAL_DIR holds either split folders (train/, test/, ...) of video files, or video files
 directly (then all go to split `train`). Suffixes: {', '.join(VIDEO_SUFFIXES)}. Every frame of a
-video is stored; pass min_frames=N to require longer videos (default 3)."""
+video is stored; pass min_frames=N to require longer videos (default 3) and size=(W, H) to
+resize every frame on build."""
 
     def _find_clips(self, manual_dir):
         splits = _split_folders(manual_dir)

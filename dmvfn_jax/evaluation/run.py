@@ -4,6 +4,7 @@
                    [--mode clean|official] [--lpips LPIPS_DIR] [--metrics psnr,ssim,ms_ssim,lpips]
                    [--batch-size N] [--output DIR] [--save-predictions N] [--save-images N] [--max-clips N]
     python eval.py --checkpoint DIR --dataset clip_folder --data_dir TFDS_DIR --context 2,3 --horizon 5
+                   [--size WxH] [--skip-bad]
 
 Every clip of the split is predicted autoregressively from its two context frames (each
 prediction becomes the newer input) and every prediction is scored against its ground truth;
@@ -16,6 +17,13 @@ evaluated size). Output: a console table, `results.json`, `results.csv`, with
 (or `--save_images N`) pictures of the first N clips: per step `images/<clip>/t+K.png` (the two
 inputs, the routed prediction, the truth, the error map, both voxel flows as colours, the fusion
 mask and the blocks that ran) and `images/<clip>/rollout.gif` (predictions beside the truth).
+
+Clips are evaluated per frame size, one compile per size; the report and `results.json` give
+every size with its clip count, scores and GFLOPs per frame (`sizes`; `frame_size` only when
+there is one). `--size WxH` resizes every frame first (as `prepare` resizes), making one size.
+Before any compute, every clip's length and size are checked from the build's metadata: clips
+shorter than the protocol reads, or (with MS-SSIM) too small for it, stop the run with one line
+naming them all, or with `--skip-bad` are skipped and listed in `results.json` (`skipped`).
 
 `--mode clean` (default): metrics on RGB, deterministic threshold routing, per-sample gates.
 `--mode official`: the official scripts' quirks: BGR fed to the metrics, Bernoulli routing
@@ -47,6 +55,7 @@ from dmvfn_jax import parallel
 from dmvfn_jax.errors import InputError, run_command
 from dmvfn_jax.evaluation import metrics as metric_lib
 from dmvfn_jax.evaluation.protocols import DATASETS, MODES, Mode, Protocol, make_protocol
+from dmvfn_jax.image_io import parse_size
 from dmvfn_jax.models import routing as routing_lib
 from dmvfn_jax.models.dmvfn import DMVFN, SIZE_MULTIPLE
 from dmvfn_jax.predictor import load_dmvfn
@@ -209,11 +218,17 @@ def format_table(results: dict) -> str:
         f"routing: {r['blocks_per_prediction']:.2f} of {len(r['block_rate'])} blocks per prediction; block rates "
         + " ".join(f"{v:.2f}" for v in r["block_rate"])
     )
-    f = results["gflops_per_frame"]
-    lines.append(
-        f"compute: {f['routed_spent']:.1f} GFLOPs per frame spent with routing (routing module {f['routing']:.2f}) "
-        f"against {f['all_blocks']:.1f} with all blocks ({100 * f['routed_spent'] / f['all_blocks']:.0f}%)"
-    )
+    for entry in results["sizes"]:
+        f = entry["gflops_per_frame"]
+        where = "" if len(results["sizes"]) == 1 else f" at {entry['size'][0]}x{entry['size'][1]} ({entry['clips']} clip{'s' if entry['clips'] != 1 else ''})"
+        lines.append(
+            f"compute{where}: {f['routed_spent']:.1f} GFLOPs per frame spent with routing (routing module "
+            f"{f['routing']:.2f}) against {f['all_blocks']:.1f} with all blocks "
+            f"({100 * f['routed_spent'] / f['all_blocks']:.0f}%)"
+        )
+    skipped = {k: v for k, v in results.get("skipped", {}).items() if v}
+    if skipped:
+        lines.append("skipped: " + "; ".join(f"{len(v)} clip(s) {k.replace('_', ' ')}" for k, v in skipped.items()))
     return "\n".join(lines)
 
 
@@ -237,9 +252,14 @@ def _write_text(path: Path, text: str) -> None:
 def evaluate(checkpoint, dataset: str, data_dir, *, mode: str = "clean", split: str | None = None,
              context=None, horizon=None, metrics=None, lpips=None, batch_size: int | None = None,
              output=None, save_predictions: int = 0, save_images: int = 0, max_clips: int | None = None,
-             progress: bool = True) -> dict:
+             size: tuple[int, int] | None = None, skip_bad: bool = False, progress: bool = True) -> dict:
     """Runs one protocol and returns (and, with `output`, writes) the results dict.
 
+    Clips are evaluated per frame size (one compile per size; `results["sizes"]` reports each
+    with its clip count, scores and compute); `size=(width, height)` resizes every frame first,
+    so that all clips are one size. Clips the protocol cannot use (fewer frames than it reads, or
+    sides too small for MS-SSIM) stop the run before any compute with one error naming them all,
+    or with `skip_bad` are skipped and listed in `results["skipped"]`.
     With `output`, `save_predictions=N` writes the predicted PNGs of the first N clips and
     `save_images=N` their pictures (see the module docstring).
     """
@@ -271,15 +291,12 @@ def evaluate(checkpoint, dataset: str, data_dir, *, mode: str = "clean", split: 
             "BGR frames as the official scripts do; use --mode clean for this checkpoint"
         )
     clips = EvalClips(protocol.tfds_name, data_dir, protocol.split, protocol.frames_needed, channel_order="RGB",
-                      max_clips=max_clips)
-    first = clips.load(0)  # checks the protocol's frame count on the first clip before any compute
-    _, height, width, _ = first.shape
-    if "ms_ssim" in names:
-        try:
-            metric_lib.check_ms_ssim_size(height, width)
-        except InputError as e:
-            raise InputError(f"{protocol.tfds_name}/{protocol.split}: {e}; leave ms_ssim out of --metrics") from None
-    n_total = len(clips)
+                      max_clips=max_clips, size=size)
+    usable, skipped = usable_clips(clips, protocol, names, skip_bad)  # from the build's metadata: no decoding
+    n_skipped = sum(len(v) for v in skipped.values())
+    if not usable:
+        raise InputError(f"{protocol.tfds_name}/{protocol.split}: no clip left to evaluate ({n_skipped} skipped)")
+    groups = clips.by_size(usable)
 
     mesh = parallel.data_mesh()
     n_dev = jax.device_count()
@@ -301,59 +318,139 @@ def evaluate(checkpoint, dataset: str, data_dir, *, mode: str = "clean", split: 
                                                    meta["channel_order"], model.num_blocks, with_preds)
         return jitted[with_preds]
 
-    log.info("%s: %d clips of %s/%s at %dx%d, %s; mode %s", protocol.name, n_total, protocol.tfds_name,
-             protocol.split, width, height, protocol.describe(), the_mode.describe())
-    totals = None
+    log.info("%s: %d clips of %s/%s at %s%s; %s; mode %s", protocol.name, len(usable), protocol.tfds_name,
+             protocol.split, _sizes_text({hw: len(m) for hw, m in groups.items()}),
+             f" ({n_skipped} skipped)" if n_skipped else "", protocol.describe(), the_mode.describe())
     base_key = jax.random.key(the_mode.seed)
     out_dir = Path(output) if output else None
-    bar = _Progress(n_total, enabled=progress)
-    for b, (batch, mask, idx) in enumerate(clips.batches(batch_size, jax.process_index(), jax.process_count())):
-        n_saved = max(save_predictions, save_images)
-        want_preds = out_dir is not None and bool(n_saved) and bool(np.any((idx >= 0) & (idx < n_saved)))
-        g_clips = jax.make_array_from_process_local_data(sharded, batch)
-        g_mask = jax.make_array_from_process_local_data(sharded, mask)
-        sums, preds = step_fn(want_preds)(params, lpips_params, g_clips, g_mask, jax.random.fold_in(base_key, b))
-        sums = jax.tree.map(lambda a: np.asarray(a.addressable_data(0), np.float64), sums)
-        totals = sums if totals is None else jax.tree.map(np.add, totals, sums)
-        if want_preds:
-            _save_outputs(out_dir, clips, batch, preds, idx, save_predictions, save_images, protocol)
-        bar.update(int(mask.sum()) * jax.process_count())
+    n_saved = max(save_predictions, save_images)
+    bar = _Progress(len(usable), enabled=progress)
+    per_size, b = [], 0
+    smallest = None
+    for (height, width), members in groups.items():
+        flops = flop_costs(model, height, width)
+        smallest = smallest or (width, height, flops["all_blocks"])
+        ratio = (f" ({flops['all_blocks'] / smallest[2]:.1f}x the compute per frame of {smallest[0]}x{smallest[1]})"
+                 if len(groups) > 1 and (width, height) != smallest[:2] else "")
+        log.info("%dx%d: %d clip(s), %.1f GFLOPs per frame with all blocks%s; compiling for this size",
+                 width, height, len(members), flops["all_blocks"], ratio)
+        totals = None
+        for batch, mask, idx in clips.batches(batch_size, jax.process_index(), jax.process_count(), members):
+            want_preds = out_dir is not None and bool(n_saved) and bool(np.any((idx >= 0) & (idx < n_saved)))
+            g_clips = jax.make_array_from_process_local_data(sharded, batch)
+            g_mask = jax.make_array_from_process_local_data(sharded, mask)
+            sums, preds = step_fn(want_preds)(params, lpips_params, g_clips, g_mask, jax.random.fold_in(base_key, b))
+            sums = jax.tree.map(lambda a: np.asarray(a.addressable_data(0), np.float64), sums)
+            totals = sums if totals is None else jax.tree.map(np.add, totals, sums)
+            if want_preds:
+                _save_outputs(out_dir, clips, batch, preds, idx, save_predictions, save_images, protocol)
+            bar.update(int(mask.sum()) * jax.process_count())
+            b += 1
+        per_size.append({"size": [int(width), int(height)], "totals": totals, "flops": flops})
     bar.close()
 
-    count = float(totals["count"])
+    overall = jax.tree.map(lambda *a: sum(a), *[g["totals"] for g in per_size])
+    summary = _summarize(overall, names, protocol.horizon, per_size[0]["flops"] if len(per_size) == 1 else None)
+    sizes = []
+    for g in per_size:
+        one = _summarize(g["totals"], names, protocol.horizon, g["flops"])
+        sizes.append({"size": g["size"], **one})
     results = {
         "dataset": dataset,
         "tfds_name": protocol.tfds_name,
         "split": protocol.split,
-        "clips": int(round(count)),
-        "frame_size": [int(width), int(height)],
+        "clips": summary["clips"],
+        # one size: that size; several: null, and each is in "sizes" with its own figures
+        "frame_size": per_size[0]["size"] if len(per_size) == 1 else None,
+        "resized_to": None if size is None else [int(size[0]), int(size[1])],
+        "sizes": sizes,
+        "skipped": skipped,
         "protocol": {"context": list(protocol.context), "horizon": protocol.horizon, "description": protocol.describe()},
         "mode": {"name": the_mode.name, "description": the_mode.describe()},
         "checkpoint": str(checkpoint),
         "checkpoint_channel_order": meta["channel_order"],
         "metrics": names,
-        "results": {},
+        "results": summary["results"],
+        "routing": summary["routing"],
+        # GFLOPs per frame at the evaluated size; with several sizes null (see "sizes")
+        "gflops_per_frame": summary["gflops_per_frame"],
     }
-    for variant in VARIANTS:
-        results["results"][variant] = {}
-        for n in names:
-            per_step = (totals[variant][n] / count).tolist()
-            results["results"][variant][n] = {"per_step": per_step, "running_mean": _running(per_step)}
-    preds_made = count * protocol.horizon
-    rates = (totals["gate_sum"] / preds_made).tolist()
-    ran = (totals["ran_sum"] / preds_made).tolist()
-    results["routing"] = {"blocks_per_prediction": float(sum(rates)), "block_rate": rates, "block_run_rate": ran}
-    flops = flop_costs(model, height, width)
-    spent = flops["routing"] + (flops["all_blocks"] - sum(flops["blocks"])) + sum(
-        r * f for r, f in zip(ran, flops["blocks"]))
-    results["gflops_per_frame"] = {"all_blocks": flops["all_blocks"], "routing": flops["routing"],
-                                   "blocks": flops["blocks"], "routed_spent": spent}
     results["table"] = format_table(results)
     if out_dir is not None and jax.process_index() == 0:
         out_dir.mkdir(parents=True, exist_ok=True)
         _write_text(out_dir / "results.json", json.dumps(results, indent=2) + "\n")
         write_csv(results, out_dir / "results.csv")
     return results
+
+
+def usable_clips(clips, protocol: Protocol, names, skip_bad: bool) -> tuple[list[int], dict]:
+    """The clips the protocol can score, from the build's clip table (no frame decoded): a clip
+    with fewer frames than the protocol reads, or (with MS-SSIM) a side too small for it, stops
+    the run with one line naming every such clip, or with `skip_bad` is left out and listed."""
+    where = f"{protocol.tfds_name}/{protocol.split}"
+    short = {c.id for c in clips.too_short()}
+    small_sizes = set()
+    if "ms_ssim" in names:
+        for hw in clips.by_size():
+            try:
+                metric_lib.check_ms_ssim_size(*hw)
+            except InputError:
+                small_sizes.add(hw)
+    too_short, too_small, usable = [], [], []
+    for i, info in enumerate(clips.index):
+        if info.id in short:
+            too_short.append({"id": info.id, "frames": info.num_frames})
+        elif clips.frame_size(i) in small_sizes:
+            h, w = clips.frame_size(i)
+            too_small.append({"id": info.id, "size": [w, h]})
+        else:
+            usable.append(i)
+    if not skip_bad:
+        if too_short:
+            listed = ", ".join(f"{c['id']} ({c['frames']} frames)" for c in too_short)
+            raise InputError(
+                f"{where}: {len(too_short)} clip(s) have fewer than the {protocol.frames_needed} frames the protocol "
+                f"reads ({protocol.describe()}): {listed}; pass --skip-bad to skip them"
+            )
+        if too_small:
+            listed = ", ".join(f"{c['id']} ({c['size'][0]}x{c['size'][1]})" for c in too_small)
+            least = (metric_lib.WIN_SIZE - 1) * 2 ** (len(metric_lib.MS_SSIM_WEIGHTS) - 1)
+            raise InputError(
+                f"{where}: MS-SSIM needs both sides > {least} pixels; {len(too_small)} clip(s) are smaller: {listed}; "
+                "pass --skip-bad to skip them, --size to resize, or leave ms_ssim out of --metrics"
+            )
+    for what, items in (("too short for the protocol", too_short), ("too small for MS-SSIM", too_small)):
+        if items:
+            log.warning("skipping %d clip(s) %s: %s", len(items), what, ", ".join(c["id"] for c in items))
+    return usable, {"too_short": too_short, "too_small_for_ms_ssim": too_small}
+
+
+def _sizes_text(counts: dict) -> str:
+    """{(h, w): clips} as "320x180 (2 clips), 448x256 (1 clip)"."""
+    return ", ".join(f"{w}x{h} ({n} clip{'s' if n != 1 else ''})" for (h, w), n in counts.items()) or "no size"
+
+
+def _summarize(totals: dict, names, horizon: int, flops: dict | None) -> dict:
+    """Scores, routing statistics and (given the size's FLOP costs) compute, from summed totals."""
+    count = float(totals["count"])
+    results = {}
+    for variant in VARIANTS:
+        results[variant] = {}
+        for n in names:
+            per_step = (totals[variant][n] / count).tolist()
+            results[variant][n] = {"per_step": per_step, "running_mean": _running(per_step)}
+    preds_made = count * horizon
+    rates = (totals["gate_sum"] / preds_made).tolist()
+    ran = (totals["ran_sum"] / preds_made).tolist()
+    out = {"clips": int(round(count)), "results": results,
+           "routing": {"blocks_per_prediction": float(sum(rates)), "block_rate": rates, "block_run_rate": ran},
+           "gflops_per_frame": None}
+    if flops is not None:
+        spent = flops["routing"] + (flops["all_blocks"] - sum(flops["blocks"])) + sum(
+            r * f for r, f in zip(ran, flops["blocks"]))
+        out["gflops_per_frame"] = {"all_blocks": flops["all_blocks"], "routing": flops["routing"],
+                                   "blocks": flops["blocks"], "routed_spent": spent}
+    return out
 
 
 def _local_rows(x) -> np.ndarray:
@@ -425,6 +522,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lpips", default=None, help="LPIPS checkpoint from `convert_weights.py lpips`")
     p.add_argument("--batch-size", type=int, default=None, help="global batch (default: one per device)")
     p.add_argument("--max-clips", type=int, default=None, help="evaluate only the first N clips")
+    p.add_argument("--size", default=None, metavar="WxH",
+                   help="resize every frame to WIDTHxHEIGHT first (default: each clip at its own size)")
+    p.add_argument("--skip-bad", action="store_true",
+                   help="skip (and count) clips too short for the protocol or too small for MS-SSIM, "
+                        "instead of stopping")
     p.add_argument("--output", default=None, help="folder for results.json / results.csv / predictions/")
     p.add_argument("--save-predictions", type=int, default=0, help="write the predicted PNGs of the first N clips")
     p.add_argument("--save-images", "--save_images", type=int, default=0, dest="save_images",
@@ -447,12 +549,15 @@ def main(argv=None) -> int:
             raise InputError("--save-predictions needs --output")
         if args.save_images and not args.output:
             raise InputError("--save-images needs --output")
+        size = None if args.size is None else parse_size(args.size)
         results = evaluate(args.checkpoint, args.dataset, args.data_dir, mode=args.mode, split=args.split,
                            context=context, horizon=args.horizon, metrics=metrics, lpips=args.lpips,
                            batch_size=args.batch_size, output=args.output, save_predictions=args.save_predictions,
-                           save_images=args.save_images, max_clips=args.max_clips)
-        print(f"{results['dataset']} ({results['tfds_name']}/{results['split']}, {results['clips']} clips, "
-              f"{results['frame_size'][0]}x{results['frame_size'][1]}); {results['protocol']['description']}")
+                           save_images=args.save_images, max_clips=args.max_clips, size=size,
+                           skip_bad=args.skip_bad)
+        sizes = _sizes_text({(h, w): e["clips"] for e in results["sizes"] for w, h in [e["size"]]})
+        print(f"{results['dataset']} ({results['tfds_name']}/{results['split']}, {results['clips']} clips at "
+              f"{sizes}); {results['protocol']['description']}")
         print(f"mode {results['mode']['description']}")
         print(results["table"])
         if args.output:

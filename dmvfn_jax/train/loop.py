@@ -75,10 +75,23 @@ def setup_logging(workdir: Path | None = None) -> None:
 def build_model(config) -> DMVFN:
     """A fresh DMVFN, or the weights of `config.init_checkpoint` (e.g. converted official ones)."""
     dtype = {"float32": None, "bfloat16": jnp.bfloat16}[config.get("compute_dtype", "float32")]
+    order = config.data.channel_order
     if config.get("init_checkpoint"):  # no random init to throw away
         params, meta = ckpt.load_checkpoint(config.init_checkpoint)
-        log.info("initialising from %s (channel order %s)", config.init_checkpoint, meta["channel_order"])
+        if meta["channel_order"] != order:
+            if not config.get("allow_channel_order_change", False):
+                raise InputError(
+                    f"init_checkpoint {config.init_checkpoint} was trained on {meta['channel_order']} frames, but "
+                    f"config.data.channel_order is {order}: fine-tuning on swapped channels starts from a worse "
+                    f"model. Pass --config.data.channel_order={meta['channel_order']}, or "
+                    "--config.allow_channel_order_change=True to retrain it on purpose"
+                )
+            log.warning("init_checkpoint %s was trained on %s frames; training it on %s frames "
+                        "(allow_channel_order_change)", config.init_checkpoint, meta["channel_order"], order)
+        log.info("initialising from %s (trained on %s frames); frames reach the network as %s",
+                 config.init_checkpoint, meta["channel_order"], order)
         return ckpt.build_with_params(lambda: DMVFN(rngs=nnx.Rngs(0), dtype=dtype), params, config.init_checkpoint)
+    log.info("a fresh model; frames reach the network as %s (config.data.channel_order)", order)
     # The 'rbg' PRNG initialises the 240 parameters several times faster than threefry on CPU.
     return DMVFN(rngs=nnx.Rngs(jax.random.key(config.seed, impl="rbg")), dtype=dtype)
 
@@ -317,3 +330,6 @@ def validate_config(config) -> None:
         raise InputError(f"compute_dtype must be 'float32' or 'bfloat16', got {config.compute_dtype!r}")
     if config.data.channel_order not in ckpt.CHANNEL_ORDERS:
         raise InputError(f"data.channel_order must be one of {ckpt.CHANNEL_ORDERS}")
+    if config.get("require_init_checkpoint") and not config.get("init_checkpoint"):
+        raise InputError(f"config {config.name!r} fine-tunes existing weights: pass --config.init_checkpoint=DIR "
+                         "(a `convert_weights.py dmvfn` output or a trained run's model/)")
