@@ -24,6 +24,10 @@ def base_config() -> ml_collections.ConfigDict:
     # a data.channel_order other than the init_checkpoint's is refused unless this is set
     c.allow_channel_order_change = False
     c.max_bad_steps = 20  # stop after this many non-finite updates in a row
+    # resuming: a config change that alters the run (dmvfn_jax/train/resume.py) is refused unless
+    # accepted; an unreadable newest checkpoint is moved aside and the next older one used, unless strict
+    c.accept_config_changes = False
+    c.strict_resume = False
     c.checkpoint_every = 1000
     c.keep_checkpoints = 3
     c.async_checkpoints = True

@@ -25,7 +25,7 @@ import jax
 import numpy as np
 from flax import nnx, traverse_util
 
-from dmvfn_jax.errors import InputError
+from dmvfn_jax.errors import InputError, quiet_orbax_noise
 
 FORMAT = "dmvfn-jax"
 FORMAT_VERSION = 1
@@ -218,6 +218,7 @@ def load_checkpoint(path) -> tuple[dict[str, Any], dict[str, Any]]:
         with ocp.StandardCheckpointer(multiprocessing_options=_this_process_only()) as ckptr:
             tree = ckptr.restore(Path(path).absolute() / PARAMS_DIR)
     except Exception as e:  # orbax raises many kinds; name the directory
+        quiet_orbax_noise()  # reads still in flight would each print a traceback
         raise CheckpointError(f"{Path(path) / PARAMS_DIR}: cannot restore parameters ({type(e).__name__}: {e})") from e
     return jax.tree.map(np.asarray, tree), meta
 

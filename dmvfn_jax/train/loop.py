@@ -3,8 +3,10 @@
 - data parallel over every device (`jax.jit` over a `Mesh(('data',))`), several hosts when
   `jax.distributed.initialize()` was called first (train.py does it with --distributed);
 - orbax `CheckpointManager` in `workdir/checkpoints` (parameters, optimiser state, step, RNG;
-  the input position is the step), keeping the latest N, saving asynchronously; a run resumes
-  from the latest complete checkpoint by itself; SIGTERM saves and exits cleanly;
+  the input position is the step; the config), keeping the latest N, saving asynchronously; a run
+  resumes from the latest readable checkpoint by itself, refusing a config that changes the run
+  (`resume.py`); SIGTERM saves and exits cleanly; a full disk stops the run with one line;
+- one run per workdir (`workdir_lock.py`);
 - non-finite updates are skipped and counted; `max_bad_steps` of them in a row stop training;
 - metrics to TensorBoard (`workdir/tensorboard`) and the log, progress with ETA;
 - at the end, `workdir/model` is an inference checkpoint that `Predictor.from_checkpoint` and
@@ -14,6 +16,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import logging
 import signal
@@ -117,25 +120,73 @@ def _checkpoint_manager(workdir: Path, config):
     return ocp.CheckpointManager((workdir / "checkpoints").absolute(), options=options)
 
 
+class DiskFull(InputError):
+    """A checkpoint could not be written for lack of space."""
+
+
+def _is_disk_full(e: BaseException) -> bool:
+    while e is not None:
+        if getattr(e, "errno", None) == errno.ENOSPC or "No space left on device" in str(e):
+            return True
+        e = e.__cause__ or e.__context__
+    return False
+
+
+def _complete_steps(mngr) -> list[int]:
+    """The steps whose checkpoints are complete on disk (read anew)."""
+    try:
+        mngr.reload()
+    except Exception as e:  # noqa: BLE001 - then the manager's own list
+        log.debug("reloading the checkpoint list: %s", e)
+    return list(mngr.all_steps())
+
+
+def _disk_full_error(e: BaseException, workdir: Path, state, step: int, mngr) -> DiskFull:
+    import shutil
+
+    need = sum(int(getattr(x, "nbytes", 0)) for x in jax.tree.leaves(state))
+    try:
+        free = shutil.disk_usage(workdir).free
+        free_text = f"{free / 2**20:.0f} MiB free"
+    except OSError:
+        free_text = "free space unknown"
+    last = [s for s in _complete_steps(mngr) if s != step]
+    keep = f"the newest complete checkpoint is step {max(last)}" if last else "no complete checkpoint was written"
+    return DiskFull(
+        f"no space left on the device of {workdir} while saving the checkpoint of step {step}: a checkpoint "
+        f"needs about {need / 2**20:.0f} MiB ({free_text}); {keep}, and running again resumes from it"
+    )
+
+
 def _save(mngr, state, step: int, config, wait: bool = False) -> None:
     import orbax.checkpoint as ocp
 
-    meta = {"step": step, "input_position": step, "data_source": config.data.source}
+    from dmvfn_jax.train.resume import config_snapshot
+
+    meta = {"step": step, "input_position": step, "data_source": config.data.source,
+            "config": config_snapshot(config)}
     mngr.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)))
     if wait:
         mngr.wait_until_finished()
 
 
-def _restore(mngr, state):
+def _restore(mngr, state, workdir: Path, strict: bool):
+    """(state, meta) of the newest readable checkpoint (`resume.restore_latest_readable`)."""
     import orbax.checkpoint as ocp
 
-    step = mngr.latest_step()
-    if step is None:
-        return None, None
+    from dmvfn_jax.train.resume import restore_latest_readable
+
     abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, state)
-    restored = mngr.restore(
-        step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore())
-    )
+
+    def restore_step(step):
+        return mngr.restore(
+            step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore())
+        )
+
+    step, restored = restore_latest_readable(mngr, restore_step, workdir, strict,
+                                             primary=jax.process_index() == 0)
+    if restored is None:
+        return None, None
     return restored.state, restored.meta
 
 
@@ -193,9 +244,24 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path, m
     ('completed' or 'preempted'), and the evaluation results if the config asks for them.
     `model` overrides the freshly built one (tests, fine-tuning from a notebook).
     """
+    from dmvfn_jax.train.workdir_lock import WorkdirLock
+
     workdir = Path(workdir)
-    setup_logging(workdir if jax.process_index() == 0 else None)
     validate_config(config)
+    lock = WorkdirLock(workdir) if jax.process_index() == 0 else None  # process 0 holds it for all hosts
+    if lock is not None:
+        lock.acquire()  # before anything is written: a second launch changes nothing
+    try:
+        setup_logging(workdir if jax.process_index() == 0 else None)
+        if lock is not None and lock.took_over:
+            log.warning("took over the workdir lock of %s, which is no longer running", lock.took_over)
+        return _train(config, workdir, model)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _train(config, workdir: Path, model: DMVFN | None) -> dict:
     total = config.num_train_steps
     log.info(
         "devices: %d (%s), processes: %d; global batch %d", jax.device_count(), jax.devices()[0].platform,
@@ -218,10 +284,37 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path, m
     jitted, state = step_lib.shard_train_step(step_fn, mesh, state)
 
     mngr = _checkpoint_manager(workdir, config)
-    restored, meta = _restore(mngr, state)
-    start = 0
+    saves: list[int] = []  # the steps whose checkpoints were started, newest last
+    try:
+        return _run(config, workdir, graphdef, state, jitted, mesh, mngr, total, saves)
+    except Exception as e:
+        if _is_disk_full(e):  # an async save fails at the next save or wait: name the first unfinished one
+            complete = set(_complete_steps(mngr))
+            failed = [s for s in saves if s not in complete]
+            raise _disk_full_error(e, workdir, state, failed[0] if failed else saves[-1] if saves else -1,
+                                   mngr) from None
+        raise
+    finally:
+        _close_quietly(mngr)
+
+
+def _close_quietly(mngr) -> None:
+    """Shuts orbax's async machinery down; a failed background save is reported by the caller,
+    not again here."""
+    try:
+        mngr.close()
+    except Exception as e:  # noqa: BLE001 - its error was already raised (or is being)
+        log.debug("closing the checkpoint manager: %s", e)
+
+
+def _run(config, workdir: Path, graphdef, state, jitted, mesh, mngr, total: int, saves: list[int]) -> dict:
+    from dmvfn_jax.train.resume import check_config
+
+    restored, meta = _restore(mngr, state, workdir, bool(config.get("strict_resume", False)))
+    start, accepted = 0, []
     if restored is not None:
         state, start = restored, int(meta["step"])
+        accepted = check_config(meta.get("config"), config, start)
         log.info("resumed from %s at step %d", workdir / "checkpoints" / str(start), start)
     source = make_source(config, jax.process_index(), jax.process_count())
     writer = MetricWriter(workdir / "tensorboard", enabled=jax.process_index() == 0)
@@ -255,6 +348,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path, m
                 writer.image(done, "train/inputs_prediction_truth",
                              _image_strip(strip_fn, state.params, clips[0], config.data.channel_order))
             if done % config.checkpoint_every == 0 or done == total or stopper.requested:
+                saves.append(done)
                 _save(mngr, state, done, config, wait=stopper.requested or done == total)
             if stopper.requested:
                 status = "preempted"
@@ -263,7 +357,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path, m
 
     _check_streak(pending, config.max_bad_steps, mngr)
     mngr.wait_until_finished()
-    mngr.close()
     elapsed = time.perf_counter() - t_start
     summary = {
         "status": status,
@@ -272,6 +365,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path, m
         "train_time_s": elapsed,
         "last_metrics": {k: v for k, v in last.items()},
     }
+    if start:
+        summary["resumed_from_step"] = start
+    if accepted:  # breaking config changes accepted on resume (accept_config_changes)
+        summary["accepted_config_changes"] = accepted
     if summary["skipped_updates"]:
         log.info("%d updates were skipped for non-finite loss or gradient", summary["skipped_updates"])
     if status == "completed" and jax.process_index() == 0:
