@@ -46,7 +46,7 @@ class _OrbaxAftermath(logging.Filter):
             exc = record.exc_info[1]
             return not (_through_orbax(record.exc_info[2]) or _TENSORSTORE_STATUS.match(str(exc)))
         if "orbax" in record.pathname and record.levelno >= logging.ERROR and record.exc_info:
-            record.msg, record.args = record.getMessage().splitlines()[0], None
+            record.msg, record.args = (record.getMessage().splitlines() or [""])[0], None
             record.exc_info, record.exc_text = None, None
         return True
 

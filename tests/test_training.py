@@ -190,11 +190,9 @@ def test_bad_config_is_refused_before_compute(tmp_path):
         loop.train_and_evaluate(tiny_config(warmup_steps=20), tmp_path)
 
 
-def test_init_checkpoint_channel_order_must_match_the_data(tmp_path, converted_dir, caplog):
+def test_init_checkpoint_channel_order_must_match_the_data(tmp_path, converted_dir):
     """Official weights expect BGR: training them on RGB data is refused unless asked, and the log
     says which order the frames reach the network in."""
-    import logging
-
     from configs import finetune
 
     with pytest.raises(InputError, match=r"init_checkpoint .* was trained on BGR frames, but config.data.channel_order "
@@ -203,10 +201,10 @@ def test_init_checkpoint_channel_order_must_match_the_data(tmp_path, converted_d
         loop.train_and_evaluate(tiny_config(init_checkpoint=str(converted_dir)), tmp_path / "refused")
     assert not (tmp_path / "refused" / "checkpoints").exists()
     config = tiny_config(init_checkpoint=str(converted_dir), allow_channel_order_change=True, num_train_steps=3)
-    with caplog.at_level(logging.INFO, logger="dmvfn_jax"):
-        loop.train_and_evaluate(config, tmp_path / "asked")
-    assert "was trained on BGR frames; training it on RGB frames (allow_channel_order_change)" in caplog.text
-    assert "frames reach the network as RGB" in caplog.text
+    loop.train_and_evaluate(config, tmp_path / "asked")
+    logged = (tmp_path / "asked" / "train.log").read_text()
+    assert "was trained on BGR frames; training it on RGB frames (allow_channel_order_change)" in logged
+    assert "frames reach the network as RGB" in logged
     assert ckpt.load_checkpoint(tmp_path / "asked" / "model")[1]["channel_order"] == "RGB"
     # the fine-tuning config reads BGR and needs the weights it fine-tunes
     c = finetune.get_config()

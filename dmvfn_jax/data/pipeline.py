@@ -241,11 +241,12 @@ class ClipInfo(NamedTuple):
     width: int
 
 
-def clip_index(name: str, data_dir, split: str, records=None, read_records: bool = True) -> list[ClipInfo] | None:
+def clip_index(name: str, data_dir, split: str, records=None, read_records: bool = True,
+               limit: int | None = None) -> list[ClipInfo] | None:
     """Every record of a split, in record order, from the build's `metadata.json` (builds of
     version 1.1.0 and later: no record is read). Older builds have no such table: their records
-    are read (not their frames decoded), with a note saying so, or with `read_records=False`
-    None is returned."""
+    are read (not their frames decoded; only the first `limit` if given), with a note saying so,
+    or with `read_records=False` None is returned."""
     path = find_build(name, data_dir)
     records = open_split(name, data_dir, split) if records is None else records
     meta_file = path / "metadata.json"
@@ -267,7 +268,7 @@ def clip_index(name: str, data_dir, split: str, records=None, read_records: bool
     log.info("%s: no clip table in metadata.json (built before 1.1.0): reading the %d records of %s to "
              "know their lengths and sizes; a rebuild skips this", path, n, split)
     out = []
-    for i in range(n):
+    for i in range(n if limit is None else min(n, int(limit))):
         r = records[i]
         out.append(ClipInfo(_text(r["id"]), len(r["frames"]), int(r["height"]), int(r["width"])))
     return out
@@ -291,7 +292,7 @@ class EvalClips:
         self.where, self.num_frames, self.flip = f"{name}/{split}", num_frames, channel_order == "BGR"
         if max_clips is not None and max_clips < 1:
             raise InputError(f"max_clips must be >= 1, got {max_clips}")
-        self.index = clip_index(name, data_dir, split, self.records)
+        self.index = clip_index(name, data_dir, split, self.records, limit=max_clips)
         if max_clips is not None:
             self.index = self.index[: int(max_clips)]
         self.resize = None if size is None else (int(size[0]), int(size[1]))

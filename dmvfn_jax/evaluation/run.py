@@ -335,8 +335,11 @@ def evaluate(checkpoint, dataset: str, data_dir, *, mode: str = "clean", split: 
         log.info("%dx%d: %d clip(s), %.1f GFLOPs per frame with all blocks%s; compiling for this size",
                  width, height, len(members), flops["all_blocks"], ratio)
         totals = None
-        for batch, mask, idx in clips.batches(batch_size, jax.process_index(), jax.process_count(), members):
-            want_preds = out_dir is not None and bool(n_saved) and bool(np.any((idx >= 0) & (idx < n_saved)))
+        for k, (batch, mask, idx) in enumerate(clips.batches(batch_size, jax.process_index(), jax.process_count(),
+                                                             members)):
+            # from the whole batch's clips, not this process's rows: every process runs the same program
+            whole = members[k * batch_size:(k + 1) * batch_size]
+            want_preds = out_dir is not None and bool(n_saved) and any(i < n_saved for i in whole)
             g_clips = jax.make_array_from_process_local_data(sharded, batch)
             g_mask = jax.make_array_from_process_local_data(sharded, mask)
             sums, preds = step_fn(want_preds)(params, lpips_params, g_clips, g_mask, jax.random.fold_in(base_key, b))

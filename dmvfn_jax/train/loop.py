@@ -75,10 +75,24 @@ def setup_logging(workdir: Path | None = None) -> None:
         log.addHandler(_file_handler)
 
 
-def build_model(config) -> DMVFN:
-    """A fresh DMVFN, or the weights of `config.init_checkpoint` (e.g. converted official ones)."""
+def _has_checkpoints(workdir: Path) -> bool:
+    """Whether the run has checkpoints to resume from (readable or not: the restore decides)."""
+    folder = workdir / "checkpoints"
+    return folder.is_dir() and any(p.name.isdigit() for p in folder.iterdir())
+
+
+def build_model(config, resuming: bool = False) -> DMVFN:
+    """A fresh DMVFN, or the weights of `config.init_checkpoint` (e.g. converted official ones).
+    `resuming`: the weights come from the run's checkpoint, so `init_checkpoint` is not read."""
     dtype = {"float32": None, "bfloat16": jnp.bfloat16}[config.get("compute_dtype", "float32")]
     order = config.data.channel_order
+    if resuming:
+        log.info("resuming: the weights come from the run's checkpoint%s; frames reach the network as %s",
+                 " (init_checkpoint is not read)" if config.get("init_checkpoint") else "", order)
+        return DMVFN(rngs=nnx.Rngs(jax.random.key(config.seed, impl="rbg")), dtype=dtype)
+    if config.get("require_init_checkpoint") and not config.get("init_checkpoint"):
+        raise InputError(f"config {config.name!r} fine-tunes existing weights: pass --config.init_checkpoint=DIR "
+                         "(a `convert_weights.py dmvfn` output or a trained run's model/)")
     if config.get("init_checkpoint"):  # no random init to throw away
         params, meta = ckpt.load_checkpoint(config.init_checkpoint)
         if meta["channel_order"] != order:
@@ -141,20 +155,25 @@ def _complete_steps(mngr) -> list[int]:
     return list(mngr.all_steps())
 
 
-def _disk_full_error(e: BaseException, workdir: Path, state, step: int, mngr) -> DiskFull:
+def _disk_full_error(e: BaseException, workdir: Path, state, saves: list[int], mngr) -> DiskFull:
+    """One line: what could not be written, the space a checkpoint needs, and where a rerun starts.
+    An async save fails at the next save or wait: the first started and unfinished one is named."""
     import shutil
 
     need = sum(int(getattr(x, "nbytes", 0)) for x in jax.tree.leaves(state))
     try:
-        free = shutil.disk_usage(workdir).free
-        free_text = f"{free / 2**20:.0f} MiB free"
+        free_text = f"{shutil.disk_usage(workdir).free / 2**20:.0f} MiB free"
     except OSError:
         free_text = "free space unknown"
-    last = [s for s in _complete_steps(mngr) if s != step]
-    keep = f"the newest complete checkpoint is step {max(last)}" if last else "no complete checkpoint was written"
+    complete = _complete_steps(mngr)
+    failed = [s for s in saves if s not in complete]
+    other = getattr(e, "filename", None) or "the run's other files (model, logs, summary)"
+    what = f"saving the checkpoint of step {failed[0]}" if failed else f"writing {other}"
+    rerun = (f"the newest complete checkpoint is step {max(complete)}, and running again resumes from it" if complete
+             else "no checkpoint was completed, so running again starts from step 0")
     return DiskFull(
-        f"no space left on the device of {workdir} while saving the checkpoint of step {step}: a checkpoint "
-        f"needs about {need / 2**20:.0f} MiB ({free_text}); {keep}, and running again resumes from it"
+        f"no space left on the device of {workdir} while {what}: a checkpoint needs about {need / 2**20:.0f} MiB "
+        f"({free_text}); {rerun}"
     )
 
 
@@ -244,13 +263,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path, m
     ('completed' or 'preempted'), and the evaluation results if the config asks for them.
     `model` overrides the freshly built one (tests, fine-tuning from a notebook).
     """
-    from dmvfn_jax.train.workdir_lock import WorkdirLock
-
     workdir = Path(workdir)
     validate_config(config)
-    lock = WorkdirLock(workdir) if jax.process_index() == 0 else None  # process 0 holds it for all hosts
-    if lock is not None:
-        lock.acquire()  # before anything is written: a second launch changes nothing
+    lock = _lock_workdir(workdir)  # before anything is written: a second launch changes nothing
     try:
         setup_logging(workdir if jax.process_index() == 0 else None)
         if lock is not None and lock.took_over:
@@ -259,6 +274,27 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path, m
     finally:
         if lock is not None:
             lock.release()
+
+
+def _lock_workdir(workdir: Path):
+    """Process 0 takes the workdir's lock for all hosts; on a busy workdir every process stops."""
+    from dmvfn_jax.train.workdir_lock import WorkdirInUse, WorkdirLock
+
+    lock, busy = None, None
+    if jax.process_index() == 0:
+        try:
+            lock = WorkdirLock(workdir).acquire()
+        except InputError as e:
+            busy = e
+    if jax.process_count() > 1:  # the other processes learn whether process 0 got it
+        from jax.experimental import multihost_utils
+
+        got = bool(multihost_utils.broadcast_one_to_all(np.array(busy is None)))
+        if not got and busy is None:
+            raise WorkdirInUse(f"workdir {workdir}: process 0 could not lock it (see its error)")
+    if busy is not None:
+        raise busy
+    return lock
 
 
 def _train(config, workdir: Path, model: DMVFN | None) -> dict:
@@ -270,7 +306,8 @@ def _train(config, workdir: Path, model: DMVFN | None) -> dict:
     if config.batch_size % jax.device_count():
         raise InputError(f"batch_size {config.batch_size} is not divisible by the {jax.device_count()} devices")
 
-    model = model if model is not None else build_model(config)
+    resuming = _has_checkpoints(workdir)
+    model = model if model is not None else build_model(config, resuming)
     vgg = _build_vgg(config)
     optimizer = optim.make_train_optimizer(config.weight_decay)
     schedule = optim.lr_schedule(total, config.warmup_steps, config.base_lr, config.peak_lr)
@@ -288,11 +325,8 @@ def _train(config, workdir: Path, model: DMVFN | None) -> dict:
     try:
         return _run(config, workdir, graphdef, state, jitted, mesh, mngr, total, saves)
     except Exception as e:
-        if _is_disk_full(e):  # an async save fails at the next save or wait: name the first unfinished one
-            complete = set(_complete_steps(mngr))
-            failed = [s for s in saves if s not in complete]
-            raise _disk_full_error(e, workdir, state, failed[0] if failed else saves[-1] if saves else -1,
-                                   mngr) from None
+        if _is_disk_full(e):
+            raise _disk_full_error(e, workdir, state, saves, mngr) from None
         raise
     finally:
         _close_quietly(mngr)
@@ -427,6 +461,3 @@ def validate_config(config) -> None:
         raise InputError(f"compute_dtype must be 'float32' or 'bfloat16', got {config.compute_dtype!r}")
     if config.data.channel_order not in ckpt.CHANNEL_ORDERS:
         raise InputError(f"data.channel_order must be one of {ckpt.CHANNEL_ORDERS}")
-    if config.get("require_init_checkpoint") and not config.get("init_checkpoint"):
-        raise InputError(f"config {config.name!r} fine-tunes existing weights: pass --config.init_checkpoint=DIR "
-                         "(a `convert_weights.py dmvfn` output or a trained run's model/)")
