@@ -135,9 +135,10 @@ def test_incomplete_checkpoint_is_never_the_latest(tmp_path):
     mngr = loop._checkpoint_manager(tmp_path, config)
     assert mngr.latest_step() == 4
     mngr.close()
-    config.num_train_steps = 6
+    config.num_train_steps = 6  # a longer schedule: a change that alters the run, accepted on purpose
+    config.accept_config_changes = True
     summary = loop.train_and_evaluate(config, tmp_path)
-    assert summary["step"] == 6
+    assert summary["step"] == 6 and summary["accepted_config_changes"] == ["num_train_steps: 4 -> 6"]
     log = (tmp_path / "train.log").read_text()
     assert "at step 4" in log
     assert sorted(p.name for p in ckdir.iterdir() if p.name.isdigit()) == ["5", "6"]
