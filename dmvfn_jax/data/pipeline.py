@@ -125,7 +125,7 @@ class TfdsSource:
 
     def __init__(self, name: str, data_dir, split: str, seed: int, num_frames: int, crop_h: int, crop_w: int,
                  global_batch: int, process_index: int = 0, process_count: int = 1, channel_order: str = "RGB",
-                 max_stride: int = 1, workers: int = 0, prefetch: int = 2):
+                 max_stride: int = 1, workers: int = 0, prefetch: int = 2, check_clips: bool = True):
         if global_batch % process_count:
             raise InputError(f"batch_size {global_batch} is not divisible by the {process_count} processes")
         if workers < 0 or prefetch < 1:
@@ -141,7 +141,8 @@ class TfdsSource:
         self.flip = channel_order == "BGR"
         self.workers, self.prefetch = workers, prefetch
         self._order = (-1, None)
-        self._check_clips(clip_index(name, data_dir, split, self.records, read_records=False))
+        if check_clips:  # once, in the training process; its input workers skip it
+            self._check_clips(clip_index(name, data_dir, split, self.records, read_records=False))
 
     def _check_clips(self, index: list[ClipInfo] | None) -> None:
         """Clips too short for `num_frames` or smaller than the crop, all named before the first
@@ -225,7 +226,7 @@ _WORKER_SOURCE: TfdsSource | None = None
 
 def _init_worker(kwargs: dict) -> None:
     global _WORKER_SOURCE
-    _WORKER_SOURCE = TfdsSource(**kwargs)
+    _WORKER_SOURCE = TfdsSource(**kwargs, check_clips=False)
 
 
 def _load_in_worker(example: int) -> np.ndarray:

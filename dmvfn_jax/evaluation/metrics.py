@@ -100,8 +100,13 @@ def _avg_pool_2x2(x: jax.Array) -> jax.Array:
     return x.reshape(b, h // 2, 2, w // 2, 2, c).mean(axis=(2, 4))
 
 
+def ms_ssim_min_side() -> int:
+    """MS-SSIM needs both sides larger than this: 4 downsamplings of an 11-tap window."""
+    return (WIN_SIZE - 1) * 2 ** (len(MS_SSIM_WEIGHTS) - 1)
+
+
 def check_ms_ssim_size(height: int, width: int) -> None:
-    least = (WIN_SIZE - 1) * 2 ** (len(MS_SSIM_WEIGHTS) - 1)
+    least = ms_ssim_min_side()
     if min(height, width) <= least:
         raise InputError(
             f"MS-SSIM needs both sides > {least} pixels (4 downsamplings of an 11-tap window), "

@@ -394,11 +394,7 @@ def usable_clips(clips, protocol: Protocol, names, skip_bad: bool) -> tuple[list
     short = {c.id for c in clips.too_short()}
     small_sizes = set()
     if "ms_ssim" in names:
-        for hw in clips.by_size():
-            try:
-                metric_lib.check_ms_ssim_size(*hw)
-            except InputError:
-                small_sizes.add(hw)
+        small_sizes = {hw for hw in clips.by_size() if min(hw) <= metric_lib.ms_ssim_min_side()}
     too_short, too_small, usable = [], [], []
     for i, info in enumerate(clips.index):
         if info.id in short:
@@ -417,9 +413,8 @@ def usable_clips(clips, protocol: Protocol, names, skip_bad: bool) -> tuple[list
             )
         if too_small:
             listed = ", ".join(f"{c['id']} ({c['size'][0]}x{c['size'][1]})" for c in too_small)
-            least = (metric_lib.WIN_SIZE - 1) * 2 ** (len(metric_lib.MS_SSIM_WEIGHTS) - 1)
             raise InputError(
-                f"{where}: MS-SSIM needs both sides > {least} pixels; {len(too_small)} clip(s) are smaller: {listed}; "
+                f"{where}: MS-SSIM needs both sides > {metric_lib.ms_ssim_min_side()} pixels; {len(too_small)} clip(s) are smaller: {listed}; "
                 "pass --skip-bad to skip them, --size to resize, or leave ms_ssim out of --metrics"
             )
     for what, items in (("too short for the protocol", too_short), ("too small for MS-SSIM", too_small)):
