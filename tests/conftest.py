@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import jax
@@ -13,13 +16,24 @@ from flax import nnx
 
 import torch_dmvfn as tdm
 from dmvfn_jax import checkpoint as ckpt
+from dmvfn_jax.compile_cache import enable_compilation_cache
 from dmvfn_jax.convert import dmvfn_torch
 from dmvfn_jax.models import DMVFN
 
 REPO = Path(__file__).resolve().parents[1]
-# Commands the tests start (train.py, eval.py, predict) would fill ~/.cache/dmvfn_jax: keep
-# them off the persistent compilation cache; test_compile_cache.py turns it on on purpose.
-os.environ.setdefault("DMVFN_JAX_CACHE", "off")
+# One persistent compilation cache for the whole session, in a temporary folder removed at exit:
+# the tests and the commands they start (train.py, eval.py, predict) compile many identical
+# programs (a training step takes ~50 s to compile here), and none of them writes ~/.cache.
+# DMVFN_JAX_TEST_CACHE=off compiles everything afresh; tests of the cache itself use their own folders.
+_SETTING = os.environ.get("DMVFN_JAX_TEST_CACHE", "")
+if _SETTING.lower() in ("off", "0", "false", "none"):
+    os.environ["DMVFN_JAX_CACHE"] = "off"
+else:
+    _CACHE = Path(_SETTING) if _SETTING else Path(tempfile.mkdtemp(prefix="dmvfn_jax_test_xla_"))
+    os.environ["DMVFN_JAX_CACHE"] = str(_CACHE)
+    enable_compilation_cache(_CACHE)
+    if not _SETTING:
+        atexit.register(shutil.rmtree, _CACHE, ignore_errors=True)
 REAL_DATA = REPO.parent / "shared" / "data" / "real"
 
 torch.set_num_threads(2)
