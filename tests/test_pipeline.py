@@ -1,4 +1,5 @@
-"""The TFDS input: reproducible, sharded per host, resumable, worker-count independent, no TensorFlow."""
+"""The TFDS input on Grain: reproducible, sharded per host, resumable (by step and from the iterator
+state), worker-count independent, no TensorFlow."""
 
 from __future__ import annotations
 
@@ -83,6 +84,22 @@ def test_resume_and_worker_processes_give_the_same_stream(data_dir):
         np.testing.assert_array_equal(g, w)
     # resuming at step 6 in a fresh source continues the same stream
     np.testing.assert_array_equal(next(source(data_dir).batches(6, 8)), want[1])
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_the_grain_iterator_state_resumes_the_stream(data_dir, workers):
+    """What a training checkpoint saves: a fresh iterator given the state continues the stream."""
+    s = source(data_dir, workers=workers)
+    it = s.iterator(3)
+    for step in (3, 4):
+        np.testing.assert_array_equal(next(it), s.batch(step))
+    state = it.get_state()
+    it.close()
+    fresh = source(data_dir, workers=workers).iterator(3)
+    fresh.set_state(state)
+    for step in (5, 6, 7):
+        np.testing.assert_array_equal(next(fresh), s.batch(step))
+    fresh.close()
 
 
 def test_temporal_stride_and_channel_order(data_dir):
@@ -175,6 +192,8 @@ def test_training_input_never_imports_tensorflow(data_dir):
         "from dmvfn_jax.data.pipeline import TfdsSource\n"
         f"s = TfdsSource('dmvfn_clip_folder', {str(data_dir)!r}, 'train', 0, 3, 32, 32, 2)\n"
         "s.batch(0)\n"
+        "it = s.iterator(0)\n"
+        "next(it)\n"
         "print('tensorflow' in sys.modules)\n"
     )
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)

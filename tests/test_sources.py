@@ -23,6 +23,10 @@ def test_clip_folder_source_is_deterministic_and_augmented(cityscapes_prepared):
     np.testing.assert_array_equal(np.concatenate(halves), a)
     bgr = ClipFolderSource(cityscapes_prepared, 3, 30, 256, 256, 2, channel_order="BGR").batch(0)
     np.testing.assert_array_equal(bgr, a[..., ::-1])
+    # the same stream from 2 input worker processes (Grain's mp_prefetch)
+    got = list(ClipFolderSource(cityscapes_prepared, 3, 30, 256, 256, 2, workers=2).batches(0, 2))
+    np.testing.assert_array_equal(got[0], a)
+    np.testing.assert_array_equal(got[1], src.batch(1))
 
 
 def test_clip_folder_errors(tmp_path, cityscapes_prepared):

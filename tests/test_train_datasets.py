@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import json
+import re
+import signal
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
 
 from conftest import REPO
+from test_training import model_params
 from dmvfn_jax.data.build import build
 from dmvfn_jax.data.prepare import resize_linear
 from dmvfn_jax.image_io import load_image, save_png
@@ -22,21 +26,44 @@ def cityscapes_tfds(tmp_path_factory, cityscapes_prepared):
     return out
 
 
-def test_train_py_cityscapes_config_from_a_tfds_build(tmp_path, cityscapes_tfds):
+def test_train_py_cityscapes_config_from_a_tfds_build_resumes_exactly_after_kill_9(tmp_path, cityscapes_tfds):
     """The issue's command, shrunk for a CPU: `train.py --config configs/cityscapes.py
-    --config.data_dir=<TFDS build of the real clip>`, 2 input worker processes."""
-    cmd = [sys.executable, str(REPO / "train.py"), "--config", str(REPO / "configs/cityscapes.py"),
-           "--workdir", str(tmp_path / "run"), f"--config.data_dir={cityscapes_tfds}",
-           "--config.data.num_frames=4", "--config.data.height=128", "--config.data.width=128",
-           "--config.data.workers=2", "--config.batch_size=2", "--config.num_train_steps=3",
-           "--config.warmup_steps=1", "--config.log_every=1"]
-    r = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+    --config.data_dir=<TFDS build of the real clip>`. A run with 2 input worker processes, killed
+    with SIGKILL after its step-2 checkpoint, resumes from the Grain iterator state saved in that
+    checkpoint and ends with the parameters of an uninterrupted run without workers, bit for bit."""
+    def cmd(workdir, *extra):
+        return [sys.executable, str(REPO / "train.py"), "--config", str(REPO / "configs/cityscapes.py"),
+                "--workdir", str(workdir), f"--config.data_dir={cityscapes_tfds}",
+                "--config.data.num_frames=4", "--config.data.height=128", "--config.data.width=128",
+                "--config.batch_size=2", "--config.num_train_steps=4", "--config.warmup_steps=1",
+                "--config.log_every=1", "--config.checkpoint_every=2", *extra]
+
+    straight = tmp_path / "straight"
+    r = subprocess.run(cmd(straight, "--config.data.workers=0"), capture_output=True, text=True, timeout=900)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
-    assert "step 3/3 (100%)" in r.stdout
-    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert "step 4/4 (100%)" in r.stdout
+    summary = json.loads((straight / "summary.json").read_text())
     assert summary["status"] == "completed" and np.isfinite(summary["last_metrics"]["total"])
-    meta = json.loads((tmp_path / "run" / "model" / "dmvfn.json").read_text())
+    meta = json.loads((straight / "model" / "dmvfn.json").read_text())
     assert meta["channel_order"] == "BGR"
+
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen(cmd(killed, "--config.data.workers=2", "--config.async_checkpoints=False"),
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    deadline = time.time() + 600
+    while not (killed / "checkpoints" / "2").is_dir():
+        assert proc.poll() is None and time.time() < deadline, "no checkpoint at step 2"
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (killed / "model").exists()  # really killed before the end
+    assert (killed / "checkpoints" / "2" / "input" / "process_0-of-1.json").is_file()
+    r = subprocess.run(cmd(killed, "--config.data.workers=2"), capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
+    assert re.search(r"resumed from .* at step 2", r.stdout), r.stdout
+    assert "the input continues from the Grain iterator state saved at step 2" in r.stdout, r.stdout
+    for a, b in zip(model_params(straight / "model"), model_params(killed / "model"), strict=True):
+        np.testing.assert_array_equal(a, b)
 
 
 def _train(config, workdir):

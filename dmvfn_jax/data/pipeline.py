@@ -1,24 +1,26 @@
 """The training and evaluation input from TFDS builds (see `tfds_builders.py`), with no TensorFlow.
 
-Builds are ArrayRecord files read by index (`tfds` data sources), so the input is addressed the
-way the other sources are (`sources.py`): global batch step s takes the examples
-s*B .. s*B+B-1 of an endless stream that visits every clip of the split once per epoch, in an
-order shuffled per epoch with (seed, epoch). Each process reads only its own slice of every
-batch (per-host sharding), and example e is a pure function of (seed, e):
+Builds are ArrayRecord files read by index (`tfds` data sources), the source of a Grain
+`MapDataset` (`stream.py`): global batch step s takes the examples s*B .. s*B+B-1 of an endless
+stream that visits every clip of the split once per epoch, in an order Grain shuffles per epoch
+from (seed, epoch). Each process reads only its own block of every batch (per-host sharding),
+and example e is a pure function of (seed, e):
 
-1. its clip is record `order_epoch[e mod N]`;
+1. its clip is record `order[e]` (Grain's `shuffle(seed).repeat()` over the record indices);
 2. a window of `num_frames` frames at a random start and a random temporal stride in
    1..max(1, min(max_stride, n // num_frames)) (`sample_temporal_window`; `max_stride=1` for all
-   datasets but UCF101, whose official recipe uses 5). For Cityscapes (30 of 30) or KITTI (9 of 9)
-   the window is the whole clip; for a Vimeo septuplet and 3 frames it is a random triplet;
+   datasets but UCF101, whose official recipe uses 5), drawn with the generator (seed, 1, e).
+   For Cityscapes (30 of 30) or KITTI (9 of 9) the window is the whole clip; for a Vimeo
+   septuplet and 3 frames it is a random triplet;
 3. only the window's frames are decoded (PIL), then one draw of the official augmentations
-   (crop, rotation cascade, channel reversal, flips) is applied to all of them;
+   (crop, rotation cascade, channel reversal, flips), from the same generator, is applied to
+   all of them;
 4. frames leave as uint8 (normalised on the device by the train step), flipped to BGR when
    the config trains on BGR.
 
 So a run is reproducible, does not depend on the number of input workers, and resumes exactly
-at a checkpoint's step. `workers=N` loads examples in N spawned processes, `prefetch` batches
-ahead of the training step; `workers=0` loads in the training process.
+at a checkpoint's step. `workers=N` loads batches in N spawned processes (Grain's
+`mp_prefetch`), `prefetch` batches ahead per process; `workers=0` loads in the training process.
 
 TensorFlow is never imported here. If something else imported it (a notebook), the source hides
 every GPU and TPU from it so that it cannot take accelerator memory.
@@ -28,16 +30,14 @@ from __future__ import annotations
 
 import json
 import logging
-import multiprocessing
 import sys
-from collections import deque
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Iterator, NamedTuple, Sequence
 
 import numpy as np
 
 from dmvfn_jax.data.augment import augment_clip, sample_temporal_window
+from dmvfn_jax.data.stream import TrainingStream, example_rng
 from dmvfn_jax.errors import InputError
 from dmvfn_jax.image_io import FrameError, decode_image
 
@@ -120,29 +120,44 @@ def decode_frames(record, indices, where: str) -> np.ndarray:
     return np.stack(frames)
 
 
+class TfdsClipLoader:
+    """A record and its generator -> the training example (module docstring, steps 2-4)."""
+
+    def __init__(self, where: str, num_frames: int, crop: tuple[int, int], max_stride: int, flip: bool):
+        self.where, self.num_frames, self.crop, self.max_stride, self.flip = where, num_frames, crop, max_stride, flip
+
+    def __call__(self, record, rng: np.random.Generator) -> np.ndarray:
+        n = len(record["frames"])
+        if n < self.num_frames:
+            raise InputError(
+                f"{self.where}: clip {_text(record['id'])} has {n} frames, the config needs "
+                f"data.num_frames={self.num_frames}"
+            )
+        indices = sample_temporal_window(rng, n, self.num_frames, self.max_stride)
+        clip = decode_frames(record, indices, self.where)
+        _, h, w, _ = clip.shape
+        if self.crop[0] > h or self.crop[1] > w:
+            raise InputError(
+                f"{self.where}: clip {_text(record['id'])} is {w}x{h}, smaller than the "
+                f"{self.crop[1]}x{self.crop[0]} crop (data.width x data.height)"
+            )
+        clip = augment_clip(rng, clip, *self.crop)
+        return np.ascontiguousarray(clip[..., ::-1]) if self.flip else clip
+
+
 class TfdsSource:
-    """Training clips from a TFDS build, addressed by step (module docstring)."""
+    """Training clips from a TFDS build, addressed by step (module docstring), on Grain (`stream.py`)."""
 
     def __init__(self, name: str, data_dir, split: str, seed: int, num_frames: int, crop_h: int, crop_w: int,
                  global_batch: int, process_index: int = 0, process_count: int = 1, channel_order: str = "RGB",
-                 max_stride: int = 1, workers: int = 0, prefetch: int = 2, check_clips: bool = True):
-        if global_batch % process_count:
-            raise InputError(f"batch_size {global_batch} is not divisible by the {process_count} processes")
-        if workers < 0 or prefetch < 1:
-            raise InputError(f"data.workers must be >= 0 and data.prefetch >= 1, got {workers} and {prefetch}")
-        self.kwargs = dict(name=name, data_dir=str(data_dir), split=split, seed=seed, num_frames=num_frames,
-                           crop_h=crop_h, crop_w=crop_w, global_batch=global_batch, process_index=process_index,
-                           process_count=process_count, channel_order=channel_order, max_stride=max_stride)
+                 max_stride: int = 1, workers: int = 0, prefetch: int = 2):
         self.where = f"{name}/{split}"
         self.records = open_split(name, data_dir, split)
-        self.seed, self.num_frames, self.crop, self.max_stride = seed, num_frames, (crop_h, crop_w), max_stride
-        self.global_batch, self.local_batch = global_batch, global_batch // process_count
-        self.offset = process_index * self.local_batch
-        self.flip = channel_order == "BGR"
-        self.workers, self.prefetch = workers, prefetch
-        self._order = (-1, None)
-        if check_clips:  # once, in the training process; its input workers skip it
-            self._check_clips(clip_index(name, data_dir, split, self.records, read_records=False))
+        self.seed, self.num_frames, self.crop = seed, num_frames, (crop_h, crop_w)
+        self.loader = TfdsClipLoader(self.where, num_frames, (crop_h, crop_w), max_stride, channel_order == "BGR")
+        self.stream = TrainingStream(self.records, self.loader, seed, global_batch, process_index, process_count,
+                                     workers, prefetch)
+        self._check_clips(clip_index(name, data_dir, split, self.records, read_records=False))
 
     def _check_clips(self, index: list[ClipInfo] | None) -> None:
         """Clips too short for `num_frames` or smaller than the crop, all named before the first
@@ -163,74 +178,23 @@ class TfdsSource:
 
     def record_of(self, example: int) -> int:
         """The record index that global example `example` reads."""
-        epoch, pos = divmod(example, len(self.records))
-        if self._order[0] != epoch:
-            self._order = (epoch, np.random.default_rng([self.seed, epoch]).permutation(len(self.records)))
-        return int(self._order[1][pos])
+        return self.stream.clip_of(example)
 
     def load(self, example: int) -> np.ndarray:
         """Global example `example`: (num_frames, crop_h, crop_w, 3) uint8."""
-        record = self.records[self.record_of(example)]
-        n = len(record["frames"])
-        if n < self.num_frames:
-            raise InputError(
-                f"{self.where}: clip {_text(record['id'])} has {n} frames, the config needs "
-                f"data.num_frames={self.num_frames}"
-            )
-        rng = np.random.default_rng([self.seed, 1, example])
-        indices = sample_temporal_window(rng, n, self.num_frames, self.max_stride)
-        clip = decode_frames(record, indices, self.where)
-        _, h, w, _ = clip.shape
-        if self.crop[0] > h or self.crop[1] > w:
-            raise InputError(
-                f"{self.where}: clip {_text(record['id'])} is {w}x{h}, smaller than the "
-                f"{self.crop[1]}x{self.crop[0]} crop (data.width x data.height)"
-            )
-        clip = augment_clip(rng, clip, *self.crop)
-        return np.ascontiguousarray(clip[..., ::-1]) if self.flip else clip
-
-    def examples(self, step: int) -> range:
-        first = step * self.global_batch + self.offset
-        return range(first, first + self.local_batch)
+        return self.loader(self.records[self.record_of(example)], example_rng(self.seed, example))
 
     def batch(self, step: int) -> np.ndarray:
         """This process's share of global batch `step`: (B_local, T, crop_h, crop_w, 3) uint8."""
-        return np.stack([self.load(e) for e in self.examples(step)])
+        return self.stream.batch(step)
 
     def batches(self, start: int, stop: int) -> Iterator[np.ndarray]:
         """batch(start), ..., batch(stop - 1), loaded `prefetch` steps ahead by `workers` processes."""
-        if self.workers == 0:
-            for step in range(start, stop):
-                yield self.batch(step)
-            return
-        ctx = multiprocessing.get_context("spawn")  # never fork a process that runs JAX
-        with ProcessPoolExecutor(self.workers, mp_context=ctx, initializer=_init_worker,
-                                 initargs=(self.kwargs,)) as pool:
-            pending: deque = deque()
-            next_step = start
-            try:
-                while next_step < stop or pending:
-                    while next_step < stop and len(pending) < self.prefetch:
-                        pending.append([pool.submit(_load_in_worker, e) for e in self.examples(next_step)])
-                        next_step += 1
-                    futures = pending.popleft()
-                    yield np.stack([f.result() for f in futures])
-            finally:
-                for futures in pending:
-                    for f in futures:
-                        f.cancel()
+        return self.stream.batches(start, stop)
 
-
-_WORKER_SOURCE: TfdsSource | None = None
-
-
-def _init_worker(kwargs: dict) -> None:
-    global _WORKER_SOURCE
-    _WORKER_SOURCE = TfdsSource(**kwargs, check_clips=False)
-
-
-def _load_in_worker(example: int) -> np.ndarray:
-    return _WORKER_SOURCE.load(example)
+    def iterator(self, offset: int = 0):
+        """The Grain iterator over batches `offset`, ... (its state goes into training checkpoints)."""
+        return self.stream.iterator(offset)
 
 
 class ClipInfo(NamedTuple):
@@ -351,11 +315,30 @@ class EvalClips:
             raise InputError(f"{self.where}: clips of different sizes in one eval batch ({named}); "
                              "evaluate them per size (EvalClips.by_size)")
         (h, w), total = sizes[0], len(order)
-        local = global_batch // process_count
-        for b in range(-(-total // global_batch)):
-            pos = np.arange(b * global_batch + process_index * local, b * global_batch + (process_index + 1) * local)
-            mask = pos < total
-            idx = np.where(mask, order[np.minimum(pos, total - 1)], -1)
-            clips = [self.load(int(i)) for i in idx[mask]]
-            pad = [np.zeros((self.num_frames, h, w, 3), np.uint8)] * int((~mask).sum())
-            yield np.stack(clips + pad), mask, idx
+        yield from eval_batches(_EvalExample(self, order, (self.num_frames, h, w, 3)), total, global_batch,
+                                process_index, process_count)
+
+
+class _EvalExample:
+    """Position -> (clip, real?, clip index): the clips in `order`, zeros past its end."""
+
+    def __init__(self, clips: EvalClips, order: np.ndarray, shape: tuple[int, ...]):
+        self.clips, self.order, self.shape = clips, order, shape
+
+    def __call__(self, pos: int):
+        if pos < len(self.order):
+            i = int(self.order[pos])
+            return self.clips.load(i), True, i
+        return np.zeros(self.shape, np.uint8), False, -1
+
+
+def eval_batches(example, total: int, global_batch: int, process_index: int = 0, process_count: int = 1):
+    """(clips, mask, indices) batches of `example(pos)` for positions 0 .. total-1, on Grain: the
+    last global batch is padded (mask False) so that every process gets the same number of
+    batches, and process p reads its block of every global batch."""
+    import grain
+
+    batches = -(-total // global_batch)
+    ds = grain.MapDataset.range(batches * global_batch).map(example)
+    ds = ds.batch(global_batch // process_count)[process_index::process_count]
+    yield from ds.to_iter_dataset(grain.ReadOptions(num_threads=0, prefetch_buffer_size=0))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from dmvfn_jax.data.stream import TrainingStream, example_rng
 from dmvfn_jax.data.synthetic import clip_seed, synthetic_clips, synthetic_video
 from dmvfn_jax.errors import InputError
 
@@ -52,6 +53,24 @@ def heldout_synthetic(seed: int, num_clips: int, num_frames: int, height: int, w
     return synthetic_clips(clip_seed(seed + 1, 2**31 - 1), num_clips, num_frames, height, width, **options)
 
 
+class FolderClipLoader:
+    """A clip's frame files and its generator -> the training example."""
+
+    def __init__(self, crop: tuple[int, int], flip: bool):
+        self.crop, self.flip = crop, flip
+
+    def __call__(self, files, rng: np.random.Generator) -> np.ndarray:
+        from dmvfn_jax.data.augment import augment_clip
+        from dmvfn_jax.image_io import FrameError, load_image
+
+        frames = [load_image(f) for f in files]
+        if any(f.shape != frames[0].shape for f in frames):
+            sizes = sorted({f"{f.shape[1]}x{f.shape[0]}" for f in frames})
+            raise FrameError(f"clip {files[0].parent}: frames of different sizes ({', '.join(sizes)})")
+        clip = augment_clip(rng, np.stack(frames), *self.crop)
+        return np.ascontiguousarray(clip[..., ::-1]) if self.flip else clip
+
+
 class ClipFolderSource:
     """Clips stored as folders of frames (`root/<clip>/<frame>.png`, the layout the official
     preparation and `python -m dmvfn_jax.data.prepare` write), with the official augmentations.
@@ -60,10 +79,12 @@ class ClipFolderSource:
     once per epoch in an order shuffled per epoch; each clip gets one augmentation draw (crop,
     rotation cascade, channel reversal, flips) seeded by (seed, example index). Each process
     reads only its own share. Frames are read as RGB and flipped when the config trains on BGR.
+    The stream is the TFDS source's, on Grain (`stream.py`), with `workers` input processes.
     """
 
     def __init__(self, root, seed: int, num_frames: int, crop_h: int, crop_w: int, global_batch: int,
-                 process_index: int = 0, process_count: int = 1, channel_order: str = "RGB"):
+                 process_index: int = 0, process_count: int = 1, channel_order: str = "RGB",
+                 workers: int = 0, prefetch: int = 2):
         from pathlib import Path
 
         from dmvfn_jax.image_io import list_frames
@@ -80,43 +101,27 @@ class ClipFolderSource:
             if len(files) < num_frames:
                 raise InputError(f"clip {clip}: {len(files)} frames, the config needs {num_frames}")
             self.frames.append(files[:num_frames])
-        if global_batch % process_count:
-            raise InputError(f"batch_size {global_batch} is not divisible by the {process_count} processes")
-        self.seed, self.num_frames, self.crop = seed, num_frames, (crop_h, crop_w)
-        self.global_batch, self.local_batch = global_batch, global_batch // process_count
-        self.offset = process_index * self.local_batch
-        self.flip = channel_order == "BGR"
-        self._order = (-1, None)  # (epoch, its shuffled clip order)
+        self.seed = seed
+        self.loader = FolderClipLoader((crop_h, crop_w), channel_order == "BGR")
+        self.stream = TrainingStream(self.frames, self.loader, seed, global_batch, process_index, process_count,
+                                     workers, prefetch)
 
     def __len__(self) -> int:
         return len(self.frames)
 
-    def _clip_of(self, example: int) -> int:
-        epoch, pos = divmod(example, len(self.frames))
-        if self._order[0] != epoch:  # one shuffle per epoch, not one per example
-            self._order = (epoch, np.random.default_rng([self.seed, epoch]).permutation(len(self.frames)))
-        return int(self._order[1][pos])
-
     def load(self, example: int) -> np.ndarray:
-        from dmvfn_jax.data.augment import augment_clip
-        from dmvfn_jax.image_io import FrameError, load_image
-
-        files = self.frames[self._clip_of(example)]
-        frames = [load_image(f) for f in files]
-        if any(f.shape != frames[0].shape for f in frames):
-            sizes = sorted({f"{f.shape[1]}x{f.shape[0]}" for f in frames})
-            raise FrameError(f"clip {files[0].parent}: frames of different sizes ({', '.join(sizes)})")
-        clip = np.stack(frames)
-        rng = np.random.default_rng([self.seed, 1, example])
-        clip = augment_clip(rng, clip, *self.crop)
-        return clip[..., ::-1] if self.flip else clip
-
-    def batches(self, start: int, stop: int):
-        return (self.batch(step) for step in range(start, stop))
+        """Global example `example`: (num_frames, crop_h, crop_w, 3) uint8."""
+        return self.loader(self.frames[self.stream.clip_of(example)], example_rng(self.seed, example))
 
     def batch(self, step: int) -> np.ndarray:
-        first = step * self.global_batch + self.offset
-        return np.ascontiguousarray(np.stack([self.load(first + i) for i in range(self.local_batch)]))
+        return self.stream.batch(step)
+
+    def batches(self, start: int, stop: int):
+        return self.stream.batches(start, stop)
+
+    def iterator(self, offset: int = 0):
+        """The Grain iterator over batches `offset`, ... (its state goes into training checkpoints)."""
+        return self.stream.iterator(offset)
 
 
 SOURCES = ("synthetic", "clips", "tfds")
@@ -135,7 +140,8 @@ def make_source(config, process_index: int, process_count: int):
                 "config.data.source='clips' reads clip folders (<clip>/<frame>.png): set --config.data_dir"
             )
         return ClipFolderSource(config.data_dir, data.seed, data.num_frames, data.height, data.width,
-                                global_batch, process_index, process_count, data.channel_order)
+                                global_batch, process_index, process_count, data.channel_order,
+                                workers=data.get("workers", 0), prefetch=data.get("prefetch", 2))
     if name == "tfds":
         from dmvfn_jax.data.pipeline import TfdsSource
 

@@ -177,16 +177,64 @@ def _disk_full_error(e: BaseException, workdir: Path, state, saves: list[int], m
     )
 
 
-def _save(mngr, state, step: int, config, wait: bool = False) -> None:
+def _save(mngr, state, step: int, config, data: "_Input", wait: bool = False) -> None:
     import orbax.checkpoint as ocp
 
     from dmvfn_jax.train.resume import config_snapshot
 
     meta = {"step": step, "input_position": step, "data_source": config.data.source,
             "config": config_snapshot(config)}
-    mngr.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)))
+    items = {"state": ocp.args.StandardSave(state), "meta": ocp.args.JsonSave(meta)}
+    if data.grain is not None:  # the Grain iterator's state, one file per process
+        import grain
+
+        meta["input_offset"] = data.offset
+        items["input"] = grain.checkpoint.CheckpointSave(data.grain)
+    mngr.save(step, args=ocp.args.Composite(**items))
     if wait:
         mngr.wait_until_finished()
+
+
+class _Input:
+    """The training batches from the resumed step on. For the clip sources they come from a Grain
+    iterator over batches `offset`, ..., whose state every checkpoint saves (`input`) and a
+    resumed run restores; the synthetic source is addressed by step alone."""
+
+    def __init__(self, source, mngr, start: int, total: int, meta: dict | None):
+        self.grain, self.offset = None, start
+        if not hasattr(source, "iterator"):
+            self.batches = source.batches(start, total)
+            return
+        if meta is not None and meta.get("input_offset") is not None:
+            import grain
+            import orbax.checkpoint as ocp
+
+            offset = int(meta["input_offset"])
+            it = source.iterator(offset)
+            try:
+                mngr.restore(start, args=ocp.args.Composite(input=grain.checkpoint.CheckpointRestore(it)))
+                self.grain, self.offset = it, offset
+                log.info("the input continues from the Grain iterator state saved at step %d", start)
+            except Exception as e:  # noqa: BLE001 - e.g. another process count: the step is enough
+                _close(it)
+                log.warning("the input state of step %d could not be restored (%s); the input restarts at "
+                            "step %d, the same batches (they are addressed by step)", start,
+                            str(e).splitlines()[0] if str(e) else type(e).__name__, start)
+        elif meta is not None:
+            log.warning("the checkpoint of step %d holds no input state (written before the input moved to Grain): "
+                        "the clip order from here on is Grain's, not the one the run started with", start)
+        if self.grain is None:
+            self.grain = source.iterator(start)
+        self.batches = self.grain
+
+    def close(self) -> None:
+        _close(self.batches)
+
+
+def _close(it) -> None:
+    close = getattr(it, "close", None)
+    if close is not None:  # stops input workers
+        close()
 
 
 def _restore(mngr, state, workdir: Path, strict: bool):
@@ -344,13 +392,13 @@ def _close_quietly(mngr) -> None:
 def _run(config, workdir: Path, graphdef, state, jitted, mesh, mngr, total: int, saves: list[int]) -> dict:
     from dmvfn_jax.train.resume import check_config
 
+    source = make_source(config, jax.process_index(), jax.process_count())
     restored, meta = _restore(mngr, state, workdir, bool(config.get("strict_resume", False)))
     start, accepted = 0, []
     if restored is not None:
         state, start = restored, int(meta["step"])
         accepted = check_config(meta.get("config"), config, start)
         log.info("resumed from %s at step %d", workdir / "checkpoints" / str(start), start)
-    source = make_source(config, jax.process_index(), jax.process_count())
     writer = MetricWriter(workdir / "tensorboard", enabled=jax.process_index() == 0)
     writer.text(start, "config", "```\n" + config.to_json_best_effort(indent=2) + "\n```")
     progress = Progress(total, start, config.batch_size)
@@ -358,11 +406,11 @@ def _run(config, workdir: Path, graphdef, state, jitted, mesh, mngr, total: int,
     last, status, done = {}, "completed", start
     t_start = time.perf_counter()
 
-    batches = source.batches(start, total)  # a generator: closed below, which stops input workers
-    with _Stopper() as stopper, contextlib.closing(batches):
+    data = _Input(source, mngr, start, total, meta)
+    with _Stopper() as stopper, contextlib.closing(data):  # closing stops the input workers
         pending = None  # (step, bad_streak) of the previous step, read once this step is queued
-        for step, clips in zip(range(start, total), batches):
-            state, metrics = jitted(state, step_lib.global_batch(mesh, clips))
+        for step, clips in zip(range(start, total), data.batches):
+            state, metrics = jitted(state, step_lib.global_batch(mesh, np.array(clips)))
             done = step + 1
             # Reading the previous step's streak (not this one's) keeps the device busy while the
             # host loads the next batch: input and compute overlap.
@@ -383,7 +431,7 @@ def _run(config, workdir: Path, graphdef, state, jitted, mesh, mngr, total: int,
                              _image_strip(strip_fn, state.params, clips[0], config.data.channel_order))
             if done % config.checkpoint_every == 0 or done == total or stopper.requested:
                 saves.append(done)
-                _save(mngr, state, done, config, wait=stopper.requested or done == total)
+                _save(mngr, state, done, config, data, wait=stopper.requested or done == total)
             if stopper.requested:
                 status = "preempted"
                 log.info("SIGTERM: saved a checkpoint at step %d and stopped; run again to resume", done)
