@@ -267,14 +267,17 @@ class DMVFN(nnx.Module):
         *,
         first_decides: bool = False,
         empty: str = "merge",
+        sequential: bool | None = None,
     ) -> InferenceResult:
-        """Routing followed by inference: `routing` is "sample", "threshold", "all" or gates."""
+        """Routing followed by inference: `routing` is "sample", "threshold", "all" or gates.
+        `first_decides`, `empty` and `sequential` are passed to `infer`."""
         routing_lib.check_routing(routing, self.num_blocks)
+        opts = dict(first_decides=first_decides, empty=empty, sequential=sequential)
         if isinstance(routing, str) and routing == "all":
-            return self.infer(img0, img1, None, first_decides=first_decides, empty=empty)
+            return self.infer(img0, img1, None, **opts)
         v = self.routing_probs(img0, img1)
         gates = routing_lib.select_gates(v, routing, key)
-        return self.infer(img0, img1, gates, first_decides=first_decides, empty=empty)
+        return self.infer(img0, img1, gates, **opts)
 
     def __call__(self, img0, img1, routing="threshold", key=None, **kwargs) -> jax.Array:
         """The predicted next frame (B, H, W, 3); see `predict` for the options."""
