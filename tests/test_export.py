@@ -1,0 +1,228 @@
+"""`python -m dmvfn_jax.export`: the StableHLO artifact against `Predictor`, alone, and bad inputs.
+
+Each routing is exported once (in-process `main`), at 56x72 (not a multiple of 16, so the
+padding is inside the artifact), and that one artifact is called at batch 1 and 3. The frames
+are chosen so that threshold routing gives the samples different gates.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import json
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+from flax import nnx
+
+from dmvfn_jax import Predictor
+from dmvfn_jax import export
+
+REPO = Path(__file__).resolve().parents[1]
+H, W = 56, 72
+SIZE = f"{W}x{H}"  # WIDTHxHEIGHT, as eval.py --size
+
+
+def run_export(*argv) -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        rc = export.main([str(a) for a in argv])
+    return rc, out.getvalue(), err.getvalue()
+
+
+@pytest.fixture(scope="module")
+def predictor(converted_dir):
+    return Predictor.from_checkpoint(converted_dir)
+
+
+@pytest.fixture(scope="module")
+def frames():
+    """RGB float32 (3, H, W, 3) pairs: noise, dark noise, a smooth pattern that moves."""
+    rng = np.random.default_rng(0)
+    prev, cur = rng.random((2, 3, H, W, 3), dtype=np.float32)
+    prev[1] *= 0.1
+    cur[1] *= 0.1
+    xx = np.mgrid[0:H, 0:W][1] / 20.0
+    smooth = np.stack([np.sin(xx + c) * 0.5 + 0.5 for c in (0, 1, 2)], -1).astype(np.float32)
+    prev[2], cur[2] = 0.3 + 0.4 * smooth, 0.3 + 0.4 * np.roll(smooth, 2, axis=1)
+    return prev, cur
+
+
+@pytest.fixture(scope="module")
+def artifacts(converted_dir, tmp_path_factory):
+    """{routing: (artifact path, printed stdout)}, exported by the command."""
+    folder = tmp_path_factory.mktemp("export")
+    made = {}
+    for routing in export.ROUTINGS:
+        path = folder / f"next_{routing}.stablehlo"
+        rc, out, err = run_export("--checkpoint", converted_dir, "--format", "stablehlo", "--size", SIZE,
+                                  "--routing", routing, "--output", path)
+        assert rc == 0, err
+        made[routing] = (path, out)
+    return made
+
+
+def load(path: Path) -> jax.export.Exported:
+    return jax.export.deserialize(path.read_bytes())
+
+
+@pytest.mark.parametrize("routing", export.ROUTINGS)
+def test_one_artifact_matches_predictor_at_batch_1_and_3(artifacts, predictor, frames, routing):
+    exp = load(artifacts[routing][0])
+    assert [str(a.shape) for a in exp.in_avals] == [f"(b, {H}, {W}, 3)"] * 2  # the batch is symbolic
+    call = jax.jit(exp.call)
+    prev, cur = frames
+    for b in (1, 3):
+        want = predictor.predict(prev[:b], cur[:b], routing=routing)  # RGB in, RGB out
+        got = call(prev[:b, ..., ::-1], cur[:b, ..., ::-1])  # the converted checkpoint is BGR
+        assert got.shape == (b, H, W, 3) and got.dtype == np.float32
+        np.testing.assert_allclose(np.asarray(got)[..., ::-1], want, rtol=0, atol=1e-5)
+
+
+def test_threshold_routing_is_not_all_blocks_here(predictor, frames):
+    """The parity above is only worth something if threshold routing switches blocks off, and
+    differently per sample (the artifact runs the batch in one pass, Predictor one by one)."""
+    prev, cur = frames
+    gates = np.asarray(predictor.predict_full(prev, cur, routing="threshold").gates)
+    assert 0 < gates.sum() < gates.size
+    assert len({tuple(g) for g in gates}) > 1, gates
+    v = np.asarray(predictor.model.routing_probs(prev[..., ::-1], cur[..., ::-1]))
+    assert np.abs(v - 0.5).min() > 1e-4  # no gate on the edge of its threshold
+    assert not np.allclose(predictor.predict(prev, cur, routing="threshold"),
+                           predictor.predict(prev, cur, routing="all"), atol=1e-3)
+
+
+def test_metadata_sidecar_and_printed_convention(artifacts, converted_dir):
+    path, out = artifacts["threshold"]
+    meta = json.loads(export.metadata_path(path).read_text())
+    assert meta["artifact_sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
+    assert meta["channel_order"] == "BGR" == meta["checkpoint_metadata"]["channel_order"]
+    for frame in (*meta["inputs"], meta["output"]):
+        assert frame["shape"] == ["b", H, W, 3]
+        assert (frame["dtype"], frame["layout"], frame["range"], frame["channel_order"]) == ("float32", "NHWC", [0, 1], "BGR")
+    assert [f["name"] for f in meta["inputs"]] == ["prev", "cur"]
+    assert (meta["routing"], meta["conv_form"], meta["batch_mode"], meta["matmul_precision"]) == (
+        "threshold", "plain", "batched", "highest")
+    assert meta["platforms"] == ["cpu", "cuda", "tpu"] == list(load(path).platforms)
+    assert meta["checkpoint"] == str(converted_dir)
+    assert f"float32 (b, {H}, {W}, 3) NHWC" in out and "values in [0, 1], BGR channel order" in out
+    assert f"wrote {path}" in out and f"wrote {export.metadata_path(path)}" in out
+
+
+def test_weights_are_inside_the_artifact(artifacts, predictor):
+    exp = load(artifacts["all"][0])
+    assert len(exp.in_avals) == 2  # prev and cur only: no parameter is an argument
+    n_bytes = sum(x.nbytes for x in jax.tree.leaves(nnx.state(predictor.model, nnx.Param)))
+    assert artifacts["all"][0].stat().st_size > n_bytes
+
+
+def test_runs_without_dmvfn_jax(artifacts, predictor, frames, tmp_path):
+    """A fresh interpreter outside the repository, with dmvfn_jax made unimportable (the venv's
+    editable install would otherwise find it), only jax and numpy: deserialize, call, save."""
+    prev, cur = frames
+    np.save(tmp_path / "frames.npy", np.stack([prev, cur])[..., ::-1])  # BGR, as the artifact takes
+    child = textwrap.dedent("""
+        import sys
+        sys.modules["dmvfn_jax"] = None  # any import of dmvfn_jax now raises ImportError
+        import jax
+        import numpy as np
+        try:
+            import dmvfn_jax
+        except ImportError:
+            pass
+        else:
+            raise SystemExit("dmvfn_jax was importable")
+        artifact, frames, out = sys.argv[1:4]
+        with open(artifact, "rb") as f:
+            exp = jax.export.deserialize(f.read())
+        prev, cur = np.load(frames)
+        np.save(out, np.asarray(exp.call(prev, cur)))
+        ours = sorted(m for m in sys.modules if m.split(".")[0] in ("dmvfn_jax", "flax", "orbax", "torch"))
+        print("modules:", ours, sys.modules["dmvfn_jax"])
+    """)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
+    env["JAX_PLATFORMS"] = "cpu"
+    proc = subprocess.run([sys.executable, "-I", "-c", child, str(artifacts["threshold"][0]),
+                           str(tmp_path / "frames.npy"), str(tmp_path / "out.npy")],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "modules: ['dmvfn_jax'] None" in proc.stdout  # only the blocking placeholder
+    got = np.load(tmp_path / "out.npy")[..., ::-1]
+    np.testing.assert_allclose(got, predictor.predict(prev, cur, routing="threshold"), rtol=0, atol=1e-5)
+
+
+def test_artifact_refuses_wrong_inputs(artifacts, frames):
+    exp = load(artifacts["threshold"][0])
+    prev, cur = frames
+    cases = [
+        ((prev[:, :48], cur[:, :48]), rf"Shape mismatch for args\[0\]\.shape\[1\].*expected \(b, {H}, {W}, 3\)"),
+        ((prev[..., :1], cur[..., :1]), r"Shape mismatch for args\[0\]\.shape\[3\]"),
+        ((prev[0], cur[0]), r"Rank mismatch for args\[0\]"),
+        ((prev[:2], cur), r"inconsistency between dimension size args\[1\]\.shape\[0\] \(= 3\)"),
+        (((prev * 255).astype(np.uint8), cur), r"Dtype mismatch for args\[0\]: expected float32 and called with uint8"),
+    ]
+    for args, message in cases:
+        with pytest.raises(ValueError, match=message):
+            exp.call(*args)
+
+
+def one_error_line(rc: int, err: str, *names: str) -> str:
+    assert rc == 1, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("export: error: "), err
+    for name in names:
+        assert name in lines[0], (name, lines[0])
+    return lines[0]
+
+
+def test_bad_command_lines(converted_dir, artifacts, tmp_path):
+    out = tmp_path / "x.stablehlo"
+    missing = tmp_path / "no_such_checkpoint"
+    one_error_line(*run_export("--checkpoint", missing, "--size", SIZE, "--output", out)[::2], str(missing))
+    for size in ("72", "0x56", "72x56x3", "axb"):
+        line = one_error_line(*run_export("--checkpoint", converted_dir, "--size", size, "--output", out)[::2], repr(size))
+        assert "--size" in line
+    line = one_error_line(*run_export("--checkpoint", converted_dir, "--format", "onnx", "--size", SIZE,
+                                      "--output", out)[::2])
+    assert "ONNX export is not available yet" in line
+    one_error_line(*run_export("--checkpoint", converted_dir, "--size", SIZE, "--output", out,
+                               "--platforms", "cpu,gpu")[::2], "'cpu,gpu'")
+    existing = artifacts["all"][0]
+    one_error_line(*run_export("--checkpoint", converted_dir, "--size", SIZE, "--output", existing)[::2],
+                   str(existing), "--overwrite")
+    assert not out.exists() and not export.metadata_path(out).exists()
+    with pytest.raises(SystemExit) as e:
+        run_export("--checkpoint", converted_dir, "--size", SIZE, "--output", out, "--routing", "sample")
+    assert e.value.code == 2
+
+
+def test_rgb_checkpoint_records_rgb(converted_dir, tmp_path):
+    """The channel order is the checkpoint's: an RGB-trained checkpoint gives an RGB artifact."""
+    rgb = tmp_path / "rgb_ckpt"
+    shutil.copytree(converted_dir, rgb)
+    meta = json.loads((rgb / "dmvfn.json").read_text())
+    (rgb / "dmvfn.json").write_text(json.dumps({**meta, "channel_order": "RGB"}))
+    path = tmp_path / "rgb.stablehlo"
+    rc, out, err = run_export("--checkpoint", rgb, "--size", "32x16", "--routing", "all", "--output", path,
+                              "--platforms", "cpu")
+    assert rc == 0, err
+    side = json.loads(export.metadata_path(path).read_text())
+    assert side["channel_order"] == "RGB" and side["inputs"][0]["channel_order"] == "RGB"
+    assert side["platforms"] == ["cpu"] and side["inputs"][0]["shape"] == ["b", 16, 32, 3]
+    assert "RGB channel order" in out
+
+
+def test_runs_as_a_module():
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.run([sys.executable, "-m", "dmvfn_jax.export", "--checkpoint", "x", "--format", "onnx",
+                           "--size", SIZE, "--output", "y"], cwd=REPO, env=env, capture_output=True, text=True,
+                          timeout=120)
+    one_error_line(proc.returncode, proc.stderr, "ONNX export is not available yet")
