@@ -69,7 +69,7 @@ def main():
         print(f"{routing}: max |artifact - Predictor| = {diff:.2e}")
 
     times = interleaved_times(cases, args.rounds)
-    print(f"\n| routing | Predictor ms | artifact ms | artifact / Predictor |")
+    print("\n| routing | Predictor ms | artifact ms | artifact / Predictor |")
     print("| --- | --- | --- | --- |")
     for routing in routings:
         med = {n: 1e3 * statistics.median(times[(routing, n)]) for n in ("Predictor", "artifact")}

@@ -77,8 +77,6 @@ def test_readme_deploy_example_runs(tmp_path, real_data, converted_dir, monkeypa
     assumes; the prediction equals Predictor's, and a wrong size is refused as the README quotes."""
     import os
 
-    import jax
-
     from dmvfn_jax import Predictor
 
     work = tmp_path / "repo"
