@@ -52,6 +52,6 @@ def base_config() -> ml_collections.ConfigDict:
     c.data.split = "train"
     c.data.max_stride = 1  # temporal stride drawn from 1..min(max_stride, n // num_frames) (UCF101: 5)
     c.data.workers = 0  # input processes, tfds and clips sources (Grain mp_prefetch; 0: the training process)
-    c.data.prefetch = 2  # batches each input process loads ahead of the training step when workers > 0
+    c.data.prefetch = 2  # batches the input processes load ahead of the training step, in all (workers > 0)
     c.eval = ml_collections.ConfigDict({"num_clips": 0, "num_frames": 5, "routings": ("threshold",), "save_clips": 0})
     return c

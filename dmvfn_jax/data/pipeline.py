@@ -20,7 +20,7 @@ and example e is a pure function of (seed, e):
 
 So a run is reproducible, does not depend on the number of input workers, and resumes exactly
 at a checkpoint's step. `workers=N` loads batches in N spawned processes (Grain's
-`mp_prefetch`), `prefetch` batches ahead per process; `workers=0` loads in the training process.
+`mp_prefetch`), `prefetch` batches ahead in all; `workers=0` loads in the training process.
 
 TensorFlow is never imported here. If something else imported it (a notebook), the source hides
 every GPU and TPU from it so that it cannot take accelerator memory.

@@ -12,7 +12,7 @@ input workers or of processes.
 Global batch `s` is examples s*B .. s*B+B-1 for any process count P, so the processes' shares,
 concatenated, are the one-process batch. `iterator(offset)` reads batches from `offset` on, in
 the training process (`workers=0`) or in `workers` spawned processes (`mp_prefetch`), `prefetch`
-batches ahead; its state (`get_state`) is what the training checkpoint saves beside the model.
+batches ahead in all; its state (`get_state`) is what the training checkpoint saves beside the model.
 """
 
 from __future__ import annotations
@@ -78,8 +78,10 @@ class TrainingStream:
         ds = self.dataset[offset:].to_iter_dataset(grain.ReadOptions(num_threads=0, prefetch_buffer_size=0))
         if self.workers:
             _absl_flags_ready()
+            # `prefetch` batches ahead in all, as many per worker as that takes (rounded up)
+            per_worker = -(-self.prefetch // self.workers)
             ds = ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=self.workers,
-                                                             per_worker_buffer_size=self.prefetch),
+                                                             per_worker_buffer_size=per_worker),
                                 worker_init_fn=ExitWithParent(os.getpid()))
         return iter(ds)
 
