@@ -1,10 +1,10 @@
-"""The hand-written TFDS training input that Grain replaced (issue 15), frozen here as it was
-(commit b6fbaec, `dmvfn_jax/data/pipeline.py`) so that `bench/input_pipeline.py --compare` can
-time it beside the Grain pipeline in one run. Nothing in the package imports it.
-
-Its stream differs from the Grain one only in the per-epoch clip order (numpy's permutation of
-(seed, epoch) here, Grain's index shuffle there); windows and augmentations are drawn from the
-same per-example generator (seed, 1, example).
+"""The hand-written worker pool and clip order of the TFDS training input that Grain replaced
+(issue 15; `dmvfn_jax/data/pipeline.py` at commit b6fbaec), kept so that `bench/input_pipeline.py`
+(`--pipelines grain,legacy`, the default) can time it beside the Grain pipeline in one run.
+Nothing in the package imports it. It loads a clip as the package does (`TfdsClipLoader`, the
+same code the old pipeline had), so the two differ only in what Grain replaced: the per-epoch
+clip order (numpy's permutation of (seed, epoch) here, Grain's index shuffle there) and the
+process pool (one example per task here, whole batches per worker in Grain).
 """
 
 from __future__ import annotations
@@ -16,17 +16,17 @@ from typing import Iterator
 
 import numpy as np
 
-from dmvfn_jax.data.augment import augment_clip, sample_temporal_window
-from dmvfn_jax.data.pipeline import ClipInfo, _text, clip_index, decode_frames, open_split
+from dmvfn_jax.data.pipeline import TfdsClipLoader, open_split
+from dmvfn_jax.data.stream import example_rng
 from dmvfn_jax.errors import InputError
 
 
 class LegacyTfdsSource:
-    """Training clips from a TFDS build, addressed by step (module docstring)."""
+    """Training clips from a TFDS build, addressed by step, loaded by a `ProcessPoolExecutor`."""
 
     def __init__(self, name: str, data_dir, split: str, seed: int, num_frames: int, crop_h: int, crop_w: int,
                  global_batch: int, process_index: int = 0, process_count: int = 1, channel_order: str = "RGB",
-                 max_stride: int = 1, workers: int = 0, prefetch: int = 2, check_clips: bool = True):
+                 max_stride: int = 1, workers: int = 0, prefetch: int = 2):
         if global_batch % process_count:
             raise InputError(f"batch_size {global_batch} is not divisible by the {process_count} processes")
         if workers < 0 or prefetch < 1:
@@ -34,30 +34,14 @@ class LegacyTfdsSource:
         self.kwargs = dict(name=name, data_dir=str(data_dir), split=split, seed=seed, num_frames=num_frames,
                            crop_h=crop_h, crop_w=crop_w, global_batch=global_batch, process_index=process_index,
                            process_count=process_count, channel_order=channel_order, max_stride=max_stride)
-        self.where = f"{name}/{split}"
         self.records = open_split(name, data_dir, split)
-        self.seed, self.num_frames, self.crop, self.max_stride = seed, num_frames, (crop_h, crop_w), max_stride
+        self.loader = TfdsClipLoader(f"{name}/{split}", num_frames, (crop_h, crop_w), max_stride,
+                                     channel_order == "BGR")
+        self.seed = seed
         self.global_batch, self.local_batch = global_batch, global_batch // process_count
         self.offset = process_index * self.local_batch
-        self.flip = channel_order == "BGR"
         self.workers, self.prefetch = workers, prefetch
         self._order = (-1, None)
-        if check_clips:  # once, in the training process; its input workers skip it
-            self._check_clips(clip_index(name, data_dir, split, self.records, read_records=False))
-
-    def _check_clips(self, index: list[ClipInfo] | None) -> None:
-        """Clips too short for `num_frames` or smaller than the crop, all named before the first
-        step (from the build's clip table; a build without one is checked clip by clip as read)."""
-        if index is None:
-            return
-        short = [f"{c.id} ({c.num_frames} frames)" for c in index if c.num_frames < self.num_frames]
-        if short:
-            raise InputError(f"{self.where}: {len(short)} clip(s) have fewer than data.num_frames={self.num_frames} "
-                             f"frames: {', '.join(short)}")
-        small = [f"{c.id} ({c.width}x{c.height})" for c in index if c.height < self.crop[0] or c.width < self.crop[1]]
-        if small:
-            raise InputError(f"{self.where}: {len(small)} clip(s) are smaller than the {self.crop[1]}x{self.crop[0]} "
-                             f"crop (data.width x data.height): {', '.join(small)}; rebuild with --size or crop less")
 
     def __len__(self) -> int:
         return len(self.records)
@@ -71,24 +55,7 @@ class LegacyTfdsSource:
 
     def load(self, example: int) -> np.ndarray:
         """Global example `example`: (num_frames, crop_h, crop_w, 3) uint8."""
-        record = self.records[self.record_of(example)]
-        n = len(record["frames"])
-        if n < self.num_frames:
-            raise InputError(
-                f"{self.where}: clip {_text(record['id'])} has {n} frames, the config needs "
-                f"data.num_frames={self.num_frames}"
-            )
-        rng = np.random.default_rng([self.seed, 1, example])
-        indices = sample_temporal_window(rng, n, self.num_frames, self.max_stride)
-        clip = decode_frames(record, indices, self.where)
-        _, h, w, _ = clip.shape
-        if self.crop[0] > h or self.crop[1] > w:
-            raise InputError(
-                f"{self.where}: clip {_text(record['id'])} is {w}x{h}, smaller than the "
-                f"{self.crop[1]}x{self.crop[0]} crop (data.width x data.height)"
-            )
-        clip = augment_clip(rng, clip, *self.crop)
-        return np.ascontiguousarray(clip[..., ::-1]) if self.flip else clip
+        return self.loader(self.records[self.record_of(example)], example_rng(self.seed, example))
 
     def examples(self, step: int) -> range:
         first = step * self.global_batch + self.offset
@@ -127,7 +94,7 @@ _WORKER_SOURCE: LegacyTfdsSource | None = None
 
 def _init_worker(kwargs: dict) -> None:
     global _WORKER_SOURCE
-    _WORKER_SOURCE = LegacyTfdsSource(**kwargs, check_clips=False)
+    _WORKER_SOURCE = LegacyTfdsSource(**kwargs)
 
 
 def _load_in_worker(example: int) -> np.ndarray:

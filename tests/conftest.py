@@ -5,7 +5,10 @@ from __future__ import annotations
 import atexit
 import os
 import shutil
+import signal
+import subprocess
 import tempfile
+import time
 from pathlib import Path
 
 import jax
@@ -86,6 +89,26 @@ def converted_dir(tmp_path_factory, official_pkl) -> Path:
     from dmvfn_jax.convert import convert_dmvfn
 
     return convert_dmvfn(official_pkl, tmp_path_factory.mktemp("converted") / "ckpt")
+
+
+def model_params(path) -> list:
+    """The parameter arrays of an inference checkpoint, in a fixed order."""
+    params, _ = ckpt.load_checkpoint(path)
+    return jax.tree.leaves(params)
+
+
+def kill_at_checkpoint(cmd: list[str], checkpoint: Path, timeout: float = 600) -> None:
+    """Starts a training command and SIGKILLs it as soon as `checkpoint` (a step folder, which
+    orbax renames into place when complete) exists; fails if it ends or times out first."""
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + timeout
+    try:
+        while not checkpoint.is_dir():
+            assert proc.poll() is None and time.time() < deadline, f"no checkpoint {checkpoint}"
+            time.sleep(0.02)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
 
 
 def to_nchw(x) -> torch.Tensor:

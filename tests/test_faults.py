@@ -3,7 +3,7 @@ an unreadable newest checkpoint, a second launch on a busy workdir, a changed co
 a full disk, and the stderr of every command's error path (one line, no traceback).
 
 The training runs are the demo config cut to 6 steps with checkpoints at steps 2, 4 and 6; they
-share a compilation cache folder so that only the first compiles.
+share the session's compilation cache (conftest.py) so that only the first compiles.
 """
 
 from __future__ import annotations
@@ -30,8 +30,8 @@ BASE = ["--config.num_train_steps=6", "--config.warmup_steps=2", "--config.check
 
 
 @pytest.fixture(scope="module")
-def env(tmp_path_factory):
-    return {**os.environ, "DMVFN_JAX_CACHE": str(tmp_path_factory.mktemp("xla_cache")), "CUDA_VISIBLE_DEVICES": ""}
+def env():
+    return {**os.environ, "CUDA_VISIBLE_DEVICES": ""}  # DMVFN_JAX_CACHE: the session's cache (conftest.py)
 
 
 def train_cmd(workdir, *extra):

@@ -4,16 +4,13 @@ from __future__ import annotations
 
 import json
 import re
-import signal
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
 
-from conftest import REPO
-from test_training import model_params
+from conftest import REPO, kill_at_checkpoint, model_params
 from dmvfn_jax.data.build import build
 from dmvfn_jax.data.prepare import resize_linear
 from dmvfn_jax.image_io import load_image, save_png
@@ -48,14 +45,8 @@ def test_train_py_cityscapes_config_from_a_tfds_build_resumes_exactly_after_kill
     assert meta["channel_order"] == "BGR"
 
     killed = tmp_path / "killed"
-    proc = subprocess.Popen(cmd(killed, "--config.data.workers=2", "--config.async_checkpoints=False"),
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    deadline = time.time() + 600
-    while not (killed / "checkpoints" / "2").is_dir():
-        assert proc.poll() is None and time.time() < deadline, "no checkpoint at step 2"
-        time.sleep(0.02)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    kill_at_checkpoint(cmd(killed, "--config.data.workers=2", "--config.async_checkpoints=False"),
+                       killed / "checkpoints" / "2")
     assert not (killed / "model").exists()  # really killed before the end
     assert (killed / "checkpoints" / "2" / "input" / "process_0-of-1.json").is_file()
     r = subprocess.run(cmd(killed, "--config.data.workers=2"), capture_output=True, text=True, timeout=900)

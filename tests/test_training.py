@@ -5,7 +5,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 
 import jax
 import jax.numpy as jnp
@@ -13,7 +12,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from conftest import REPO
+from conftest import REPO, kill_at_checkpoint, model_params
 from dmvfn_jax import checkpoint as ckpt
 from dmvfn_jax.data.sources import heldout_synthetic
 from dmvfn_jax.errors import InputError
@@ -43,11 +42,6 @@ def tiny_config(**overrides):
 def train_cmd(workdir, *extra):
     return [sys.executable, str(REPO / "train.py"), "--config", str(REPO / "configs/demo.py"),
             "--workdir", str(workdir), *TINY, *extra]
-
-
-def model_params(path):
-    params, _ = ckpt.load_checkpoint(path)
-    return jax.tree.leaves(params)
 
 
 def heldout_scores(model, clips):
@@ -88,14 +82,8 @@ def test_resume_after_sigkill_is_bit_exact(tmp_path):
     assert r.returncode == 0, r.stderr[-3000:]
 
     killed = tmp_path / "killed"
-    proc = subprocess.Popen(train_cmd(killed, "--config.checkpoint_every=5", "--config.async_checkpoints=False"),
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    deadline = time.time() + 300
-    while not (killed / "checkpoints" / "5").is_dir():
-        assert proc.poll() is None and time.time() < deadline, "no checkpoint at step 5"
-        time.sleep(0.02)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    kill_at_checkpoint(train_cmd(killed, "--config.checkpoint_every=5", "--config.async_checkpoints=False"),
+                       killed / "checkpoints" / "5", timeout=300)
     assert not (killed / "model").exists()  # really killed before the end
     r = subprocess.run(train_cmd(killed, "--config.checkpoint_every=5"), capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]

@@ -32,12 +32,12 @@ import json
 import logging
 import sys
 from pathlib import Path
-from typing import Iterator, NamedTuple, Sequence
+from typing import NamedTuple, Sequence
 
 import numpy as np
 
 from dmvfn_jax.data.augment import augment_clip, sample_temporal_window
-from dmvfn_jax.data.stream import TrainingStream, example_rng
+from dmvfn_jax.data.stream import StreamSource, TrainingStream
 from dmvfn_jax.errors import InputError
 from dmvfn_jax.image_io import FrameError, decode_image
 
@@ -145,7 +145,7 @@ class TfdsClipLoader:
         return np.ascontiguousarray(clip[..., ::-1]) if self.flip else clip
 
 
-class TfdsSource:
+class TfdsSource(StreamSource):
     """Training clips from a TFDS build, addressed by step (module docstring), on Grain (`stream.py`)."""
 
     def __init__(self, name: str, data_dir, split: str, seed: int, num_frames: int, crop_h: int, crop_w: int,
@@ -153,9 +153,9 @@ class TfdsSource:
                  max_stride: int = 1, workers: int = 0, prefetch: int = 2):
         self.where = f"{name}/{split}"
         self.records = open_split(name, data_dir, split)
-        self.seed, self.num_frames, self.crop = seed, num_frames, (crop_h, crop_w)
-        self.loader = TfdsClipLoader(self.where, num_frames, (crop_h, crop_w), max_stride, channel_order == "BGR")
-        self.stream = TrainingStream(self.records, self.loader, seed, global_batch, process_index, process_count,
+        self.num_frames, self.crop = num_frames, (crop_h, crop_w)
+        loader = TfdsClipLoader(self.where, num_frames, (crop_h, crop_w), max_stride, channel_order == "BGR")
+        self.stream = TrainingStream(self.records, loader, seed, global_batch, process_index, process_count,
                                      workers, prefetch)
         self._check_clips(clip_index(name, data_dir, split, self.records, read_records=False))
 
@@ -179,22 +179,6 @@ class TfdsSource:
     def record_of(self, example: int) -> int:
         """The record index that global example `example` reads."""
         return self.stream.clip_of(example)
-
-    def load(self, example: int) -> np.ndarray:
-        """Global example `example`: (num_frames, crop_h, crop_w, 3) uint8."""
-        return self.loader(self.records[self.record_of(example)], example_rng(self.seed, example))
-
-    def batch(self, step: int) -> np.ndarray:
-        """This process's share of global batch `step`: (B_local, T, crop_h, crop_w, 3) uint8."""
-        return self.stream.batch(step)
-
-    def batches(self, start: int, stop: int) -> Iterator[np.ndarray]:
-        """batch(start), ..., batch(stop - 1), loaded `prefetch` steps ahead by `workers` processes."""
-        return self.stream.batches(start, stop)
-
-    def iterator(self, offset: int = 0):
-        """The Grain iterator over batches `offset`, ... (its state goes into training checkpoints)."""
-        return self.stream.iterator(offset)
 
 
 class ClipInfo(NamedTuple):

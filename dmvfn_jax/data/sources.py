@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from dmvfn_jax.data.stream import TrainingStream, example_rng
+from dmvfn_jax.data.stream import StreamSource, TrainingStream
 from dmvfn_jax.data.synthetic import clip_seed, synthetic_clips, synthetic_video
 from dmvfn_jax.errors import InputError
 
@@ -71,7 +71,7 @@ class FolderClipLoader:
         return np.ascontiguousarray(clip[..., ::-1]) if self.flip else clip
 
 
-class ClipFolderSource:
+class ClipFolderSource(StreamSource):
     """Clips stored as folders of frames (`root/<clip>/<frame>.png`, the layout the official
     preparation and `python -m dmvfn_jax.data.prepare` write), with the official augmentations.
 
@@ -101,27 +101,11 @@ class ClipFolderSource:
             if len(files) < num_frames:
                 raise InputError(f"clip {clip}: {len(files)} frames, the config needs {num_frames}")
             self.frames.append(files[:num_frames])
-        self.seed = seed
-        self.loader = FolderClipLoader((crop_h, crop_w), channel_order == "BGR")
-        self.stream = TrainingStream(self.frames, self.loader, seed, global_batch, process_index, process_count,
-                                     workers, prefetch)
+        self.stream = TrainingStream(self.frames, FolderClipLoader((crop_h, crop_w), channel_order == "BGR"), seed,
+                                     global_batch, process_index, process_count, workers, prefetch)
 
     def __len__(self) -> int:
         return len(self.frames)
-
-    def load(self, example: int) -> np.ndarray:
-        """Global example `example`: (num_frames, crop_h, crop_w, 3) uint8."""
-        return self.loader(self.frames[self.stream.clip_of(example)], example_rng(self.seed, example))
-
-    def batch(self, step: int) -> np.ndarray:
-        return self.stream.batch(step)
-
-    def batches(self, start: int, stop: int):
-        return self.stream.batches(start, stop)
-
-    def iterator(self, offset: int = 0):
-        """The Grain iterator over batches `offset`, ... (its state goes into training checkpoints)."""
-        return self.stream.iterator(offset)
 
 
 SOURCES = ("synthetic", "clips", "tfds")

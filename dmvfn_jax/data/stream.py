@@ -57,15 +57,20 @@ class TrainingStream:
             raise InputError(f"data.seed must be in [0, 2**32), got {seed}")
         self.local_batch = global_batch // process_count
         self.workers, self.prefetch = workers, prefetch
+        self._load = _LoadExample(clips, load, seed)
         # epochs without end in practice: 2^50 examples (an endless repeat() breaks batch + slice)
         epochs = max(1, 2**50 // len(clips))
         self.order = grain.MapDataset.range(len(clips)).shuffle(seed=seed).repeat(epochs)
-        examples = self.order.map_with_index(_LoadExample(clips, load, seed))
+        examples = self.order.map_with_index(self._load)
         self.dataset = examples.batch(self.local_batch)[process_index::process_count]
 
     def clip_of(self, example: int) -> int:
         """The clip index that global example `example` reads."""
         return int(self.order[example])
+
+    def load(self, example: int) -> np.ndarray:
+        """Global example `example`: (T, H, W, 3) uint8."""
+        return self._load(example, self.clip_of(example))
 
     def batch(self, step: int) -> np.ndarray:
         """This process's share of global batch `step`: (B_local, T, H, W, 3) uint8."""
@@ -92,9 +97,36 @@ class TrainingStream:
             for _ in range(start, stop):
                 yield np.asarray(next(it))
         finally:
-            close = getattr(it, "close", None)
-            if close is not None:
-                close()
+            close_iterator(it)
+
+
+def close_iterator(it) -> None:
+    """Stops an iterator's input workers (Grain's `mp_prefetch` iterators have `close`)."""
+    close = getattr(it, "close", None)
+    if close is not None:
+        close()
+
+
+class StreamSource:
+    """A training source whose batches come from `self.stream` (a `TrainingStream`)."""
+
+    stream: TrainingStream
+
+    def load(self, example: int) -> np.ndarray:
+        """Global example `example`: (num_frames, crop_h, crop_w, 3) uint8."""
+        return self.stream.load(example)
+
+    def batch(self, step: int) -> np.ndarray:
+        """This process's share of global batch `step`: (B_local, T, crop_h, crop_w, 3) uint8."""
+        return self.stream.batch(step)
+
+    def batches(self, start: int, stop: int) -> Iterator[np.ndarray]:
+        """batch(start), ..., batch(stop - 1), loaded `prefetch` batches ahead by `workers` processes."""
+        return self.stream.batches(start, stop)
+
+    def iterator(self, offset: int = 0):
+        """The Grain iterator over batches `offset`, ... (its state goes into training checkpoints)."""
+        return self.stream.iterator(offset)
 
 
 class ExitWithParent:

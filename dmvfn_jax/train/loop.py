@@ -33,6 +33,7 @@ from flax import nnx
 
 from dmvfn_jax import checkpoint as ckpt
 from dmvfn_jax.data.sources import make_source
+from dmvfn_jax.data.stream import close_iterator
 from dmvfn_jax.errors import InputError
 from dmvfn_jax.losses import check_pyramid_size
 from dmvfn_jax.models.dmvfn import DMVFN, SCALES, WIDTHS
@@ -197,44 +198,47 @@ def _save(mngr, state, step: int, config, data: "_Input", wait: bool = False) ->
 
 class _Input:
     """The training batches from the resumed step on. For the clip sources they come from a Grain
-    iterator over batches `offset`, ..., whose state every checkpoint saves (`input`) and a
-    resumed run restores; the synthetic source is addressed by step alone."""
+    iterator (`grain`) over batches `offset`, ..., whose state every checkpoint saves (`input`)
+    and a resumed run restores; the synthetic source is addressed by step alone (`grain` None)."""
 
     def __init__(self, source, mngr, start: int, total: int, meta: dict | None):
         self.grain, self.offset = None, start
-        if not hasattr(source, "iterator"):
+        if hasattr(source, "iterator"):
+            self.grain = self._restored(source, mngr, start, meta)
+            if self.grain is None:
+                self.grain = source.iterator(start)
+            self.batches = self.grain
+        else:
             self.batches = source.batches(start, total)
-            return
-        if meta is not None and meta.get("input_offset") is not None:
-            import grain
-            import orbax.checkpoint as ocp
 
-            offset = int(meta["input_offset"])
-            it = source.iterator(offset)
-            try:
-                mngr.restore(start, args=ocp.args.Composite(input=grain.checkpoint.CheckpointRestore(it)))
-                self.grain, self.offset = it, offset
-                log.info("the input continues from the Grain iterator state saved at step %d", start)
-            except Exception as e:  # noqa: BLE001 - e.g. another process count: the step is enough
-                _close(it)
-                log.warning("the input state of step %d could not be restored (%s); the input restarts at "
-                            "step %d, the same batches (they are addressed by step)", start,
-                            str(e).splitlines()[0] if str(e) else type(e).__name__, start)
-        elif meta is not None:
+    def _restored(self, source, mngr, start: int, meta: dict | None):
+        """The iterator as the checkpoint of `start` saved it, or None (then the input restarts at
+        `start`: the same batches, since they are addressed by step)."""
+        if meta is None:
+            return None
+        if meta.get("input_offset") is None:
             log.warning("the checkpoint of step %d holds no input state (written before the input moved to Grain): "
                         "the clip order from here on is Grain's, not the one the run started with", start)
-        if self.grain is None:
-            self.grain = source.iterator(start)
-        self.batches = self.grain
+            return None
+        import grain
+        import orbax.checkpoint as ocp
+
+        offset = int(meta["input_offset"])
+        it = source.iterator(offset)
+        try:
+            mngr.restore(start, args=ocp.args.Composite(input=grain.checkpoint.CheckpointRestore(it)))
+        except Exception as e:  # noqa: BLE001 - e.g. another process count: the step is enough
+            close_iterator(it)
+            log.warning("the input state of step %d could not be restored (%s); the input restarts at "
+                        "step %d, the same batches (they are addressed by step)", start,
+                        str(e).splitlines()[0] if str(e) else type(e).__name__, start)
+            return None
+        self.offset = offset
+        log.info("the input continues from the Grain iterator state saved at step %d", start)
+        return it
 
     def close(self) -> None:
-        _close(self.batches)
-
-
-def _close(it) -> None:
-    close = getattr(it, "close", None)
-    if close is not None:  # stops input workers
-        close()
+        close_iterator(self.batches)
 
 
 def _restore(mngr, state, workdir: Path, strict: bool):
@@ -410,7 +414,7 @@ def _run(config, workdir: Path, graphdef, state, jitted, mesh, mngr, total: int,
     with _Stopper() as stopper, contextlib.closing(data):  # closing stops the input workers
         pending = None  # (step, bad_streak) of the previous step, read once this step is queued
         for step, clips in zip(range(start, total), data.batches):
-            state, metrics = jitted(state, step_lib.global_batch(mesh, np.array(clips)))
+            state, metrics = jitted(state, step_lib.global_batch(mesh, np.asarray(clips)))
             done = step + 1
             # Reading the previous step's streak (not this one's) keeps the device busy while the
             # host loads the next batch: input and compute overlap.
