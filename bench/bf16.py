@@ -19,7 +19,7 @@ import numpy as np
 from flax import nnx
 
 from dmvfn_jax import checkpoint as ckpt
-from dmvfn_jax.data.prepare import resize_linear
+from dmvfn_jax.data.resize import resize_linear
 from dmvfn_jax.image_io import load_image
 from dmvfn_jax.models import DMVFN
 from timing import median_ms  # bench/timing.py

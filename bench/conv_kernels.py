@@ -34,7 +34,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from dmvfn_jax import ops
 
 # (name, batch, H, W, in, out, stride): the input's size
 SHAPES = (

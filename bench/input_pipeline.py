@@ -195,6 +195,7 @@ def measure_step(args, sample: np.ndarray) -> dict:
 
     from configs.cityscapes import get_config
     from dmvfn_jax.train import optim
+    from dmvfn_jax import parallel
     from dmvfn_jax.train import step as step_lib
     from dmvfn_jax.train.loop import build_model
 
@@ -210,10 +211,10 @@ def measure_step(args, sample: np.ndarray) -> dict:
     del model
     step_fn = step_lib.make_train_step(graphdef, optimizer, schedule, vgg=None, update_mode=config.update_mode,
                                        estimator=config.routing.estimator, temperature=config.routing.temperature)
-    mesh = step_lib.data_mesh([device])
+    mesh = parallel.data_mesh([device])
     jitted, state = step_lib.shard_train_step(step_fn, mesh, state)
     clips = np.resize(sample[:, :frames], (batch, frames) + sample.shape[2:])  # real input clips, repeated if needed
-    clips = step_lib.global_batch(mesh, clips)
+    clips = parallel.global_batch(mesh, clips)
 
     t0 = time.perf_counter()
     state, metrics = jitted(state, clips)

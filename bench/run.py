@@ -48,7 +48,7 @@ def frame_pairs(batch: int, height: int, width: int):
     import numpy as np
 
     if REAL.is_dir():
-        from dmvfn_jax.data.prepare import resize_linear
+        from dmvfn_jax.data.resize import resize_linear
         from dmvfn_jax.image_io import load_image
 
         files = sorted(REAL.glob("*.jpg"))

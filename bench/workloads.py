@@ -27,6 +27,7 @@ def train_step(model, batch: int, size: int, seed: int = 0):
     import jax.numpy as jnp
     import numpy as np
 
+    from dmvfn_jax import parallel
     from dmvfn_jax.train import step as step_lib
     from dmvfn_jax.train.optim import lr_schedule, make_train_optimizer
 
@@ -34,7 +35,7 @@ def train_step(model, batch: int, size: int, seed: int = 0):
     graphdef, state = step_lib.init_state(model, opt, seed)
     state = jax.tree.map(jnp.array, state)  # jnp.array copies: donation must not delete the model's arrays
     fn = step_lib.make_train_step(graphdef, opt, lr_schedule(1000, 10, 1e-5, 1e-4), update_mode="per_batch")
-    jitted, state = step_lib.shard_train_step(fn, step_lib.data_mesh(jax.devices()[:1]), state)
+    jitted, state = step_lib.shard_train_step(fn, parallel.data_mesh(jax.devices()[:1]), state)
     clips = jnp.asarray(np.random.default_rng(seed).integers(0, 256, (batch, 3, size, size, 3), dtype=np.uint8))
     return jitted, state, clips
 

@@ -3,12 +3,16 @@
 `DMVFN` is the network; `Predictor` loads a converted checkpoint and predicts frames.
 """
 
-from dmvfn_jax.models import DMVFN
-
 __version__ = "0.1.0"
 
 
-def __getattr__(name):  # keep `import dmvfn_jax` light: Predictor pulls in orbax and PIL
+def __getattr__(name):
+    # Both are imported on first use, so that `import dmvfn_jax.image_io` (reading a PNG, an input
+    # worker, a dataset builder) does not import JAX and Flax, nor Predictor's orbax.
+    if name == "DMVFN":
+        from dmvfn_jax.models import DMVFN
+
+        return DMVFN
     if name == "Predictor":
         from dmvfn_jax.predictor import Predictor
 

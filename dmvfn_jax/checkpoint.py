@@ -11,21 +11,16 @@ never replaces a good one.
 
 from __future__ import annotations
 
-import contextlib
-import errno
-import hashlib
 import json
-import os
-import shutil
-import uuid
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import jax
 import numpy as np
 from flax import nnx, traverse_util
 
 from dmvfn_jax.errors import InputError, quiet_orbax_noise
+from dmvfn_jax.files import atomic_directory
 
 FORMAT = "dmvfn-jax"
 FORMAT_VERSION = 1
@@ -36,14 +31,6 @@ CHANNEL_ORDERS = ("BGR", "RGB")
 
 class CheckpointError(InputError):
     """A checkpoint that cannot be read or written; the message names the path at fault."""
-
-
-def sha256_of(path: str | os.PathLike) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 # -- parameter trees ----------------------------------------------------------------------
@@ -105,57 +92,6 @@ def describe_mismatch(expected: dict[str, tuple], got: dict[str, tuple], limit: 
     for k in cut(misshaped):
         lines.append(f"  mis-shaped: {k} is {got[k]}, the model needs {expected[k]}")
     return lines
-
-
-# -- atomic files and directories ---------------------------------------------------------
-def _make_parent(path: Path) -> None:
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    except (FileExistsError, NotADirectoryError) as e:
-        raise NotADirectoryError(errno.ENOTDIR, "exists and is not a folder", e.filename) from e
-
-
-@contextlib.contextmanager
-def atomic_directory(path: str | os.PathLike, overwrite: bool = False) -> Iterator[Path]:
-    """Yields a temporary directory that replaces `path` only if the block completes."""
-    path = Path(path).absolute()
-    if path.exists() and not overwrite:
-        raise FileExistsError(f"{path} already exists; pass --overwrite (overwrite=True) to replace it")
-    if path.exists() and not path.is_dir():
-        raise NotADirectoryError(errno.ENOTDIR, "exists and is not a folder", str(path))
-    _make_parent(path)
-    tmp = path.parent / f".{path.name}.tmp-{uuid.uuid4().hex[:8]}"
-    tmp.mkdir()
-    try:
-        yield tmp
-        if path.exists():
-            old = path.parent / f".{path.name}.old-{uuid.uuid4().hex[:8]}"
-            os.rename(path, old)
-            os.rename(tmp, path)
-            shutil.rmtree(old) if old.is_dir() else old.unlink()
-        else:
-            os.rename(tmp, path)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-
-
-@contextlib.contextmanager
-def atomic_file(path: str | os.PathLike, overwrite: bool = True) -> Iterator[Path]:
-    """Yields a temporary file path beside `path`, renamed onto it if the block completes."""
-    path = Path(path).absolute()
-    if path.exists() and not overwrite:
-        raise FileExistsError(f"{path} already exists; pass --overwrite (overwrite=True) to replace it")
-    if path.is_dir():
-        raise IsADirectoryError(errno.EISDIR, "is a folder, expected a file name", str(path))
-    _make_parent(path)
-    tmp = path.parent / f".{path.name}.tmp-{uuid.uuid4().hex[:8]}{path.suffix}"
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
 
 
 def _this_process_only():

@@ -13,6 +13,14 @@ class InputError(ValueError):
     """Bad input from the user (a file, key, shape or value); the message names it."""
 
 
+class BadClipError(InputError):
+    """A clip (or drive) that cannot be prepared; the message names it and the file at fault."""
+
+    def __init__(self, clip: str, file: str | os.PathLike | None, reason: str):
+        self.clip, self.file, self.reason = clip, None if file is None else str(file), reason
+        super().__init__(f"{clip}: {reason}")
+
+
 def _through_orbax(tb) -> bool:
     while tb is not None:
         if "orbax" in tb.tb_frame.f_code.co_filename:

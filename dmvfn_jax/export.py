@@ -132,7 +132,7 @@ def _parse_platforms(text: str) -> tuple[str, ...]:
 def export_checkpoint(checkpoint, output, size: str, routing: str = "threshold", platforms: str = "cpu,cuda,tpu",
                       precision: str = "highest", overwrite: bool = False, log=print) -> tuple[Path, Path]:
     """Loads `checkpoint`, exports its predictor at `size` (WIDTHxHEIGHT), writes FILE and FILE.json."""
-    from dmvfn_jax.checkpoint import atomic_file
+    from dmvfn_jax.files import atomic_file
     from dmvfn_jax.image_io import parse_size
     from dmvfn_jax.predictor import load_dmvfn
 

@@ -1,4 +1,5 @@
-"""Reading frames and writing pictures, with errors that name the file at fault.
+"""Reading frames and videos, writing pictures, arrays and animations (GIF, MP4), with errors
+that name the file at fault.
 
 Frames are HWC RGB. Files are written atomically (temporary file beside the target, then
 rename), so a failure never leaves a half-written output in place of a good one.
@@ -6,13 +7,14 @@ rename), so a failure never leaves a half-written output in place of a good one.
 
 from __future__ import annotations
 
+import io
 import os
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
-from dmvfn_jax.checkpoint import atomic_file
+from dmvfn_jax.files import atomic_file
 from dmvfn_jax.errors import InputError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
@@ -91,6 +93,23 @@ def resolve_frames(inputs: Sequence[str | os.PathLike], needed: int = 2) -> list
     return files[-needed:]
 
 
+def as_image(img) -> np.ndarray:
+    """An image as uint8 (H, W, 3): uint8 kept, floats taken as [0, 1] (clipped), grey expanded."""
+    arr = np.asarray(img)
+    if arr.ndim == 3 and arr.shape[-1] == 1:
+        arr = arr[..., 0]
+    if arr.ndim == 2:
+        arr = np.repeat(arr[..., None], 3, axis=-1)
+    if arr.ndim != 3 or arr.shape[-1] != 3:
+        raise ValueError(f"expected an (H, W), (H, W, 1) or (H, W, 3) image, got shape {arr.shape}")
+    if arr.dtype == np.uint8:
+        return arr
+    if arr.dtype == np.bool_:
+        return arr.astype(np.uint8) * 255
+    arr = np.nan_to_num(arr.astype(np.float32), nan=0.0, posinf=1.0, neginf=0.0)
+    return np.clip(np.rint(arr * 255.0), 0, 255).astype(np.uint8)
+
+
 def to_uint8(img: np.ndarray) -> np.ndarray:
     """[0, 1] floats -> uint8 with rounding."""
     return np.clip(np.rint(np.asarray(img, np.float32) * 255.0), 0, 255).astype(np.uint8)
@@ -107,9 +126,7 @@ def save_png(path: str | os.PathLike, img: np.ndarray, overwrite: bool = True) -
 
 
 def save_gif(path: str | os.PathLike, frames: Sequence[np.ndarray], fps: float = 4.0, overwrite: bool = True) -> Path:
-    """Writes frames (uint8, or float in [0, 1]) as a looping GIF (`visualize.write_gif`)."""
-    from dmvfn_jax.visualize import write_gif
-
+    """Writes frames (uint8, or float in [0, 1]) as a looping GIF (`write_gif`)."""
     if len(frames) == 0:
         raise ValueError("save_gif: no frames")
     return write_gif(path, frames, fps=fps, overwrite=overwrite)
@@ -180,3 +197,70 @@ def save_npy(path: str | os.PathLike, arr: np.ndarray, overwrite: bool = True) -
         with open(tmp, "wb") as f:
             np.save(f, arr)
     return Path(path)
+
+
+# -- animations -------------------------------------------------------------------------------
+def encode_gif(frames: Sequence, fps: float = 4.0) -> bytes:
+    """Frames (each an image as `as_image` takes) as the bytes of a looping GIF."""
+    from PIL import Image
+
+    imgs = _same_size(frames, "GIF")
+    buf = io.BytesIO()
+    ims = [Image.fromarray(f) for f in imgs]
+    ims[0].save(buf, format="GIF", save_all=True, append_images=ims[1:], duration=int(round(1000 / fps)), loop=0)
+    return buf.getvalue()
+
+
+def write_gif(path: str | os.PathLike, frames: Sequence, fps: float = 4.0, overwrite: bool = True) -> Path:
+    """Writes frames as a looping GIF, atomically."""
+    data = encode_gif(frames, fps)
+    with atomic_file(path, overwrite=overwrite) as tmp:
+        Path(tmp).write_bytes(data)
+    return Path(path)
+
+
+def write_mp4(path: str | os.PathLike, frames: Sequence, fps: float = 4.0, overwrite: bool = True) -> Path:
+    """Writes frames as an MP4 video (MPEG-4 part 2, `mp4v`) with OpenCV's bundled FFmpeg, atomically.
+
+    Odd frame sizes are padded to even ones by repeating the last row / column.
+    """
+    cv2 = import_cv2("writing MP4 video")
+    imgs = _same_size(frames, "MP4")
+    h, w = imgs[0].shape[:2]
+    ph, pw = h + h % 2, w + w % 2
+    if not fps > 0:
+        raise ValueError(f"fps must be > 0, got {fps}")
+    with atomic_file(path, overwrite=overwrite) as tmp:
+        writer = cv2.VideoWriter(str(tmp), cv2.VideoWriter_fourcc(*"mp4v"), float(fps), (pw, ph))
+        try:
+            if not writer.isOpened():
+                raise InputError(f"{path}: OpenCV cannot open an MP4 writer (mp4v) for {pw}x{ph} frames")
+            for img in imgs:
+                if (ph, pw) != (h, w):
+                    img = np.pad(img, ((0, ph - h), (0, pw - w), (0, 0)), mode="edge")
+                writer.write(np.ascontiguousarray(img[..., ::-1]))  # OpenCV takes BGR
+        finally:
+            writer.release()
+        if not Path(tmp).is_file() or Path(tmp).stat().st_size == 0:
+            raise InputError(f"{path}: OpenCV wrote no video data")
+    return Path(path)
+
+
+def write_video(path: str | os.PathLike, frames: Sequence, fps: float = 4.0, overwrite: bool = True) -> Path:
+    """`write_mp4` or `write_gif`, by the file's suffix (.mp4 / .gif)."""
+    suffix = Path(path).suffix.lower()
+    if suffix == ".mp4":
+        return write_mp4(path, frames, fps, overwrite)
+    if suffix == ".gif":
+        return write_gif(path, frames, fps, overwrite)
+    raise InputError(f"{path}: animations are written as .mp4 or .gif, not {suffix or 'no suffix'!r}")
+
+
+def _same_size(frames: Sequence, what: str) -> list[np.ndarray]:
+    imgs = [as_image(f) for f in frames]
+    if not imgs:
+        raise ValueError(f"{what}: no frames")
+    sizes = {i.shape for i in imgs}
+    if len(sizes) > 1:
+        raise ValueError(f"{what}: frames differ in size: {sorted(sizes)}")
+    return imgs

@@ -5,7 +5,7 @@ perceptual term on the last one, as the official training code defines them.
 
 Everything is NHWC float32 with frames in [0, 1]. The VGG19 weights are torchvision's ImageNet
 `features`, converted with `python convert_weights.py vgg19` and loaded with
-`dmvfn_jax.convert.load_vgg19`; they are frozen (gradients reach the prediction only).
+`dmvfn_jax.losses.load_vgg19`; they are frozen (gradients reach the prediction only).
 Parity with a PyTorch implementation written from the spec is checked in `tests/test_losses.py`.
 """
 
@@ -127,6 +127,8 @@ VGG19_CONVS = (
     (28, 512, 512),
 )  # fmt: skip
 VGG19_CONV_INDICES = tuple(i for i, _, _ in VGG19_CONVS)
+VGG19_ARCHITECTURE = "vgg19"  # the `architecture` of its checkpoints (dmvfn.json)
+VGG19_LAYERS = "features[0:29]"  # the part of torchvision's VGG19 kept
 POOL_INDICES = (4, 9, 18, 27)
 FEATURE_INDICES = (1, 6, 11, 20, 29)  # relu1_1, relu2_1, relu3_1, relu4_1, relu5_1
 VGG_WEIGHTS = (1.0 / 2.6, 1.0 / 4.8, 1.0 / 3.7, 1.0 / 5.6, 10.0 / 1.5)
@@ -164,6 +166,14 @@ class VGG19Features(nnx.Module):
                 if index in FEATURE_INDICES:
                     feats.append(x)
         return tuple(feats)
+
+
+def load_vgg19(checkpoint_dir) -> VGG19Features:
+    """The frozen VGG19 features of a checkpoint written by `convert_weights.py vgg19`."""
+    from dmvfn_jax import checkpoint as ckpt
+
+    return ckpt.load_network(checkpoint_dir, VGG19_ARCHITECTURE, lambda meta: VGG19Features(rngs=nnx.Rngs(0)),
+                             "convert torchvision weights with `python convert_weights.py vgg19`")[0]
 
 
 def normalize_imagenet(x: jax.Array) -> jax.Array:

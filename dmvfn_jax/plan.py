@@ -125,7 +125,6 @@ def _cost(compiled) -> dict:
 def plan(config, topology_name: str, *, per_chip_batch: int | None = None, vgg: bool = False,
          precision: str = "default", input_rate: float | None = None, input_source: str = "") -> dict:
     """Compiles the training step of `config` for a TPU topology and returns the plan (see the module doc)."""
-    import jax
     from jax.sharding import Mesh
     import numpy as np
 

@@ -66,7 +66,7 @@ def write_outputs(out: Path, inputs: list[np.ndarray], preds: np.ndarray, fps: f
     elif suffix == ".gif":
         written.append(save_gif(out, list(inputs) + list(preds), fps=fps))
     elif suffix == ".mp4":
-        from dmvfn_jax.visualize import write_mp4
+        from dmvfn_jax.image_io import write_mp4
 
         written.append(write_mp4(out, list(inputs) + list(preds), fps=fps))
     elif suffix == ".png":

@@ -6,9 +6,9 @@
     viz.write_mp4("rollout.mp4", frames, fps=4)
 
 Everything takes NumPy (or JAX) arrays and returns `uint8` RGB pictures (H, W, 3); images may
-be given as uint8 or as floats in [0, 1]. Nothing here reads or writes files except the
-`write_*` functions, which write atomically (a temporary file beside the target, renamed onto
-it when complete), so a failure never leaves a half-written file in place of a good one.
+be given as uint8 or as floats in [0, 1]. Nothing here reads or writes files: the `write_*`
+functions are `image_io`'s, which write atomically (a temporary file beside the target, renamed
+onto it when complete), so a failure never leaves a half-written file in place of a good one.
 
 Flow colours follow the colour wheel of the optical-flow literature (Baker et al., "A Database
 and Evaluation Methodology for Optical Flow", the Middlebury benchmark): hue is the direction,
@@ -18,15 +18,17 @@ motion to the right is red, down is yellow, left is cyan and up is blue-violet.
 
 from __future__ import annotations
 
-import io
-import os
-from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
-from dmvfn_jax.checkpoint import atomic_file
-from dmvfn_jax.errors import InputError
+from dmvfn_jax import image_io
+from dmvfn_jax.image_io import as_image
+
+# The animation writers live with the other file writers in `image_io`; they are also here, as
+# `viz.write_mp4(...)` etc., beside the pictures they write.
+encode_gif, write_gif, write_mp4, write_video = (
+    image_io.encode_gif, image_io.write_gif, image_io.write_mp4, image_io.write_video)
 
 # The 55-colour wheel: (segment length, colour at its start); each segment ramps linearly to the
 # next segment's start colour, the last one back to red.
@@ -51,23 +53,6 @@ def color_wheel() -> np.ndarray:
 
 
 _WHEEL = color_wheel()
-
-
-def as_image(img) -> np.ndarray:
-    """An image as uint8 (H, W, 3): uint8 kept, floats taken as [0, 1] (clipped), grey expanded."""
-    arr = np.asarray(img)
-    if arr.ndim == 3 and arr.shape[-1] == 1:
-        arr = arr[..., 0]
-    if arr.ndim == 2:
-        arr = np.repeat(arr[..., None], 3, axis=-1)
-    if arr.ndim != 3 or arr.shape[-1] != 3:
-        raise ValueError(f"expected an (H, W), (H, W, 1) or (H, W, 3) image, got shape {arr.shape}")
-    if arr.dtype == np.uint8:
-        return arr
-    if arr.dtype == np.bool_:
-        return arr.astype(np.uint8) * 255
-    arr = np.nan_to_num(arr.astype(np.float32), nan=0.0, posinf=1.0, neginf=0.0)
-    return np.clip(np.rint(arr * 255.0), 0, 255).astype(np.uint8)
 
 
 def flow_norm(flow) -> float:
@@ -276,81 +261,12 @@ def rollout_frames(context: Sequence, predictions: Sequence, truth: Sequence | N
     return frames
 
 
-# -- writers ---------------------------------------------------------------------------------
-def encode_gif(frames: Sequence, fps: float = 4.0) -> bytes:
-    """Frames (each an image as `as_image` takes) as the bytes of a looping GIF."""
-    from PIL import Image
-
-    imgs = _same_size(frames, "GIF")
-    buf = io.BytesIO()
-    ims = [Image.fromarray(f) for f in imgs]
-    ims[0].save(buf, format="GIF", save_all=True, append_images=ims[1:], duration=int(round(1000 / fps)), loop=0)
-    return buf.getvalue()
-
-
-def write_gif(path: str | os.PathLike, frames: Sequence, fps: float = 4.0, overwrite: bool = True) -> Path:
-    """Writes frames as a looping GIF, atomically."""
-    data = encode_gif(frames, fps)
-    with atomic_file(path, overwrite=overwrite) as tmp:
-        Path(tmp).write_bytes(data)
-    return Path(path)
-
-
-def write_mp4(path: str | os.PathLike, frames: Sequence, fps: float = 4.0, overwrite: bool = True) -> Path:
-    """Writes frames as an MP4 video (MPEG-4 part 2, `mp4v`) with OpenCV's bundled FFmpeg, atomically.
-
-    Odd frame sizes are padded to even ones by repeating the last row / column.
-    """
-    from dmvfn_jax.image_io import import_cv2
-
-    cv2 = import_cv2("writing MP4 video")
-    imgs = _same_size(frames, "MP4")
-    h, w = imgs[0].shape[:2]
-    ph, pw = h + h % 2, w + w % 2
-    if not fps > 0:
-        raise ValueError(f"fps must be > 0, got {fps}")
-    with atomic_file(path, overwrite=overwrite) as tmp:
-        writer = cv2.VideoWriter(str(tmp), cv2.VideoWriter_fourcc(*"mp4v"), float(fps), (pw, ph))
-        try:
-            if not writer.isOpened():
-                raise InputError(f"{path}: OpenCV cannot open an MP4 writer (mp4v) for {pw}x{ph} frames")
-            for img in imgs:
-                if (ph, pw) != (h, w):
-                    img = np.pad(img, ((0, ph - h), (0, pw - w), (0, 0)), mode="edge")
-                writer.write(np.ascontiguousarray(img[..., ::-1]))  # OpenCV takes BGR
-        finally:
-            writer.release()
-        if not Path(tmp).is_file() or Path(tmp).stat().st_size == 0:
-            raise InputError(f"{path}: OpenCV wrote no video data")
-    return Path(path)
-
-
-def write_video(path: str | os.PathLike, frames: Sequence, fps: float = 4.0, overwrite: bool = True) -> Path:
-    """`write_mp4` or `write_gif`, by the file's suffix (.mp4 / .gif)."""
-    suffix = Path(path).suffix.lower()
-    if suffix == ".mp4":
-        return write_mp4(path, frames, fps, overwrite)
-    if suffix == ".gif":
-        return write_gif(path, frames, fps, overwrite)
-    raise InputError(f"{path}: animations are written as .mp4 or .gif, not {suffix or 'no suffix'!r}")
-
-
 # -- helpers ---------------------------------------------------------------------------------
 def _unit_float(img) -> np.ndarray:
     arr = np.asarray(img)
     if arr.dtype == np.uint8:
         return arr.astype(np.float32) / 255.0
     return arr.astype(np.float32)
-
-
-def _same_size(frames: Sequence, what: str) -> list[np.ndarray]:
-    imgs = [as_image(f) for f in frames]
-    if not imgs:
-        raise ValueError(f"{what}: no frames")
-    sizes = {i.shape for i in imgs}
-    if len(sizes) > 1:
-        raise ValueError(f"{what}: frames differ in size: {sorted(sizes)}")
-    return imgs
 
 
 def _key_panel(h: int, w: int) -> np.ndarray:

@@ -39,7 +39,7 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
 
     def body():
-        from dmvfn_jax.checkpoint import atomic_file
+        from dmvfn_jax.files import atomic_file
         from dmvfn_jax.predictor import Predictor
 
         files = list_frames(args.frames)[args.start:args.start + 3]

@@ -13,7 +13,8 @@ import pytest
 
 from dmvfn_jax.data.build import build
 from dmvfn_jax.data.pipeline import open_split
-from dmvfn_jax.data.prepare import BadClipError, resize_linear
+from dmvfn_jax.data.resize import resize_linear
+from dmvfn_jax.errors import BadClipError
 from dmvfn_jax.data.synthetic import synthetic_video
 from dmvfn_jax.errors import InputError
 from dmvfn_jax.image_io import decode_image, load_image, save_png

@@ -20,6 +20,7 @@ from dmvfn_jax import visualize
 from dmvfn_jax.data.build import build
 from dmvfn_jax.data.synthetic import synthetic_video
 from dmvfn_jax.errors import InputError
+from dmvfn_jax.evaluation.lpips import load_lpips
 from dmvfn_jax.evaluation.run import evaluate
 from dmvfn_jax.image_io import load_image, save_png
 from dmvfn_jax.predictor import Predictor
@@ -100,7 +101,7 @@ def test_official_mode_feeds_bgr_to_the_metrics(vimeo_tfds, converted_dir, tmp_p
     for m in ("psnr", "ssim", "ms_ssim"):
         np.testing.assert_allclose(o[m]["per_step"], c[m]["per_step"], rtol=1e-6)
     assert abs(o["lpips"]["per_step"][0] - c["lpips"]["per_step"][0]) > 1e-4
-    ours = api.load_lpips(lp)
+    ours = load_lpips(lp)
     v = [load_image(vimeo_tfds.parent / "manual/vimeo_interp_test/target/00001/0002" / f"im{i}.png") for i in (2, 3)]
     x, y = (a[None].astype(np.float32) / 255 for a in v)
     np.testing.assert_allclose(o["lpips"]["per_step"][0], float(ours(x[..., ::-1] * 2 - 1, y[..., ::-1] * 2 - 1)[0]),
@@ -285,7 +286,7 @@ def test_mixed_sizes_are_evaluated_and_reported_per_size(tmp_path, mixed_tfds, c
     assert on_disk["sizes"][1]["size"] == [80, 64] and on_disk["frame_size"] is None
 
     # resized on the fly: one size, the frames resized as `prepare` resizes them
-    from dmvfn_jax.data.prepare import resize_linear
+    from dmvfn_jax.data.resize import resize_linear
 
     one = evaluate(converted_dir, "clip_folder", data_dir, context=(1, 2), horizon=2, metrics=["psnr"],
                    skip_bad=True, size=(64, 48), progress=False)

@@ -25,7 +25,7 @@ import torch_losses as tl
 from conftest import to_nchw, to_nhwc
 from dmvfn_jax import checkpoint as ckpt
 from dmvfn_jax import losses
-from dmvfn_jax.convert import cli, convert_vgg19, load_vgg19, vgg_torch
+from dmvfn_jax.convert import cli, convert_vgg19, vgg_torch
 from dmvfn_jax.convert.dmvfn_torch import random_official_state
 
 RTOL = 1e-5
@@ -105,7 +105,7 @@ def vgg_ckpt(tmp_path_factory, vgg_pth) -> Path:
 
 @pytest.fixture(scope="module")
 def jax_vgg(vgg_ckpt) -> losses.VGG19Features:
-    return load_vgg19(vgg_ckpt)
+    return losses.load_vgg19(vgg_ckpt)
 
 
 @pytest.fixture(scope="module")
@@ -259,7 +259,7 @@ def test_features_only_file_converts(tmp_path):
     state = {k: v for k, v in tl.random_vgg_state(seed=2, classifier=False).items() if int(k.split(".")[1]) < 29}
     out = convert_vgg19(_save(tmp_path, state, "features_only.pth"), tmp_path / "ckpt")
     assert ckpt.read_metadata(out)["dropped_keys"] == []
-    load_vgg19(out)
+    losses.load_vgg19(out)
 
 
 def test_never_overwrites_without_overwrite(tmp_path, vgg_pth, capsys):
@@ -284,7 +284,7 @@ def test_load_vgg19_refuses_other_checkpoints(tmp_path):
         tmp_path / "dmvfn_ckpt", {"a": np.zeros(2, np.float32)}, {"architecture": "dmvfn", "channel_order": "BGR"}
     )
     with pytest.raises(ckpt.CheckpointError, match="is not 'vgg19'"):
-        load_vgg19(other)
+        losses.load_vgg19(other)
 
 
 def test_zero_free_upsample_and_half_blur_equal_the_plain_versions():

@@ -20,9 +20,10 @@ from pytorch_msssim import ms_ssim as torch_ms_ssim
 from pytorch_msssim import ssim as torch_ssim
 
 from dmvfn_jax.convert import api, lpips_torch
-from dmvfn_jax.data.prepare import resize_linear
+from dmvfn_jax.data.resize import resize_linear
 from dmvfn_jax.errors import InputError
 from dmvfn_jax.evaluation import metrics
+from dmvfn_jax.evaluation.lpips import load_lpips
 from dmvfn_jax.image_io import load_image
 
 
@@ -147,7 +148,7 @@ def lpips_pair(tmp_path_factory):
     torch.save({k: torch.from_numpy(v) for k, v in alex.items()}, d / "alexnet.pth")
     torch.save({k: torch.from_numpy(v) for k, v in lin.items()}, d / "alex_linear.pth")
     out = api.convert_lpips(d / "alexnet.pth", d / "ckpt", linear_path=d / "alex_linear.pth")
-    ours = api.load_lpips(out)
+    ours = load_lpips(out)
     return ref, ours
 
 
@@ -199,7 +200,7 @@ def test_lpips_command_takes_the_linear_layers_from_the_lpips_package(tmp_path, 
     assert cli.main(["lpips", "--alexnet", str(tmp_path / "alexnet-owt.pth"), "--output", str(tmp_path / "o")]) == 0
     assert "wrote LPIPS" in capsys.readouterr().out
     shipped = torch.load(api.installed_lpips_linear(), map_location="cpu", weights_only=True)
-    ours = api.load_lpips(tmp_path / "o")
+    ours = load_lpips(tmp_path / "o")
     np.testing.assert_array_equal(np.asarray(ours.lin2.kernel[...]).reshape(-1),
                                   shipped["lin2.model.1.weight"].numpy().reshape(-1))
     np.testing.assert_array_equal(np.asarray(ours.conv6.bias[...]), alex["features.6.bias"])

@@ -15,7 +15,8 @@ import pytest
 from PIL import Image
 
 from dmvfn_jax.data import prepare
-from dmvfn_jax.data.prepare import main, prepare_cityscapes, prepare_kitti, resize_linear
+from dmvfn_jax.data.prepare import main, prepare_cityscapes, prepare_kitti
+from dmvfn_jax.data.resize import resize_linear
 from dmvfn_jax.errors import InputError
 from dmvfn_jax.image_io import load_image
 

@@ -12,7 +12,7 @@ import pytest
 
 from conftest import REPO, kill_at_checkpoint, model_params
 from dmvfn_jax.data.build import build
-from dmvfn_jax.data.prepare import resize_linear
+from dmvfn_jax.data.resize import resize_linear
 from dmvfn_jax.image_io import load_image, save_png
 
 

@@ -11,7 +11,6 @@ from dmvfn_jax.convert.api import (
     convert_dmvfn,
     convert_vgg19,
     export_dmvfn_to_torch,
-    load_vgg19,
     write_random_official,
 )
 
@@ -19,7 +18,6 @@ __all__ = [
     "ConversionError",
     "convert_dmvfn",
     "convert_vgg19",
-    "load_vgg19",
     "export_dmvfn_to_torch",
     "write_random_official",
     "jax_to_torch",

@@ -10,6 +10,7 @@ from flax import nnx
 
 from dmvfn_jax import checkpoint as ckpt
 from dmvfn_jax.convert import dmvfn_torch, lpips_torch, vgg_torch
+from dmvfn_jax.files import sha256_of
 from dmvfn_jax.losses import VGG19Features
 from dmvfn_jax.models.dmvfn import DMVFN, SCALES, WIDTHS
 
@@ -37,7 +38,7 @@ def convert_dmvfn(input_path, output_dir, overwrite: bool = False, channel_order
         "widths": list(WIDTHS),
         "scales": list(SCALES),
         "channel_order": channel_order,
-        "source": {"file": os.path.basename(input_path), "sha256": ckpt.sha256_of(input_path)},
+        "source": {"file": os.path.basename(input_path), "sha256": sha256_of(input_path)},
         "converted": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
     return ckpt.save_checkpoint(output_dir, params, metadata, overwrite=overwrite)
@@ -93,16 +94,10 @@ def convert_vgg19(input_path, output_dir, overwrite: bool = False) -> Path:
         "layers": vgg_torch.LAYERS,
         "channel_order": "RGB",
         "dropped_keys": dropped,
-        "source": {"file": os.path.basename(input_path), "sha256": ckpt.sha256_of(input_path)},
+        "source": {"file": os.path.basename(input_path), "sha256": sha256_of(input_path)},
         "converted": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
     return ckpt.save_checkpoint(output_dir, params, metadata, overwrite=overwrite)
-
-
-def load_vgg19(checkpoint_dir) -> VGG19Features:
-    """The frozen VGG19 features of a checkpoint written by `convert_weights.py vgg19`."""
-    return ckpt.load_network(checkpoint_dir, vgg_torch.ARCHITECTURE, lambda meta: VGG19Features(rngs=nnx.Rngs(0)),
-                             "convert torchvision weights with `python convert_weights.py vgg19`")[0]
 
 
 def installed_lpips_linear() -> Path | None:
@@ -139,19 +134,9 @@ def convert_lpips(alexnet_path, output_dir, linear_path=None, overwrite: bool = 
         "channel_order": "RGB",
         "dropped_keys": dropped,
         "source": {
-            "alexnet": {"file": os.path.basename(alexnet_path), "sha256": ckpt.sha256_of(alexnet_path)},
-            "linear": {"file": os.path.basename(linear_path), "sha256": ckpt.sha256_of(linear_path)},
+            "alexnet": {"file": os.path.basename(alexnet_path), "sha256": sha256_of(alexnet_path)},
+            "linear": {"file": os.path.basename(linear_path), "sha256": sha256_of(linear_path)},
         },
         "converted": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
     return ckpt.save_checkpoint(output_dir, params, metadata, overwrite=overwrite)
-
-
-def load_lpips(checkpoint_dir):
-    """The LPIPS network of a checkpoint written by `convert_weights.py lpips`."""
-    from dmvfn_jax.evaluation.lpips import LPIPS
-
-    return ckpt.load_network(
-        checkpoint_dir, lpips_torch.ARCHITECTURE, lambda meta: LPIPS(rngs=nnx.Rngs(0)),
-        "convert with `python convert_weights.py lpips --alexnet alexnet-owt-7be5be79.pth --output DIR`",
-    )[0]

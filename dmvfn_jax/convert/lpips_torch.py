@@ -20,9 +20,10 @@ import numpy as np
 from flax import traverse_util
 
 from dmvfn_jax.convert.dmvfn_torch import check_state_shapes
+from dmvfn_jax.evaluation import lpips
 from dmvfn_jax.evaluation.lpips import ALEXNET_CONVS, CHANNELS
 
-ARCHITECTURE = "lpips-alex-v0.1"
+ARCHITECTURE = lpips.ARCHITECTURE
 
 
 def alexnet_shapes() -> dict[str, tuple[int, ...]]:

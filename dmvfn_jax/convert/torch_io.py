@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dmvfn_jax.checkpoint import atomic_file
+from dmvfn_jax.files import atomic_file
 from dmvfn_jax.convert.dmvfn_torch import ConversionError
 
 

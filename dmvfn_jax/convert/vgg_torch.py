@@ -23,11 +23,11 @@ from typing import Any
 import numpy as np
 from flax import traverse_util
 
-from dmvfn_jax.convert.dmvfn_torch import ConversionError, check_state_shapes
-from dmvfn_jax.losses import VGG19_CONV_INDICES
+from dmvfn_jax.convert.dmvfn_torch import check_state_shapes
+from dmvfn_jax.losses import VGG19_ARCHITECTURE, VGG19_CONV_INDICES, VGG19_LAYERS
 
-ARCHITECTURE = "vgg19"
-LAYERS = "features[0:29]"
+ARCHITECTURE = VGG19_ARCHITECTURE
+LAYERS = VGG19_LAYERS
 # torchvision's convs after relu5_1: (index, shape of weight).
 UNUSED_CONVS = {30: (512, 512, 3, 3), 32: (512, 512, 3, 3), 34: (512, 512, 3, 3)}
 UNUSED_PREFIXES = ("classifier.",)

@@ -279,7 +279,7 @@ class EvalClips:
             )
         clip = decode_frames(record, range(self.num_frames), self.where)
         if self.resize is not None and clip.shape[1:3] != (self.resize[1], self.resize[0]):
-            from dmvfn_jax.data.prepare import resize_linear
+            from dmvfn_jax.data.resize import resize_linear
 
             clip = np.stack([resize_linear(f, *self.resize) for f in clip])
         return np.ascontiguousarray(clip[..., ::-1]) if self.flip else clip

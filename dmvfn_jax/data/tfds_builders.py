@@ -50,8 +50,8 @@ from typing import Callable, Iterator, Sequence
 import numpy as np
 import tensorflow_datasets as tfds
 
-from dmvfn_jax.data.prepare import BadClipError, resize_linear
-from dmvfn_jax.errors import InputError
+from dmvfn_jax.data.resize import resize_linear
+from dmvfn_jax.errors import BadClipError, InputError
 from dmvfn_jax.image_io import IMAGE_SUFFIXES, FrameError, decode_image
 
 log = logging.getLogger("dmvfn_jax.data")

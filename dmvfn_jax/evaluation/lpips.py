@@ -13,7 +13,7 @@ For images `x`, `y` in [-1, 1]:
 
 Weights: `python convert_weights.py lpips --alexnet alexnet-owt-7be5be79.pth --output DIR`
 (torchvision's AlexNet file plus the linear layers that ship inside the `lpips` package), read
-with `dmvfn_jax.convert.api.load_lpips(DIR)`.
+with `dmvfn_jax.evaluation.lpips.load_lpips(DIR)`.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from dmvfn_jax.errors import InputError
 ALEXNET_CONVS = ((0, 3, 64, 11, 4, 2), (3, 64, 192, 5, 1, 2), (6, 192, 384, 3, 1, 1),
                  (8, 384, 256, 3, 1, 1), (10, 256, 256, 3, 1, 1))
 CHANNELS = (64, 192, 384, 256, 256)
+ARCHITECTURE = "lpips-alex-v0.1"  # the `architecture` of its checkpoints (dmvfn.json)
 SHIFT = (-0.030, -0.088, -0.188)
 SCALE = (0.458, 0.448, 0.450)
 
@@ -69,3 +70,13 @@ class LPIPS(nnx.Module):
             b = b / (jnp.sqrt(jnp.sum(b * b, axis=-1, keepdims=True)) + 1e-10)
             total = total + getattr(self, f"lin{k}")((a - b) ** 2).mean(axis=(1, 2, 3))
         return total
+
+
+def load_lpips(checkpoint_dir) -> LPIPS:
+    """The LPIPS network of a checkpoint written by `convert_weights.py lpips`."""
+    from dmvfn_jax import checkpoint as ckpt
+
+    return ckpt.load_network(
+        checkpoint_dir, ARCHITECTURE, lambda meta: LPIPS(rngs=nnx.Rngs(0)),
+        "convert with `python convert_weights.py lpips --alexnet alexnet-owt-7be5be79.pth --output DIR`",
+    )[0]

@@ -50,11 +50,11 @@ from flax import nnx
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from dmvfn_jax import checkpoint as ckpt
 from dmvfn_jax import parallel
 from dmvfn_jax.errors import InputError, run_command
 from dmvfn_jax.evaluation import metrics as metric_lib
 from dmvfn_jax.evaluation.protocols import DATASETS, MODES, Mode, Protocol, make_protocol
+from dmvfn_jax.files import atomic_file
 from dmvfn_jax.image_io import parse_size
 from dmvfn_jax.models import routing as routing_lib
 from dmvfn_jax.models.dmvfn import DMVFN, SIZE_MULTIPLE
@@ -245,7 +245,7 @@ def write_csv(results: dict, path: Path) -> None:
 
 
 def _write_text(path: Path, text: str) -> None:
-    with ckpt.atomic_file(path) as tmp:
+    with atomic_file(path) as tmp:
         Path(tmp).write_text(text)
 
 
@@ -281,7 +281,7 @@ def evaluate(checkpoint, dataset: str, data_dir, *, mode: str = "clean", split: 
                 "alexnet-owt-7be5be79.pth --output checkpoints/lpips` and pass --lpips checkpoints/lpips "
                 "(or leave lpips out of --metrics)"
             )
-        from dmvfn_jax.convert.api import load_lpips
+        from dmvfn_jax.evaluation.lpips import load_lpips
 
         lpips_model = load_lpips(lpips)
     model, meta = load_dmvfn(checkpoint)

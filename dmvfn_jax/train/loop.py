@@ -32,6 +32,7 @@ import numpy as np
 from flax import nnx
 
 from dmvfn_jax import checkpoint as ckpt
+from dmvfn_jax import parallel
 from dmvfn_jax.data.sources import make_source
 from dmvfn_jax.data.stream import close_iterator
 from dmvfn_jax.errors import InputError
@@ -118,7 +119,7 @@ def _build_vgg(config):
     if not config.get("vgg_checkpoint"):
         log.info("no VGG19 weights (config.vgg_checkpoint is empty): training on the Laplacian term alone")
         return None
-    from dmvfn_jax.convert.api import load_vgg19
+    from dmvfn_jax.losses import load_vgg19
 
     log.info("perceptual loss with VGG19 features from %s", config.vgg_checkpoint)
     return load_vgg19(config.vgg_checkpoint)
@@ -369,7 +370,7 @@ def _train(config, workdir: Path, model: DMVFN | None) -> dict:
         graphdef, optimizer, schedule, vgg=vgg, update_mode=config.update_mode,
         estimator=config.routing.estimator, temperature=config.routing.temperature,
     )
-    mesh = step_lib.data_mesh()
+    mesh = parallel.data_mesh()
     jitted, state = step_lib.shard_train_step(step_fn, mesh, state)
 
     mngr = _checkpoint_manager(workdir, config)
@@ -414,7 +415,7 @@ def _run(config, workdir: Path, graphdef, state, jitted, mesh, mngr, total: int,
     with _Stopper() as stopper, contextlib.closing(data):  # closing stops the input workers
         pending = None  # (step, bad_streak) of the previous step, read once this step is queued
         for step, clips in zip(range(start, total), data.batches):
-            state, metrics = jitted(state, step_lib.global_batch(mesh, np.asarray(clips)))
+            state, metrics = jitted(state, parallel.global_batch(mesh, np.asarray(clips)))
             done = step + 1
             # Reading the previous step's streak (not this one's) keeps the device busy while the
             # host loads the next batch: input and compute overlap.

@@ -28,7 +28,6 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 from dmvfn_jax import parallel
 from dmvfn_jax.losses import dmvfn_loss
 from dmvfn_jax.models.dmvfn import DMVFN
-from dmvfn_jax.parallel import data_mesh, global_batch  # noqa: F401  (the training loop's names for them)
 from dmvfn_jax.train.optim import set_learning_rate
 
 UPDATE_MODES = ("update_per_triplet", "per_batch")
