@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.installed
 LIBTPU := libtpu==0.0.42.*
 LIBTPU_STAMP := $(VENV)/libtpu/.installed
 
-.PHONY: demo test bench install plan-deps clean
+.PHONY: demo test test-fast bench install plan-deps clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -36,6 +36,11 @@ demo: $(STAMP)
 
 test: $(STAMP) $(LIBTPU_STAMP)
 	$(PY) -m pytest -q tests
+
+# For development: everything but the tests marked slow (training runs, multi-device and multi-process
+# programs, TPU compiles, the README's long examples). CI runs `make test`.
+test-fast: $(STAMP) $(LIBTPU_STAMP)
+	$(PY) -m pytest -q -m "not slow" tests
 
 # Speed and memory against the PyTorch oracle, same weights and device (BENCHMARKS.md); not part of CI.
 bench: $(STAMP)

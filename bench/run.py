@@ -138,7 +138,7 @@ def torch_worker(args) -> dict:
     import numpy as np
     import torch
 
-    sys.path.insert(0, str(REPO / "tests"))
+    sys.path.insert(0, str(REPO / "tests" / "oracles"))
     import torch_dmvfn as tdm
     import torch_losses as tl
 

@@ -7,6 +7,7 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -17,13 +18,14 @@ import pytest
 import torch
 from flax import nnx
 
-import torch_dmvfn as tdm
 from dmvfn_jax import checkpoint as ckpt
 from dmvfn_jax.compile_cache import enable_compilation_cache
 from dmvfn_jax.convert import dmvfn_torch
 from dmvfn_jax.models import DMVFN
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "tests" / "oracles"))  # the PyTorch oracles: `import torch_dmvfn`, `import torch_losses`
+import torch_dmvfn as tdm  # noqa: E402
 # One persistent compilation cache for the whole session, in a temporary folder removed at exit:
 # the tests and the commands they start (train.py, eval.py, predict) compile many identical
 # programs (a training step takes ~50 s to compile here), and none of them writes ~/.cache.
@@ -37,7 +39,9 @@ else:
     enable_compilation_cache(_CACHE)
     if not _SETTING:
         atexit.register(shutil.rmtree, _CACHE, ignore_errors=True)
-REAL_DATA = REPO.parent / "shared" / "data" / "real"
+# The real video frames (../shared/data/real beside the repository, never copied into it);
+# DMVFN_JAX_REAL_DATA points elsewhere.
+REAL_DATA = Path(os.environ.get("DMVFN_JAX_REAL_DATA") or REPO.parent / "shared" / "data" / "real")
 
 torch.set_num_threads(2)
 

@@ -18,6 +18,8 @@ import pytest
 
 from conftest import REPO
 
+pytestmark = pytest.mark.slow  # every test here takes minutes on a 2-core CPU
+
 FRAMES = 4  # collectives_check.py: 8 clips of 4 frames
 # each update mode, each estimator and bfloat16, in three programs
 TRAIN = ["train:per_batch:bernoulli:float32", "train:update_per_triplet:gumbel:float32",
@@ -30,7 +32,7 @@ OLD = ["gspmd:per_batch"]
 def compiled():
     """Every program, compiled by two processes side by side (one per core)."""
     groups = [TRAIN[:2] + EVAL[:1], TRAIN[2:] + EVAL[1:] + OLD]
-    procs = [subprocess.Popen([sys.executable, str(REPO / "tests" / "collectives_check.py"), *g],
+    procs = [subprocess.Popen([sys.executable, str(REPO / "tests" / "scripts" / "collectives_check.py"), *g],
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for g in groups]
     out = {}
     for p in procs:

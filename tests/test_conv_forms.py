@@ -97,6 +97,7 @@ def _model_outputs(form, a, b):
     return infer(params), jax.jit(jax.grad(loss))(params)
 
 
+@pytest.mark.slow
 def test_model_forms_agree(frames):
     """The model in the CPU form against the plain model: predictions and the gradients of every
     parameter. (The other forms differ from it only in `mvfb.frame_parts`, tested above conv by

@@ -42,6 +42,7 @@ def vimeo_tfds(tmp_path_factory, real_data):
     return root / "tfds"
 
 
+@pytest.mark.slow
 def test_vimeo_protocol_with_a_converted_checkpoint(tmp_path, vimeo_tfds, converted_dir, real_data):
     res = evaluate(converted_dir, "vimeo", vimeo_tfds, output=tmp_path / "out", save_predictions=1, save_images=1,
                    progress=False)
@@ -87,6 +88,7 @@ def test_vimeo_protocol_with_a_converted_checkpoint(tmp_path, vimeo_tfds, conver
     assert 0 < f["routed_spent"] and f["all_blocks"] > sum(f["blocks"]) > 0
 
 
+@pytest.mark.slow
 def test_official_mode_feeds_bgr_to_the_metrics(vimeo_tfds, converted_dir, tmp_path):
     from dmvfn_jax.convert import api, lpips_torch
 
@@ -108,6 +110,7 @@ def test_official_mode_feeds_bgr_to_the_metrics(vimeo_tfds, converted_dir, tmp_p
                                atol=1e-5)
 
 
+@pytest.mark.slow
 def test_cityscapes_protocol_with_a_model_trained_on_the_real_clip(tmp_path, cityscapes_prepared):
     import configs.cityscapes
     from dmvfn_jax.train.loop import train_and_evaluate
@@ -147,6 +150,7 @@ def generic_tfds(tmp_path_factory):
     return root / "tfds"
 
 
+@pytest.mark.slow
 def test_sharded_evaluation_counts_every_clip_once(tmp_path, generic_tfds, converted_dir):
     """3 clips on 2 (fake) devices with a global batch of 2: the last batch is padded and masked;
     the results equal the 1-device run's."""
@@ -261,6 +265,7 @@ def test_unusable_clips_stop_the_run_before_any_frame_is_decoded(mixed_tfds, con
         evaluate(converted_dir, "clip_folder", data_dir, context=(0, 1), horizon=1, skip_bad=True, progress=False)
 
 
+@pytest.mark.slow
 def test_mixed_sizes_are_evaluated_and_reported_per_size(tmp_path, mixed_tfds, converted_dir):
     data_dir, clips = mixed_tfds
     res = evaluate(converted_dir, "clip_folder", data_dir, context=(1, 2), horizon=2, metrics=["psnr"],

@@ -88,6 +88,7 @@ def trained(tmp_path_factory, env) -> Path:
     return workdir
 
 
+@pytest.mark.slow
 def test_unreadable_newest_checkpoint_falls_back_to_the_next_older(tmp_path, trained, env):
     run = shutil.copytree(trained, tmp_path / "run")
     cut = truncate_largest(run / "checkpoints" / "6")
@@ -121,6 +122,7 @@ def test_no_readable_checkpoint_is_one_error_listing_them_all(tmp_path, trained,
     assert steps(run) == [2, 4, 6] and not (run / "unreadable_checkpoints").exists()
 
 
+@pytest.mark.slow
 def test_a_second_launch_on_a_busy_workdir_is_refused(tmp_path, env):
     run = tmp_path / "run"
     first = subprocess.Popen(train_cmd(run), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
@@ -149,6 +151,7 @@ def test_a_second_launch_on_a_busy_workdir_is_refused(tmp_path, env):
             first.kill()
 
 
+@pytest.mark.slow
 def test_a_changed_config_is_refused_or_accepted_on_purpose(tmp_path, trained, env):
     run = shutil.copytree(trained, tmp_path / "run")
     saved = json.loads(next((run / "checkpoints" / "6").rglob("metadata")).read_text())
@@ -180,6 +183,7 @@ def _mount_tmpfs(path: Path, size: str, remount: bool = False) -> None:
     assert r.returncode == 0, r.stderr
 
 
+@pytest.mark.slow
 def test_a_full_disk_stops_the_run_and_keeps_the_last_checkpoint(tmp_path, env):
     """A 60 MiB file system: the step-2 checkpoint (about 41 MiB: parameters and both Adam
     moments) fits, the step-4 one does not."""

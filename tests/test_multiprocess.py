@@ -6,11 +6,14 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 from conftest import REPO
 from dmvfn_jax import checkpoint as ckpt
 
-SCRIPT = str(REPO / "tests" / "multiprocess_train.py")
+pytestmark = pytest.mark.slow  # every test here takes minutes on a 2-core CPU
+
+SCRIPT = str(REPO / "tests" / "scripts" / "multiprocess_train.py")
 
 
 def free_port() -> int:

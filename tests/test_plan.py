@@ -34,6 +34,7 @@ def plans(tmp_path_factory):
     return results, out
 
 
+@pytest.mark.slow
 def test_a_small_step_fits_and_only_all_reduces(plans):
     (rc, stdout, stderr), out = plans[0]["small"], plans[1]
     assert rc == 0, stdout[-3000:] + stderr[-3000:]

@@ -49,6 +49,7 @@ def ran_tools(workdir):
     return workdir
 
 
+@pytest.mark.slow
 def test_readme_tool_examples_run(ran_tools):
     workdir = ran_tools
     assert Image.open(workdir / "out/next.png").size == (448, 256)
@@ -61,6 +62,7 @@ def test_readme_tool_examples_run(ran_tools):
     assert 0 <= arr.min() and arr.max() <= 1
 
 
+@pytest.mark.slow
 def test_readme_python_examples_run(ran_tools, monkeypatch):
     monkeypatch.chdir(ran_tools)
     blocks = [b for b in code_blocks("python") if "jax.export" not in b]  # Deploy: test_readme_deploy_example_runs
@@ -105,6 +107,7 @@ def test_readme_deploy_example_runs(tmp_path, real_data, converted_dir, monkeypa
     assert str(e.value) == quoted
 
 
+@pytest.mark.slow
 def test_readme_dataset_commands_run(tmp_path, real_data):
     """Prepare and build as written, on the real Cityscapes clip laid out as leftImg8bit_sequence;
     then the training command with overrides that make it a few seconds' CPU job."""
@@ -127,6 +130,7 @@ def test_readme_dataset_commands_run(tmp_path, real_data):
     assert (tmp_path / "runs/cityscapes/model/dmvfn.json").is_file()
 
 
+@pytest.mark.slow
 def test_readme_own_videos_commands_run(tmp_path, real_data, official_pkl):
     """"Your own videos" as written: videos of mixed sizes made from the real frames, a random
     official-format checkpoint converted in place of the real one; the fine-tuning command with

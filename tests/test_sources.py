@@ -38,6 +38,7 @@ def test_clip_folder_errors(tmp_path, cityscapes_prepared):
         ClipFolderSource(cityscapes_prepared, 0, 31, 64, 64, 1)
 
 
+@pytest.mark.slow
 def test_train_cityscapes_config_on_prepared_clip_folders(tmp_path, cityscapes_prepared):
     cmd = [sys.executable, str(REPO / "train.py"), "--config", str(REPO / "configs/cityscapes.py"),
            "--workdir", str(tmp_path / "run"), "--config.data.source=clips", f"--config.data_dir={cityscapes_prepared}",

@@ -15,6 +15,8 @@ from dmvfn_jax.data.build import build
 from dmvfn_jax.data.resize import resize_linear
 from dmvfn_jax.image_io import load_image, save_png
 
+pytestmark = pytest.mark.slow  # every test here takes minutes on a 2-core CPU
+
 
 @pytest.fixture(scope="module")
 def cityscapes_tfds(tmp_path_factory, cityscapes_prepared):

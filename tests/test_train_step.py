@@ -10,9 +10,10 @@ from conftest import REPO
 
 
 @pytest.mark.parametrize("mode", ["per_batch", "update_per_triplet"])
+@pytest.mark.slow
 def test_eight_devices_equal_one(mode):
     r = subprocess.run(
-        [sys.executable, str(REPO / "tests" / "sharded_step_check.py"), "8", mode],
+        [sys.executable, str(REPO / "tests" / "scripts" / "sharded_step_check.py"), "8", mode],
         capture_output=True, text=True, timeout=900,
     )
     assert r.returncode == 0, r.stdout + r.stderr

@@ -53,6 +53,7 @@ def heldout_scores(model, clips):
     return float(loss), float(jnp.mean(psnr))
 
 
+@pytest.mark.slow
 def test_loss_falls_and_psnr_rises(tmp_path):
     config = tiny_config(num_train_steps=60, warmup_steps=5, checkpoint_every=1000, image_every=30)
     before = loop.build_model(config)
@@ -76,6 +77,7 @@ def test_loss_falls_and_psnr_rises(tmp_path):
     assert re.search(r"step 60/60 \(100%\).*clips/s  ETA", log)
 
 
+@pytest.mark.slow
 def test_resume_after_sigkill_is_bit_exact(tmp_path):
     straight = tmp_path / "straight"
     r = subprocess.run(train_cmd(straight, "--config.checkpoint_every=5"), capture_output=True, text=True, timeout=600)
@@ -92,6 +94,7 @@ def test_resume_after_sigkill_is_bit_exact(tmp_path):
         np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.slow
 def test_sigterm_saves_and_exits_cleanly(tmp_path):
     cmd = train_cmd(tmp_path, "--config.num_train_steps=100000", "--config.checkpoint_every=100000")
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -109,6 +112,7 @@ def test_sigterm_saves_and_exits_cleanly(tmp_path):
     assert (tmp_path / "checkpoints" / m.group(1)).is_dir()
 
 
+@pytest.mark.slow
 def test_incomplete_checkpoint_is_never_the_latest(tmp_path):
     config = tiny_config(num_train_steps=4, checkpoint_every=1, keep_checkpoints=2)
     loop.train_and_evaluate(config, tmp_path)
@@ -132,6 +136,7 @@ def test_incomplete_checkpoint_is_never_the_latest(tmp_path):
     assert sorted(p.name for p in ckdir.iterdir() if p.name.isdigit()) == ["5", "6"]
 
 
+@pytest.mark.slow
 def test_nonfinite_update_is_skipped_and_counted(jax_model):
     opt = make_train_optimizer()
     graphdef, state = step_lib.init_state(jax_model, opt, seed=0)
@@ -150,6 +155,7 @@ def test_nonfinite_update_is_skipped_and_counted(jax_model):
     assert int(good.skipped) == 0 and int(good.bad_streak) == 0
 
 
+@pytest.mark.slow
 def test_training_stops_after_max_bad_steps(tmp_path, jax_model):
     graphdef, params = nnx.split(jax_model, nnx.Param)
     params = jax.tree.map(jnp.array, params)  # a copy: the fixture's model stays intact
@@ -179,6 +185,7 @@ def test_bad_config_is_refused_before_compute(tmp_path):
         loop.train_and_evaluate(tiny_config(warmup_steps=20), tmp_path)
 
 
+@pytest.mark.slow
 def test_init_checkpoint_channel_order_must_match_the_data(tmp_path, converted_dir):
     """Official weights expect BGR: training them on RGB data is refused unless asked, and the log
     says which order the frames reach the network in."""
@@ -208,6 +215,7 @@ def test_train_py_reports_config_errors(tmp_path):
     assert "train.py: error: data.height x data.width = 50x64" in r.stderr
 
 
+@pytest.mark.slow
 def test_bfloat16_compute_tracks_float32(jax_model):
     from dmvfn_jax.models import DMVFN
 

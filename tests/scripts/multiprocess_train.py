@@ -1,6 +1,6 @@
 """Run as a script: a tiny training run as one process of `num_processes` (CPU, gloo collectives).
 
-    python tests/multiprocess_train.py PROCESS_ID NUM_PROCESSES PORT WORKDIR LOCAL_DEVICES
+    python tests/scripts/multiprocess_train.py PROCESS_ID NUM_PROCESSES PORT WORKDIR LOCAL_DEVICES
 """
 
 import os
@@ -9,7 +9,7 @@ from pathlib import Path
 
 pid, nproc, port, workdir, local_devices = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4], int(sys.argv[5])
 os.environ["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={local_devices}"
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
 import jax  # noqa: E402

@@ -1,6 +1,6 @@
 """Run as a script: one training step on 1 device vs on N fake CPU devices, same global batch.
 
-    python tests/sharded_step_check.py N MODE
+    python tests/scripts/sharded_step_check.py N MODE
 Prints `max_abs_diff <value>` for the parameters after the step, and the losses.
 """
 

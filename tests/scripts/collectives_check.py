@@ -1,7 +1,7 @@
 """Run as a script: compile training and evaluation steps on 8 fake CPU devices and print, one JSON
 line per program, the collectives of the compiled HLO (`dmvfn_jax.hlo`).
 
-    python tests/collectives_check.py VARIANT [VARIANT ...]
+    python tests/scripts/collectives_check.py VARIANT [VARIANT ...]
 
 VARIANT: `train:MODE:ESTIMATOR:DTYPE` (the training step of `shard_train_step`), `eval:MODE`
 (`evaluation.run.sharded_eval_step`, clean or official), or `gspmd:MODE` (the whole-batch
