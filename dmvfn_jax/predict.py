@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from dmvfn_jax.errors import run_command
+from dmvfn_jax.progress import ProgressBar
 from dmvfn_jax.image_io import (FrameError, is_video, load_image, load_video_frames, resolve_frames, save_gif, save_npy,
                                 save_png)
 
@@ -126,14 +127,12 @@ def main(argv=None) -> int:
         print(f"loaded {args.checkpoint} (channel order {predictor.channel_order}) in {time.perf_counter() - t0:.1f}s")
         print(where)
         t0 = time.perf_counter()
-        bar = None
-        if args.steps > 1:
-            from tqdm import tqdm
-
-            bar = tqdm(total=args.steps, desc="predicting", unit="frame", file=sys.stderr, dynamic_ncols=True)
+        bar = ProgressBar(args.steps, "frames predicted", log=None) if args.steps > 1 else None
+        if bar is not None:
+            bar.start()
         try:
             preds = predictor.rollout(frames, args.steps, routing=args.routing, seed=args.seed,
-                                      on_step=(lambda k: bar.update(1)) if bar is not None else None)
+                                      on_step=(lambda k: bar.advance(1)) if bar is not None else None)
         finally:
             if bar is not None:
                 bar.close()

@@ -68,6 +68,7 @@ def test_rollout_png_gif_and_npy_agree(tmp_path, converted_dir, pair, capsys):
     out = tmp_path / "roll.png"
     rc, _, err = run(capsys, converted_dir, pair, out, "--steps", 3)
     assert rc == 0, err
+    assert "] 3/3 frames predicted, done in " in err  # the progress bar of a rollout
     assert sorted(p.name for p in tmp_path.iterdir()) == ["roll.gif", "roll_01.png", "roll_02.png", "roll_03.png"]
     pngs = [png(tmp_path / f"roll_{k:02d}.png") for k in (1, 2, 3)]
     assert all(p.shape == (H, W, 3) for p in pngs)

@@ -84,7 +84,7 @@ def test_video_given_to_frames_uses_its_last_two_frames(tmp_path, video, convert
     out = tmp_path / "next.npy"
     rc, stdout, err = run(capsys, "--checkpoint", converted_dir, "--frames", video, "--output", out)
     assert rc == 0, err
-    assert "frames 5, 6" in stdout and "predicting" not in err  # no progress bar for one step
+    assert "frames 5, 6" in stdout and "frames predicted" not in err  # no progress bar for one step
     context, _ = load_video_frames(video)
     want = Predictor.from_checkpoint(converted_dir).rollout(context, 1)
     np.testing.assert_allclose(np.load(out), want, atol=1e-5)

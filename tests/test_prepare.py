@@ -17,6 +17,7 @@ from PIL import Image
 from dmvfn_jax.data import prepare
 from dmvfn_jax.data.prepare import main, prepare_cityscapes, prepare_kitti
 from dmvfn_jax.data.resize import resize_linear
+from dmvfn_jax.progress import ProgressBar
 from dmvfn_jax.errors import InputError
 from dmvfn_jax.image_io import load_image
 
@@ -345,7 +346,7 @@ def test_kitti_bad_drives(tmp_path):
 
 
 def test_progress_line_format():
-    bar = prepare.Progress(30, "clips", log=None, stream=open(os.devnull, "w"))
+    bar = ProgressBar(30, "clips", log=None, stream=open(os.devnull, "w"))
     bar.done, bar.new = 12, 12
     bar.t0 -= 41.4  # 12 clips in 41.4 s -> 18 left in 62 s
     assert bar.line() == "[############..................] 12/30 clips, ETA 1m02s"

@@ -56,6 +56,7 @@ import numpy as np
 from dmvfn_jax.data.resize import resize_linear
 from dmvfn_jax.errors import BadClipError, InputError, run_command
 from dmvfn_jax.image_io import FrameError, load_image
+from dmvfn_jax.progress import ProgressBar, format_duration
 
 CITYSCAPES_SIZE = (1024, 512)  # (width, height), as cv2.resize takes it
 CITYSCAPES_CLIP = 30
@@ -177,102 +178,9 @@ def _write_clip(clip: Clip, cache: _FrameCache) -> None:
             shutil.rmtree(tmp, ignore_errors=True)
 
 
-# -- progress -----------------------------------------------------------------------------
-def _duration(seconds: float) -> str:
-    s = int(round(seconds))
-    if s >= 3600:
-        return f"{s // 3600}h{s % 3600 // 60:02d}m"
-    if s >= 60:
-        return f"{s // 60}m{s % 60:02d}s"
-    return f"{s}s"
-
-
-class Progress:
-    """`[#####.....] 12/30 clips, ETA 1m02s` on stderr: redrawn in place on a terminal, else a
-    line every tenth of the work (or 30 s). Log lines go to `log` without breaking the bar."""
-
-    def __init__(self, total: int, unit: str = "clips", enabled: bool = True, log: Log | None = print,
-                 stream=None, width: int = 30):
-        self.total, self.unit, self.enabled, self.width = total, unit, enabled, width
-        self._log = log
-        self.stream = stream if stream is not None else sys.stderr
-        self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
-        self.done = self.new = 0
-        self.t0 = time.monotonic()
-        self._last_draw = 0.0
-        self._last_done = -1
-        self._shown = False
-        self._lock = threading.RLock()
-
-    def line(self, final: bool = False) -> str:
-        frac = self.done / self.total if self.total else 1.0
-        bar = "#" * int(frac * self.width)
-        bar += "." * (self.width - len(bar))
-        elapsed = time.monotonic() - self.t0
-        if self.done >= self.total:
-            tail = f"done in {_duration(elapsed)}"
-        elif final:
-            tail = f"stopped after {_duration(elapsed)}"
-        elif self.new:
-            tail = f"ETA {_duration(elapsed / self.new * (self.total - self.done))}"
-        else:
-            tail = "ETA ?"
-        return f"[{bar}] {self.done}/{self.total} {self.unit}, {tail}"
-
-    def _draw(self, force: bool = False) -> None:
-        if not self.enabled:
-            return
-        now = time.monotonic()
-        if self.tty:
-            if force or now - self._last_draw >= 0.2:
-                self.stream.write("\r" + self.line())
-                self.stream.flush()
-                self._shown, self._last_draw = True, now
-        else:
-            step = max(1, self.total // 10)
-            if force or self.done // step != self._last_done // step or now - self._last_draw >= 30:
-                self.stream.write(self.line() + "\n")
-                self.stream.flush()
-                self._last_draw, self._last_done = now, self.done
-
-    def start(self) -> None:
-        """Shows the bar before the first clip is done (unless it is already showing)."""
-        with self._lock:
-            if not self._last_draw:
-                self._draw(force=True)
-
-    def advance(self, n: int = 1, new: bool = True) -> None:
-        with self._lock:
-            self.done += n
-            self.new += n if new else 0
-            self._draw(force=self.done >= self.total)
-
-    def log(self, msg: str) -> None:
-        if self._log is None:
-            return
-        with self._lock:
-            if self.enabled and self.tty and self._shown:
-                self.stream.write("\r" + " " * (self.width + 60) + "\r")
-                self.stream.flush()
-                self._shown = False
-            self._log(msg)
-            if self.enabled and self.tty and 0 < self.done < self.total:
-                self._draw(force=True)
-
-    def close(self) -> None:
-        if not self.enabled:
-            return
-        with self._lock:
-            if self.tty:
-                self.stream.write("\r" + self.line(final=True) + "\n")
-            elif self._last_done != self.done:
-                self.stream.write(self.line(final=True) + "\n")
-            self.stream.flush()
-
-
 # -- running a list of tasks --------------------------------------------------------------
 def _run_tasks(tasks: Sequence[list[Clip]], run: _Run, skip_bad: bool, overwrite: bool, workers: int,
-               progress: Progress) -> None:
+               progress: ProgressBar) -> None:
     """Each task is a list of clips written in order (one KITTI drive shares a frame cache);
     tasks run on `workers` threads. The first bad clip stops the run unless `skip_bad`."""
     todo: list[list[Clip]] = []
@@ -443,7 +351,7 @@ def prepare_cityscapes(input_dir, output_dir, split: str = "all", skip_bad: bool
         say(f"cityscapes {s}{' (the official test set)' if s == 'val' else ''}: {info['cities']} cities, "
             f"{info['frames']} frames -> {info['clips']} clips -> {output_dir / s}")
 
-    bar = Progress(run.clips, "clips", enabled=progress, log=log)
+    bar = ProgressBar(run.clips, "clips", enabled=progress, log=log)
     try:
         _run_tasks(tasks, run, skip_bad, overwrite, workers, bar)
     finally:
@@ -579,7 +487,7 @@ def prepare_kitti(input_dir, output_dir, drives: Sequence[str] | None = None, sk
     say(f"kitti: {len(per_drive)} drive(s), {sum(i['frames'] for i in per_drive)} frames -> {run.clips} windows "
         f"of {KITTI_WINDOW} -> {output_dir}")
 
-    bar = Progress(run.clips, "windows", enabled=progress, log=log)
+    bar = ProgressBar(run.clips, "windows", enabled=progress, log=log)
     try:
         _run_tasks(tasks, run, skip_bad, overwrite, workers, bar)
     finally:
@@ -602,7 +510,7 @@ def _summary(run: _Run, seconds: float) -> dict:
 
 def _final_line(s: dict, extra: str) -> str:
     return (f"{s['dataset']}: {s['clips']} clips: {s['written']} written, {s['existing']} already complete, "
-            f"{s['skipped_bad']} bad skipped{extra} ({_duration(s['seconds'])})")
+            f"{s['skipped_bad']} bad skipped{extra} ({format_duration(s['seconds'])})")
 
 
 # -- command line -------------------------------------------------------------------------

@@ -38,9 +38,6 @@ import csv
 import io
 import json
 import logging
-import math
-import sys
-import time
 from pathlib import Path
 
 import jax
@@ -58,6 +55,7 @@ from dmvfn_jax.files import atomic_file
 from dmvfn_jax.image_io import parse_size
 from dmvfn_jax.models import routing as routing_lib
 from dmvfn_jax.models.dmvfn import DMVFN, SIZE_MULTIPLE
+from dmvfn_jax.progress import ProgressBar
 from dmvfn_jax.predictor import load_dmvfn
 
 log = logging.getLogger("dmvfn_jax.eval")
@@ -324,7 +322,8 @@ def evaluate(checkpoint, dataset: str, data_dir, *, mode: str = "clean", split: 
     base_key = jax.random.key(the_mode.seed)
     out_dir = Path(output) if output else None
     n_saved = max(save_predictions, save_images)
-    bar = _Progress(len(usable), enabled=progress)
+    bar = ProgressBar(len(usable), "clips", enabled=progress, log=None)
+    bar.start()
     per_size, b = [], 0
     smallest = None
     for (height, width), members in groups.items():
@@ -347,7 +346,7 @@ def evaluate(checkpoint, dataset: str, data_dir, *, mode: str = "clean", split: 
             totals = sums if totals is None else jax.tree.map(np.add, totals, sums)
             if want_preds:
                 _save_outputs(out_dir, clips, batch, preds, idx, save_predictions, save_images, protocol)
-            bar.update(int(mask.sum()) * jax.process_count())
+            bar.advance(int(mask.sum()) * jax.process_count())
             b += 1
         per_size.append({"size": [int(width), int(height)], "totals": totals, "flops": flops})
     bar.close()
@@ -482,28 +481,6 @@ def _save_outputs(out_dir: Path, clips, batch: np.ndarray, outputs: dict, idx, n
                 save_png(out_dir / "images" / name / f"t+{k + 1}.png", pic)
             visualize.write_gif(out_dir / "images" / name / "rollout.gif",
                                 visualize.rollout_frames([frames[c0], frames[c1]], preds, truth), fps=2)
-
-
-class _Progress:
-    """A progress line with ETA on stderr (at most every 2 s, and at the end)."""
-
-    def __init__(self, total: int, enabled: bool = True):
-        self.total, self.done, self.enabled = total, 0, enabled
-        self.t0 = self.last = time.perf_counter()
-
-    def update(self, n: int) -> None:
-        self.done = min(self.total, self.done + n)
-        now = time.perf_counter()
-        if self.enabled and (now - self.last > 2.0 or self.done == self.total):
-            self.last = now
-            rate = self.done / max(now - self.t0, 1e-9)
-            eta = (self.total - self.done) / rate if rate > 0 else math.inf
-            print(f"\reval {self.done}/{self.total} clips ({100 * self.done / self.total:.0f}%)  "
-                  f"{rate:.2f} clips/s  ETA {eta:.0f}s   ", end="", file=sys.stderr, flush=True)
-
-    def close(self) -> None:
-        if self.enabled:
-            print(file=sys.stderr)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -40,7 +40,8 @@ from dmvfn_jax.losses import check_pyramid_size
 from dmvfn_jax.models.dmvfn import DMVFN, SCALES, WIDTHS
 from dmvfn_jax.train import optim
 from dmvfn_jax.train import step as step_lib
-from dmvfn_jax.train.metrics import MetricWriter, Progress, format_duration
+from dmvfn_jax.progress import format_duration
+from dmvfn_jax.train.metrics import MetricWriter, Progress
 
 log = logging.getLogger("dmvfn_jax")
 

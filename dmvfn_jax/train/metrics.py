@@ -9,14 +9,9 @@ from typing import Mapping
 
 import numpy as np
 
+from dmvfn_jax.progress import format_duration
+
 log = logging.getLogger("dmvfn_jax")
-
-
-def format_duration(seconds: float) -> str:
-    seconds = max(0, int(round(seconds)))
-    h, rem = divmod(seconds, 3600)
-    m, s = divmod(rem, 60)
-    return f"{h}h{m:02d}m{s:02d}s" if h else (f"{m}m{s:02d}s" if m else f"{s}s")
 
 
 class MetricWriter:
