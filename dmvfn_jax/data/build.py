@@ -116,6 +116,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
+    from dmvfn_jax.extras import require
+
+    # the parser lists the builders, which import TFDS: a missing extra is one line before it
+    if run_command("python -m dmvfn_jax.data.build", lambda: require("data", "building TFDS datasets")):
+        return 1
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 

@@ -518,6 +518,9 @@ def main(argv=None) -> int:
     logging.getLogger("dmvfn_jax").setLevel(logging.INFO)
 
     def body():
+        from dmvfn_jax.extras import require
+
+        require("data", "evaluation (it reads TFDS builds)")
         context = None if args.context is None else tuple(int(c) for c in args.context.split(","))
         metrics = None if args.metrics is None else [m.strip() for m in args.metrics.split(",") if m.strip()]
         if args.save_predictions and not args.output:
