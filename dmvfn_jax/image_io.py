@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import os
+import sys
 from pathlib import Path
 from typing import Sequence
 
@@ -190,6 +191,11 @@ def load_video_frames(path: str | os.PathLike, start: int | None = None, count: 
             raise FrameError(f"{path}: has {n} frame{'s' * (n != 1)}, need at least {need}")
         raise FrameError(f"{path}: has {n} frame{'s' * (n != 1)}; frames {start}..{start + need - 1} were asked for")
     return [f for _, f in kept], [i for i, _ in kept]
+
+
+def read_video(path: str | os.PathLike) -> list[np.ndarray]:
+    """Every frame of a video file as (H, W, 3) uint8 RGB (`load_video_frames` from frame 0 to the end)."""
+    return load_video_frames(path, start=0, count=sys.maxsize, min_count=1)[0]
 
 
 def save_npy(path: str | os.PathLike, arr: np.ndarray, overwrite: bool = True) -> Path:

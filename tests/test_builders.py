@@ -242,7 +242,7 @@ def test_video_files_builder(tmp_path, real_data):
     rec = records(tmp_path / "tfds", "dmvfn_video_files", "train")["train/bedroom"]
     assert (int(rec["num_frames"]), int(rec["height"]), int(rec["width"])) == (6, 64, 96)
     (manual / "broken.mp4").write_bytes(b"not a video at all")
-    with pytest.raises(BadClipError, match=r"train/broken: .*broken\.mp4: OpenCV cannot open this video"):
+    with pytest.raises(BadClipError, match=r"train/broken: .*broken\.mp4: unreadable video"):
         build("video_files", manual, tmp_path / "tfds2")
 
 

@@ -52,11 +52,10 @@ import tensorflow_datasets as tfds
 
 from dmvfn_jax.data.resize import resize_linear
 from dmvfn_jax.errors import BadClipError, InputError
-from dmvfn_jax.image_io import IMAGE_SUFFIXES, FrameError, decode_image
+from dmvfn_jax.image_io import IMAGE_SUFFIXES, VIDEO_SUFFIXES, FrameError, decode_image, read_video
 
 log = logging.getLogger("dmvfn_jax.data")
 
-VIDEO_SUFFIXES = (".avi", ".mp4", ".mkv", ".mov", ".webm", ".mpg", ".mpeg", ".m4v")
 _SPLIT_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 
 
@@ -91,33 +90,6 @@ def encode_png(frame: np.ndarray) -> bytes:
     buf = io.BytesIO()
     Image.fromarray(frame).save(buf, format="PNG")
     return buf.getvalue()
-
-
-def read_video(path: Path) -> list[np.ndarray]:
-    """Every frame of a video file as (H, W, 3) uint8 RGB, decoded with OpenCV."""
-    try:
-        import cv2
-    except ImportError as e:  # pragma: no cover - cv2 is in the test extra
-        raise InputError(
-            f"{path}: reading video files needs OpenCV: pip install opencv-python-headless"
-        ) from e
-    cap = cv2.VideoCapture(str(path))
-    try:
-        if not cap.isOpened():
-            raise FrameError(f"{path}: OpenCV cannot open this video")
-        frames = []
-        while True:
-            ok, frame = cap.read()
-            if not ok:
-                break
-            if frame.ndim != 3 or frame.shape[2] != 3:
-                raise FrameError(f"{path}: frame {len(frames)} has shape {frame.shape}, expected (H, W, 3)")
-            frames.append(np.ascontiguousarray(frame[..., ::-1]))
-    finally:
-        cap.release()
-    if not frames:
-        raise FrameError(f"{path}: no decodable frames")
-    return frames
 
 
 class ClipBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
