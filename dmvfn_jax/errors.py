@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import numbers
 import os
 import re
 import sys
@@ -11,6 +12,16 @@ from typing import Callable
 
 class InputError(ValueError):
     """Bad input from the user (a file, key, shape or value); the message names it."""
+
+
+def check_int(name: str, value, low: int | None = None) -> int:
+    """`value` as an int, or an `InputError` (a `ValueError`) naming `name`: not an integer (bools
+    are not), or below `low`."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise InputError(f"{name} must be an integer, got {value!r}")
+    if low is not None and value < low:
+        raise InputError(f"{name} must be >= {low}, got {value}")
+    return int(value)
 
 
 class BadClipError(InputError):

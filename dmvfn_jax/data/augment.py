@@ -32,12 +32,11 @@ are fresh C-contiguous arrays, never views of the input.
 
 from __future__ import annotations
 
-import numbers
 from typing import NamedTuple
 
 import numpy as np
 
-from dmvfn_jax.errors import InputError
+from dmvfn_jax.errors import InputError, check_int
 
 ROTATIONS = ("none", "cw90", "180", "ccw90")
 _ROT90_K = {"none": 0, "cw90": -1, "180": 2, "ccw90": 1}  # np.rot90 k, row 0 at the top
@@ -56,14 +55,6 @@ class Augmentation(NamedTuple):
     hflip: bool
 
 
-def _check_int(name: str, value, low: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise InputError(f"{name} must be an integer, got {value!r}")
-    if value < low:
-        raise InputError(f"{name} must be >= {low}, got {value}")
-    return int(value)
-
-
 def _check_rng(rng) -> np.random.Generator:
     if not isinstance(rng, np.random.Generator):
         raise TypeError(f"rng must be a np.random.Generator (np.random.default_rng(seed)), got {rng!r}")
@@ -79,8 +70,8 @@ def draw_augmentation(
     90-degree turn would change the clip's shape); pass `rotate=False` for non-square crops.
     """
     _check_rng(rng)
-    height, width = _check_int("height", height, 1), _check_int("width", width, 1)
-    crop_h, crop_w = _check_int("crop_h", crop_h, 1), _check_int("crop_w", crop_w, 1)
+    height, width = check_int("height", height, 1), check_int("width", width, 1)
+    crop_h, crop_w = check_int("crop_h", crop_h, 1), check_int("crop_w", crop_w, 1)
     if crop_h > height or crop_w > width:
         raise InputError(
             f"crop {crop_h}x{crop_w} (h x w) does not fit in frames of {height}x{width} (h x w)"
@@ -127,8 +118,8 @@ def apply_augmentation(clip: np.ndarray, aug: Augmentation) -> np.ndarray:
         raise InputError(f"rotation must be one of {ROTATIONS}, got {aug.rotation!r}")
     h_axis = clip.ndim - 3
     height, width = clip.shape[h_axis], clip.shape[h_axis + 1]
-    top, left = _check_int("top", aug.top, 0), _check_int("left", aug.left, 0)
-    crop_h, crop_w = _check_int("crop_h", aug.crop_h, 1), _check_int("crop_w", aug.crop_w, 1)
+    top, left = check_int("top", aug.top, 0), check_int("left", aug.left, 0)
+    crop_h, crop_w = check_int("crop_h", aug.crop_h, 1), check_int("crop_w", aug.crop_w, 1)
     if top + crop_h > height or left + crop_w > width:
         raise InputError(
             f"crop {crop_h}x{crop_w} (h x w) at top={top}, left={left} does not fit in frames of "
@@ -166,9 +157,9 @@ def sample_temporal_window(
     Returns int64 indices (length,).
     """
     _check_rng(rng)
-    num_available = _check_int("num_available", num_available, 0)
-    length = _check_int("length", length, 1)
-    max_stride = _check_int("max_stride", max_stride, 1)
+    num_available = check_int("num_available", num_available, 0)
+    length = check_int("length", length, 1)
+    max_stride = check_int("max_stride", max_stride, 1)
     if num_available < length:
         raise InputError(f"need at least {length} frames for a window of {length}, got {num_available}")
     top_stride = max(1, min(max_stride, num_available // length))
@@ -180,7 +171,7 @@ def sample_temporal_window(
 def vimeo_triplet(rng: np.random.Generator, num_frames: int = 7) -> np.ndarray:
     """A random triplet of consecutive frames of a Vimeo septuplet: int64 indices (3,)."""
     _check_rng(rng)
-    num_frames = _check_int("num_frames", num_frames, 0)
+    num_frames = check_int("num_frames", num_frames, 0)
     if num_frames < 3:
         raise InputError(f"need at least 3 frames for a triplet, got {num_frames}")
     start = int(rng.integers(0, num_frames - 2))

@@ -12,19 +12,11 @@ on them and `t`, so a longer video with the same seed starts with the shorter on
 
 from __future__ import annotations
 
-import numbers
-
 import numpy as np
 
+from dmvfn_jax.errors import check_int
+
 _CHUNK = 8  # frames rendered at once (bounds memory for long or large videos)
-
-
-def _check_int(name: str, value, low: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise ValueError(f"{name} must be an integer, got {value!r}")
-    if value < low:
-        raise ValueError(f"{name} must be >= {low}, got {value}")
-    return int(value)
 
 
 def _waves(rng: np.random.Generator, count: int, wavelengths: tuple[float, float], scale: float):
@@ -174,10 +166,10 @@ def synthetic_video(
     Raises:
       ValueError: for a negative seed, a non-positive size, or out-of-range scene options.
     """
-    seed = _check_int("seed", seed, 0)
-    num_frames = _check_int("num_frames", num_frames, 1)
-    height = _check_int("height", height, 1)
-    width = _check_int("width", width, 1)
+    seed = check_int("seed", seed, 0)
+    num_frames = check_int("num_frames", num_frames, 1)
+    height = check_int("height", height, 1)
+    width = check_int("width", width, 1)
     if not (isinstance(motion, (int, float)) and np.isfinite(motion) and motion >= 0):
         raise ValueError(f"motion must be a finite number >= 0, got {motion!r}")
     if not (isinstance(smoothness, (int, float)) and np.isfinite(smoothness) and smoothness > 0):
@@ -209,8 +201,8 @@ def synthetic_video(
 
 def clip_seed(seed: int, index: int) -> int:
     """The seed of clip `index` in `synthetic_clips(seed, ...)` (a hash of the pair)."""
-    seed = _check_int("seed", seed, 0)
-    index = _check_int("index", index, 0)
+    seed = check_int("seed", seed, 0)
+    index = check_int("index", index, 0)
     return int(np.random.SeedSequence([seed, index]).generate_state(1, np.uint32)[0])
 
 
@@ -226,11 +218,11 @@ def synthetic_clips(
     Raises:
       ValueError: for a negative seed or count, or a non-positive size.
     """
-    _check_int("seed", seed, 0)
-    num_clips = _check_int("num_clips", num_clips, 0)
-    num_frames = _check_int("num_frames", num_frames, 1)
-    height = _check_int("height", height, 1)
-    width = _check_int("width", width, 1)
+    check_int("seed", seed, 0)
+    num_clips = check_int("num_clips", num_clips, 0)
+    num_frames = check_int("num_frames", num_frames, 1)
+    height = check_int("height", height, 1)
+    width = check_int("width", width, 1)
     out = np.empty((num_clips, num_frames, height, width, 3), np.uint8)
     for i in range(num_clips):
         out[i] = synthetic_video(clip_seed(seed, i), num_frames, height, width, motion, smoothness, shapes,

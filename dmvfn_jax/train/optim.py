@@ -32,11 +32,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-
-def _check_int(name: str, value) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise ValueError(f"{name} must be an integer, got {value!r}")
-    return int(value)
+from dmvfn_jax.errors import check_int
 
 
 def _check_float(name: str, value) -> float:
@@ -70,8 +66,8 @@ def lr_schedule(
       ValueError: when the arguments do not describe a schedule
         (`total_steps > warmup_steps >= 0`, `0 <= base_lr <= peak_lr`, finite).
     """
-    total = _check_int("total_steps", total_steps)
-    warmup = _check_int("warmup_steps", warmup_steps)
+    total = check_int("total_steps", total_steps)
+    warmup = check_int("warmup_steps", warmup_steps)
     if warmup < 0:
         raise ValueError(f"warmup_steps must be >= 0, got {warmup}")
     if total <= warmup:
@@ -167,7 +163,7 @@ def make_optimizer(
         if _check_float(name, beta) >= 1.0:
             raise ValueError(f"{name} must be in [0, 1), got {beta!r}")
     eps = _check_float("eps", eps)
-    k = _check_int("updates_per_step", updates_per_step)
+    k = check_int("updates_per_step", updates_per_step)
     if k < 1:
         raise ValueError(f"updates_per_step must be >= 1, got {k}")
     if callable(schedule):
