@@ -26,21 +26,6 @@ _TAPS = np.array([1.0, 4.0, 6.0, 4.0, 1.0], np.float32)
 GAUSS_KERNEL = (np.outer(_TAPS, _TAPS) / 256.0).astype(np.float32)
 
 
-def _blur(x: jax.Array, gain: float = 1.0) -> jax.Array:
-    """`conv2d(pad(x, 2, 'reflect'), gain * GAUSS_KERNEL, groups=C)` on NHWC.
-
-    The kernel is separable (outer([1, 4, 6, 4, 1] / 16, [1, 4, 6, 4, 1] / 16)), so it runs as
-    two 5-tap passes of shifted adds: elementwise work that XLA fuses, several times faster than
-    a depthwise conv on CPU (BENCHMARKS.md), and exact float32 on every backend (no TF32).
-    """
-    _, h, w, _ = x.shape
-    taps = [float(t) / 16.0 for t in _TAPS]
-    padded = jnp.pad(x, ((0, 0), (2, 2), (2, 2), (0, 0)), mode="reflect")  # PyTorch 'reflect' (edge not repeated)
-    rows = sum(t * padded[:, k : k + h] for k, t in enumerate(taps))
-    out = sum(t * rows[:, :, k : k + w] for k, t in enumerate(taps))
-    return out * gain if gain != 1.0 else out
-
-
 def _upsample(x: jax.Array) -> jax.Array:
     """Zeros inserted (the values land on even rows and columns), then blurred with 4x the kernel.
 
@@ -64,7 +49,14 @@ def _upsample_axis(x: jax.Array, axis: int) -> jax.Array:
 
 
 def _blur_half(x: jax.Array) -> jax.Array:
-    """`_blur(x)[:, ::2, ::2]`, computing only the rows and columns that are kept."""
+    """`conv2d(pad(x, 2, 'reflect'), GAUSS_KERNEL, groups=C)[:, ::2, ::2]` on NHWC, computing only
+    the rows and columns that are kept.
+
+    The kernel is separable (outer([1, 4, 6, 4, 1] / 16, [1, 4, 6, 4, 1] / 16)), so it runs as
+    two 5-tap passes of shifted adds: elementwise work that XLA fuses, several times faster than
+    a depthwise conv on CPU (BENCHMARKS.md, attempts 3 and 13), and exact float32 on every
+    backend (no TF32). The full blur it shortcuts is in tests/test_losses.py.
+    """
     _, h, w, _ = x.shape
     taps = [float(t) / 16.0 for t in _TAPS]
     padded = jnp.pad(x, ((0, 0), (2, 2), (2, 2), (0, 0)), mode="reflect")

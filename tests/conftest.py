@@ -20,7 +20,7 @@ from flax import nnx
 
 from dmvfn_jax import checkpoint as ckpt
 from dmvfn_jax.compile_cache import enable_compilation_cache
-from dmvfn_jax.convert import dmvfn_torch
+from dmvfn_jax.convert import dmvfn_torch, lpips_torch
 from dmvfn_jax.models import DMVFN
 
 REPO = Path(__file__).resolve().parents[1]
@@ -141,3 +141,23 @@ def cityscapes_prepared(tmp_path_factory, real_data) -> Path:
     out = tmp_path_factory.mktemp("cs_out")
     prepare_cityscapes(src, out, split="train", progress=False, log=lambda *a: None)
     return out / "train"
+
+
+# -- random LPIPS weights in the two files the LPIPS converter reads ------------------------
+def random_alexnet_state(seed: int = 0) -> dict[str, np.ndarray]:
+    """A torchvision-AlexNet-shaped state dict of random weights (features and classifier)."""
+    rng = np.random.default_rng(seed)
+    state = {}
+    for key, shape in lpips_torch.alexnet_shapes().items():
+        fan_in = int(np.prod(shape[1:])) if len(shape) > 1 else shape[0] * 9
+        state[key] = (rng.standard_normal(shape) * np.sqrt(2.0 / fan_in)).astype(np.float32)
+    for name in ("classifier.1", "classifier.4", "classifier.6"):  # dropped by the converter: tiny stand-ins
+        state[f"{name}.weight"] = np.zeros((2, 2), np.float32)
+        state[f"{name}.bias"] = np.zeros((2,), np.float32)
+    return state
+
+
+def random_linear_state(seed: int = 0) -> dict[str, np.ndarray]:
+    """LPIPS-shaped linear layers of random non-negative weights."""
+    rng = np.random.default_rng(seed)
+    return {k: rng.random(s).astype(np.float32) for k, s in lpips_torch.linear_shapes().items()}

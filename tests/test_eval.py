@@ -15,7 +15,7 @@ from PIL import Image
 from pytorch_msssim import ms_ssim as torch_ms_ssim
 from pytorch_msssim import ssim as torch_ssim
 
-from conftest import REPO
+from conftest import REPO, random_alexnet_state, random_linear_state
 from dmvfn_jax import visualize
 from dmvfn_jax.data.build import build
 from dmvfn_jax.data.synthetic import synthetic_video
@@ -90,10 +90,10 @@ def test_vimeo_protocol_with_a_converted_checkpoint(tmp_path, vimeo_tfds, conver
 
 @pytest.mark.slow
 def test_official_mode_feeds_bgr_to_the_metrics(vimeo_tfds, converted_dir, tmp_path):
-    from dmvfn_jax.convert import api, lpips_torch
+    from dmvfn_jax.convert import api
 
-    torch.save({k: torch.from_numpy(v) for k, v in lpips_torch.random_alexnet_state(5).items()}, tmp_path / "a.pth")
-    torch.save({k: torch.from_numpy(v) for k, v in lpips_torch.random_linear_state(6).items()}, tmp_path / "l.pth")
+    torch.save({k: torch.from_numpy(v) for k, v in random_alexnet_state(5).items()}, tmp_path / "a.pth")
+    torch.save({k: torch.from_numpy(v) for k, v in random_linear_state(6).items()}, tmp_path / "l.pth")
     lp = api.convert_lpips(tmp_path / "a.pth", tmp_path / "lpips", tmp_path / "l.pth")
     clean = evaluate(converted_dir, "vimeo", vimeo_tfds, lpips=lp, progress=False)
     official = evaluate(converted_dir, "vimeo", vimeo_tfds, mode="official", lpips=lp, progress=False)
@@ -188,7 +188,7 @@ def test_sharded_evaluation_counts_every_clip_once(tmp_path, generic_tfds, conve
 
 def test_bad_input_fails_before_any_compute(tmp_path, vimeo_tfds, generic_tfds, converted_dir):
     from dmvfn_jax.checkpoint import CheckpointError
-    from dmvfn_jax.convert import api, lpips_torch
+    from dmvfn_jax.convert import api
 
     with pytest.raises(InputError, match=r"3 clip\(s\) have fewer than the 8 frames the protocol reads \(.*\): "
                                          r"test/c0 \(5 frames\), test/c1 \(5 frames\), test/c2 \(5 frames\); pass --skip-bad"):
@@ -201,8 +201,8 @@ def test_bad_input_fails_before_any_compute(tmp_path, vimeo_tfds, generic_tfds, 
         evaluate(converted_dir, "clip_folder", generic_tfds, progress=False)
     with pytest.raises(InputError, match="--context/--horizon are for generic clip datasets"):
         evaluate(converted_dir, "vimeo", vimeo_tfds, horizon=3, progress=False)
-    torch.save({k: torch.from_numpy(v) for k, v in lpips_torch.random_alexnet_state(0).items()}, tmp_path / "a.pth")
-    torch.save({k: torch.from_numpy(v) for k, v in lpips_torch.random_linear_state(0).items()}, tmp_path / "l.pth")
+    torch.save({k: torch.from_numpy(v) for k, v in random_alexnet_state(0).items()}, tmp_path / "a.pth")
+    torch.save({k: torch.from_numpy(v) for k, v in random_linear_state(0).items()}, tmp_path / "l.pth")
     lp = api.convert_lpips(tmp_path / "a.pth", tmp_path / "lpips", tmp_path / "l.pth")
     with pytest.raises(CheckpointError, match="architecture 'lpips-alex-v0.1' is not 'dmvfn'"):
         evaluate(lp, "vimeo", vimeo_tfds, progress=False)

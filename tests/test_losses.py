@@ -287,12 +287,23 @@ def test_load_vgg19_refuses_other_checkpoints(tmp_path):
         losses.load_vgg19(other)
 
 
+def full_blur(x: jax.Array, gain: float = 1.0) -> jax.Array:
+    """`conv2d(pad(x, 2, 'reflect'), gain * GAUSS_KERNEL, groups=C)` on NHWC, at every pixel: what the
+    pyramid's `_upsample` and `_blur_half` shortcut."""
+    _, h, w, _ = x.shape
+    taps = [float(t) / 16.0 for t in losses._TAPS]
+    padded = jnp.pad(x, ((0, 0), (2, 2), (2, 2), (0, 0)), mode="reflect")  # PyTorch 'reflect' (edge not repeated)
+    rows = sum(t * padded[:, k : k + h] for k, t in enumerate(taps))
+    out = sum(t * rows[:, :, k : k + w] for k, t in enumerate(taps))
+    return out * gain if gain != 1.0 else out
+
+
 def test_zero_free_upsample_and_half_blur_equal_the_plain_versions():
     """The pyramid's shortcuts against what they replace: blurring a zero-inserted image with
     4x the kernel, and blurring everything then keeping every second pixel."""
     x = jnp.asarray(np.random.default_rng(9).random((2, 8, 12, 3), dtype=np.float32))
     zero_inserted = jnp.zeros((2, 16, 24, 3), jnp.float32).at[:, ::2, ::2, :].set(x)
-    np.testing.assert_allclose(np.asarray(losses._upsample(x)), np.asarray(losses._blur(zero_inserted, gain=4.0)),
+    np.testing.assert_allclose(np.asarray(losses._upsample(x)), np.asarray(full_blur(zero_inserted, gain=4.0)),
                                rtol=0, atol=1e-7)
-    np.testing.assert_allclose(np.asarray(losses._blur_half(x)), np.asarray(losses._blur(x)[:, ::2, ::2]),
+    np.testing.assert_allclose(np.asarray(losses._blur_half(x)), np.asarray(full_blur(x)[:, ::2, ::2]),
                                rtol=0, atol=1e-7)

@@ -19,7 +19,8 @@ import torch
 from pytorch_msssim import ms_ssim as torch_ms_ssim
 from pytorch_msssim import ssim as torch_ssim
 
-from dmvfn_jax.convert import api, lpips_torch
+from conftest import random_alexnet_state, random_linear_state
+from dmvfn_jax.convert import api
 from dmvfn_jax.data.resize import resize_linear
 from dmvfn_jax.errors import InputError
 from dmvfn_jax.evaluation import metrics
@@ -119,7 +120,7 @@ ALEXNET_LAYERS = [  # torchvision.models.alexnet().features
 @pytest.fixture(scope="module")
 def lpips_pair(tmp_path_factory):
     """The `lpips` package's LPIPS (AlexNet, v0.1) and ours, converted from the same random files."""
-    alex, lin = lpips_torch.random_alexnet_state(1), lpips_torch.random_linear_state(2)
+    alex, lin = random_alexnet_state(1), random_linear_state(2)
 
     def alexnet(pretrained=False, **kwargs):
         net = types.SimpleNamespace(features=torch.nn.Sequential(*[make() for make in ALEXNET_LAYERS]))
@@ -177,7 +178,7 @@ def test_lpips_matches_the_lpips_package_on_random_images(lpips_pair, h, w):
 
 
 def test_lpips_converter_errors(tmp_path):
-    alex, lin = lpips_torch.random_alexnet_state(0), lpips_torch.random_linear_state(0)
+    alex, lin = random_alexnet_state(0), random_linear_state(0)
     bad = dict(alex)
     bad["features.3.weight"] = bad["features.3.weight"][:, :10]
     torch.save({k: torch.from_numpy(v) for k, v in bad.items()}, tmp_path / "bad.pth")
@@ -195,7 +196,7 @@ def test_lpips_converter_errors(tmp_path):
 def test_lpips_command_takes_the_linear_layers_from_the_lpips_package(tmp_path, capsys):
     from dmvfn_jax.convert import cli
 
-    alex = lpips_torch.random_alexnet_state(3)
+    alex = random_alexnet_state(3)
     torch.save({k: torch.from_numpy(v) for k, v in alex.items()}, tmp_path / "alexnet-owt.pth")
     assert cli.main(["lpips", "--alexnet", str(tmp_path / "alexnet-owt.pth"), "--output", str(tmp_path / "o")]) == 0
     assert "wrote LPIPS" in capsys.readouterr().out

@@ -68,22 +68,3 @@ def torch_to_jax(alexnet: dict[str, np.ndarray], linear: dict[str, np.ndarray],
         w = np.asarray(linear[f"lin{k}.model.1.weight"], np.float32)
         flat[(f"lin{k}", "kernel")] = np.ascontiguousarray(np.transpose(w, (2, 3, 1, 0)))
     return traverse_util.unflatten_dict(flat), dropped
-
-
-def random_alexnet_state(seed: int = 0) -> dict[str, np.ndarray]:
-    """A torchvision-AlexNet-shaped state dict of random weights (features and classifier)."""
-    rng = np.random.default_rng(seed)
-    state = {}
-    for key, shape in alexnet_shapes().items():
-        fan_in = int(np.prod(shape[1:])) if len(shape) > 1 else shape[0] * 9
-        state[key] = (rng.standard_normal(shape) * np.sqrt(2.0 / fan_in)).astype(np.float32)
-    for name in ("classifier.1", "classifier.4", "classifier.6"):  # dropped by the converter: tiny stand-ins
-        state[f"{name}.weight"] = np.zeros((2, 2), np.float32)
-        state[f"{name}.bias"] = np.zeros((2,), np.float32)
-    return state
-
-
-def random_linear_state(seed: int = 0) -> dict[str, np.ndarray]:
-    """LPIPS-shaped linear layers of random non-negative weights."""
-    rng = np.random.default_rng(seed)
-    return {k: rng.random(s).astype(np.float32) for k, s in linear_shapes().items()}
