@@ -11,7 +11,7 @@ run from the repository root. It measures, in one run:
    process), over --batches batches after one warm-up batch (which absorbs the start of the
    workers). Each count is measured for both pipelines in --pipelines, one after the other:
    `grain` (`TfdsSource.batches`, dmvfn_jax/data/pipeline.py, on Grain) and `legacy` (the
-   hand-written pool it replaced, frozen in bench/legacy_input.py), --rounds times, taking the
+   hand-written pool it replaced, frozen in bench/decisions/legacy_input.py), --rounds times, taking the
    median; the ratio grain / legacy is printed per count;
 2. the training step of the official recipe (update_per_triplet, AdamW, no VGG term, 256x256,
    float32) jitted on the local JAX device. A full official step is 8 clips of 30 frames, 28
@@ -63,7 +63,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--batch", type=int, default=DEVICE_CLIPS, help="clips per batch (default 8)")
     p.add_argument("--prefetch", type=int, default=2, help="batches loaded ahead with workers (default 2)")
     p.add_argument("--pipelines", default="grain,legacy",
-                   help="grain (the package's input), legacy (bench/legacy_input.py); default both")
+                   help="grain (the package's input), legacy (bench/decisions/legacy_input.py); default both")
     p.add_argument("--rounds", type=int, default=3, help="measurements per pipeline and worker count; median (default 3)")
     p.add_argument("--step_frames", type=int, default=3,
                    help="frames per clip in the measured step (3 = one update; 30 = the official step)")
@@ -154,7 +154,7 @@ def measure_input(data: dict, args, workers: int, pipeline: str = "grain") -> tu
     if pipeline == "grain":
         from dmvfn_jax.data.pipeline import TfdsSource as Source
     else:
-        sys.path.insert(0, str(ROOT / "bench"))
+        sys.path.insert(0, str(ROOT / "bench" / "decisions"))
         from legacy_input import LegacyTfdsSource as Source
 
     source = Source(data["dataset"], data["data_dir"], "train", seed=0, num_frames=FRAMES, crop_h=CROP,

@@ -11,7 +11,7 @@ clips, the Laplacian loss, AdamW).
 
 Then it compiles two variants of the JAX step and prints their temporary buffers: the loss
 under `jax.checkpoint` (rematerialised in the backward pass) and the hand-written warp
-gradient of `bench/warp_vjp.py`.
+gradient of `bench/decisions/warp_vjp.py`.
 """
 
 from __future__ import annotations
@@ -48,7 +48,8 @@ def jax_worker(batch: int, size: int, variant: str = "package") -> dict:
         plain_loss = step_lib.dmvfn_loss
         step_lib.dmvfn_loss = lambda o, g, v: jax.checkpoint(lambda o, g: plain_loss(o, g, v))(o, g)
     elif variant == "warp-vjp":
-        import warp_vjp  # bench/warp_vjp.py; bench/ is on sys.path when this file runs as a script
+        sys.path.insert(0, str(Path(__file__).resolve().parent / "decisions"))
+        import warp_vjp  # bench/decisions/warp_vjp.py
 
         from dmvfn_jax import ops
 

@@ -35,10 +35,16 @@ if _SETTING.lower() in ("off", "0", "false", "none"):
     os.environ["DMVFN_JAX_CACHE"] = "off"
 else:
     _CACHE = Path(_SETTING) if _SETTING else Path(tempfile.mkdtemp(prefix="dmvfn_jax_test_xla_"))
-    os.environ["DMVFN_JAX_CACHE"] = str(_CACHE)
-    enable_compilation_cache(_CACHE)
-    if not _SETTING:
+    if not _SETTING:  # made here: removed at exit, and handed to pytest-xdist's workers (started later)
         atexit.register(shutil.rmtree, _CACHE, ignore_errors=True)
+        os.environ["DMVFN_JAX_TEST_CACHE"] = str(_CACHE)
+    os.environ["DMVFN_JAX_CACHE"] = str(_CACHE)
+    # Several processes read and write the cache at once (xdist workers, the commands the tests
+    # start): a size limit turns on JAX's file lock around each entry's read and write, so that
+    # no process reads an entry another is still writing. 1 TiB: nothing is ever evicted.
+    os.environ["JAX_COMPILATION_CACHE_MAX_SIZE"] = str(2**40)
+    jax.config.update("jax_compilation_cache_max_size", 2**40)
+    enable_compilation_cache(_CACHE)
 # The real video frames (../shared/data/real beside the repository, never copied into it);
 # DMVFN_JAX_REAL_DATA points elsewhere.
 REAL_DATA = Path(os.environ.get("DMVFN_JAX_REAL_DATA") or REPO.parent / "shared" / "data" / "real")

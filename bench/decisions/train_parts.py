@@ -1,6 +1,6 @@
 """Attempts 10-14 of BENCHMARKS.md, undone and redone one at a time, in one run.
 
-    python bench/train_parts.py [--rounds 5] [--batch 8]
+    python bench/decisions/train_parts.py [--rounds 5] [--batch 8]
 
 Each variant switches on one more change than the one before:
 
@@ -21,6 +21,11 @@ while each variant is traced; the compiled programs keep what they were traced w
 """
 
 from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # bench/: timing.py, workloads.py
 
 import argparse
 import statistics

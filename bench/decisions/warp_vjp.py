@@ -1,13 +1,18 @@
 """A hand-written warp gradient against autodiff of `map_coordinates`, alone and inside the
 training gradient, in one run.
 
-    python bench/warp_vjp.py [--batch 8]
+    python bench/decisions/warp_vjp.py [--batch 8]
 
 The hand-written VJP needs four gathers for the flow's cotangent, where autodiff goes through
 scatters. This script measures whether that pays: the flow gradient of one warp at
 Bx256x256, then the gradient of the Laplacian training loss through `train_outputs` (all 9
 blocks) with either warp, twice each, alternating.
 """
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # bench/: timing.py, workloads.py
 
 import argparse
 

@@ -1,10 +1,15 @@
 """The Laplacian-pyramid loss: depthwise 5x5 conv blur (the first version) against the separable
 shifted-add blur the package uses now, forward and gradient, in one run.
 
-    python bench/laplacian.py [--batch 8] [--size 256]
+    python bench/decisions/laplacian.py [--batch 8] [--size 256]
 
 The loss of a training update: 9 outputs against the ground truth, (B, S, S, 3) each.
 """
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # bench/: timing.py, workloads.py
 
 import argparse
 import jax

@@ -1,12 +1,17 @@
 """The two backward warps side by side: forward and gradient time on the local JAX device.
 
-    python bench/warp.py [--repeats 10]
+    python bench/decisions/warp.py [--repeats 10]
 
 `ops.warp_map_coordinates` (jax.scipy map_coordinates per channel) against `ops.warp_gather`
 (four whole-pixel gathers), 3-channel images as the model warps them, flows of a few pixels.
 Prints median milliseconds per call after one warm-up; the faster is `ops.WARP_IMPL`'s default
 (BENCHMARKS.md records the figures).
 """
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # bench/: timing.py, workloads.py
 
 import argparse
 import jax

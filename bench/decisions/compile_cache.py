@@ -1,18 +1,21 @@
 """Time to the first prediction in a fresh process, without and with the persistent compilation cache.
 
-    python bench/compile_cache.py [--size 256x448]
+    python bench/decisions/compile_cache.py [--size 256x448]
 
 Writes a random-weight checkpoint to a temporary folder, then starts three processes that each
 load it and predict one frame: cache off, cache on and empty (cold), cache on and filled (warm).
 Prints the seconds from process start to the first prediction for each (BENCHMARKS.md).
 """
 
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # bench/: timing.py, workloads.py
+
 import argparse
 import subprocess
-import sys
 import tempfile
 import time
-from pathlib import Path
 
 CHILD = """
 import sys, time

@@ -1,12 +1,17 @@
 """Batched against sequential (one sample after another, `lax.map`) execution of the network on the
 local device, inference and the training gradient, in one run.
 
-    python bench/batch_mode.py [--batch 8]
+    python bench/decisions/batch_mode.py [--batch 8]
 
 Inference: `DMVFN.infer(..., sequential=False|True)` at 256x448 with all blocks. Training: the
 gradient of the Laplacian training loss through `train_outputs` at 256x256, batched, or mapped
 over the samples (what a sequential training mode would do). Random weights and frames.
 """
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # bench/: timing.py, workloads.py
 
 import argparse
 import jax

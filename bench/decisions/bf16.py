@@ -1,6 +1,6 @@
 """bfloat16 against float32 compute: prediction PSNR on real frames, and time, on the local device.
 
-    python bench/bf16.py [--checkpoint DIR] [--size 256x448]
+    python bench/decisions/bf16.py [--checkpoint DIR] [--size 256x448]
 
 The network's convs run in bfloat16 (`DMVFN(dtype=jnp.bfloat16)`; parameters, flows, warps and
 the merge stay float32) or in float32, with the same weights: a checkpoint, or random weights in
@@ -10,8 +10,12 @@ The target (BENCHMARKS.md): mean PSNR within 0.05 dB of float32. On a CPU bfloat
 so only the PSNR column means anything there; the time is for GPUs and TPUs.
 """
 
-import argparse
+import sys
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # bench/: timing.py, workloads.py
+
+import argparse
 
 import jax
 import jax.numpy as jnp
