@@ -34,14 +34,11 @@ for the batch, `img0` returned when no block runs.
 from __future__ import annotations
 
 import argparse
-import csv
-import io
 import json
 import logging
 from pathlib import Path
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 from jax.sharding import NamedSharding
@@ -50,201 +47,18 @@ from jax.sharding import PartitionSpec as P
 from dmvfn_jax import parallel
 from dmvfn_jax.errors import InputError, run_command
 from dmvfn_jax.evaluation import metrics as metric_lib
-from dmvfn_jax.evaluation.protocols import DATASETS, MODES, Mode, Protocol, make_protocol
-from dmvfn_jax.files import atomic_file
+from dmvfn_jax.evaluation.flops import flop_costs
+from dmvfn_jax.evaluation.protocols import DATASETS, MODES, Protocol, make_protocol
+from dmvfn_jax.evaluation.report import format_table, save_outputs, sizes_text, summarize, write_csv, write_text
+from dmvfn_jax.evaluation.step import sharded_eval_step
 from dmvfn_jax.image_io import parse_size
-from dmvfn_jax.models import routing as routing_lib
-from dmvfn_jax.models.dmvfn import DMVFN, SIZE_MULTIPLE
 from dmvfn_jax.progress import ProgressBar
 from dmvfn_jax.predictor import load_dmvfn
 
 log = logging.getLogger("dmvfn_jax.eval")
 
 METRICS = ("psnr", "ssim", "ms_ssim", "lpips")
-METRIC_LABELS = {"psnr": "PSNR", "ssim": "SSIM", "ms_ssim": "MS-SSIM", "lpips": "LPIPS"}
-VARIANTS = ("dmvfn", "dmvfn_all_blocks", "copy_last")
-VARIANT_LABELS = {"dmvfn": "DMVFN (routed)", "dmvfn_all_blocks": "DMVFN, all blocks", "copy_last": "copy last frame"}
 
-
-def _metric_fn(name: str, lpips_model):
-    if name == "lpips":
-        return lambda x, y: lpips_model(x * 2 - 1, y * 2 - 1)
-    return getattr(metric_lib, name)
-
-
-def make_eval_fn(graphdef, lpips_graphdef, protocol: Protocol, mode: Mode, metric_names, model_order: str,
-                 num_blocks: int, with_predictions: bool):
-    """fn(params, lpips_params, clips uint8 (B,T,H,W,3) RGB, mask (B,), key, axis_name=None) -> (sums, outputs).
-
-    sums: per variant and metric the masked sum over the batch per step (horizon,), `count`,
-    `gate_sum` (n,) over the routed predictions, `ran_sum` (n,): predictions whose batch ran the
-    block (a block runs for a device's share of the batch when any of its samples' gates is on).
-    outputs (only with `with_predictions`, else None): the routed rollout, each (B, horizon, ...):
-    `prediction` (RGB), `flow` (pixels), `mask`, `gates`.
-
-    With `axis_name` (under `parallel.per_device`) the batch is this device's share: the sums are
-    added across devices in one all-reduce, sampled gates are the whole batch's draws, and with
-    `first_decides` the batch's first sample (on device 0) decides, broadcast by an all-reduce.
-    """
-    c0, c1 = protocol.context
-    to_model = (lambda x: x[..., ::-1]) if model_order == "BGR" else (lambda x: x)
-    to_metric = (lambda x: x[..., ::-1]) if mode.metric_order == "BGR" else (lambda x: x)
-
-    def fn(params, lpips_params, clips, mask, key, axis_name=None):
-        model = nnx.merge(graphdef, params)
-        rows = parallel.batch_rows(clips.shape[0], axis_name)
-        lpips_model = nnx.merge(lpips_graphdef, lpips_params) if lpips_graphdef is not None else None
-        fns = {name: _metric_fn(name, lpips_model) for name in metric_names}
-        frames = clips.astype(jnp.float32) / 255.0
-        m = mask.astype(jnp.float32)
-        out = {"count": m.sum(), "gate_sum": jnp.zeros((num_blocks,)), "ran_sum": jnp.zeros((num_blocks,))}
-        routed = {"prediction": [], "flow": [], "mask": [], "gates": []}
-        for variant in VARIANTS:
-            a, b = frames[:, c0], frames[:, c1]
-            per_metric = {name: [] for name in metric_names}
-            for k in range(protocol.horizon):
-                gt = frames[:, c1 + 1 + k]
-                if variant == "copy_last":
-                    pred = frames[:, c1]
-                elif variant == "dmvfn_all_blocks":
-                    pred = to_model(model.infer(to_model(a), to_model(b), None).prediction)
-                else:
-                    ma, mb = to_model(a), to_model(b)
-                    v = model.routing_probs(ma, mb)
-                    gates = routing_lib.select_gates(v, mode.routing, jax.random.fold_in(key, k), rows)
-                    if mode.first_decides and axis_name is not None:  # the global batch's first sample
-                        first = jnp.where(jax.lax.axis_index(axis_name) == 0, gates[0], 0.0)
-                        gates = jnp.broadcast_to(jax.lax.psum(first, axis_name), gates.shape)
-                    res = model.infer(ma, mb, gates, first_decides=mode.first_decides, empty=mode.empty)
-                    pred = to_model(res.prediction)
-                    used = res.gates * m[:, None]
-                    out["gate_sum"] = out["gate_sum"] + used.sum(0)
-                    out["ran_sum"] = out["ran_sum"] + jnp.any(used > 0, axis=0) * m.sum()
-                    if with_predictions:
-                        for name, value in (("prediction", pred), ("flow", res.flow), ("mask", res.mask),
-                                            ("gates", res.gates)):
-                            routed[name].append(value)
-                x, y = to_metric(pred), to_metric(gt)
-                for name in metric_names:
-                    per_metric[name].append((fns[name](x, y) * m).sum())
-                a, b = b, pred
-            out[variant] = {name: jnp.stack(vals) for name, vals in per_metric.items()}
-        outputs = {k: jnp.stack(v, axis=1) for k, v in routed.items()} if with_predictions else None
-        if axis_name is not None:
-            out = parallel.psum_packed(out, axis_name)
-        return out, outputs
-
-    return fn
-
-
-def sharded_eval_step(mesh, graphdef, lpips_graphdef, protocol: Protocol, mode: Mode, metric_names,
-                      model_order: str, num_blocks: int, with_predictions: bool):
-    """`make_eval_fn` jitted per device over `mesh`: parameters and key replicated, clips and mask
-    sharded on `data`; the sums come back replicated, the predictions sharded."""
-    fn = make_eval_fn(graphdef, lpips_graphdef, protocol, mode, metric_names, model_order, num_blocks,
-                      with_predictions)
-    replicated, data = NamedSharding(mesh, P()), P(parallel.DATA_AXIS)
-    sharded = NamedSharding(mesh, data)
-    fn = parallel.per_device(fn, mesh, in_specs=(P(), P(), data, data, P()), out_specs=(P(), data))
-    return jax.jit(fn, in_shardings=(replicated, replicated, sharded, sharded, replicated),
-                   out_shardings=(replicated, sharded if with_predictions else None))
-
-
-def flop_costs(model: DMVFN, height: int, width: int) -> dict:
-    """GFLOPs per frame (XLA cost analysis) of the all-blocks network, the routing module and each
-    block, with the convs in the plain form (one conv over the 17 channels, as the official code),
-    whatever form the backend runs."""
-    graphdef, params = nnx.split(model)
-
-    def merged(p):
-        net = nnx.merge(graphdef, p)
-        net.conv_form = "plain"
-        return net
-
-    x = jax.ShapeDtypeStruct((1, height, width, 3), jnp.float32)
-    ph = -(-height // SIZE_MULTIPLE) * SIZE_MULTIPLE
-    pw = -(-width // SIZE_MULTIPLE) * SIZE_MULTIPLE
-    xp = jax.ShapeDtypeStruct((1, ph, pw, 3), jnp.float32)
-
-    def cost(f, *args) -> float:
-        analysis = jax.jit(f).lower(params, *args).cost_analysis()
-        if isinstance(analysis, (list, tuple)):
-            analysis = analysis[0]
-        return float((analysis or {}).get("flops", float("nan"))) / 1e9
-
-    def block(i):
-        def f(p, a, b):
-            net = merged(p)
-            state = net._initial_state(a, b)
-            flow_d, mask_d = net._block_update(i, a, b, state)
-            return net._advance(a, b, state, flow_d, mask_d, 1.0)
-        return f
-
-    return {
-        "all_blocks": cost(lambda p, a, b: merged(p).infer(a, b, None).prediction, x, x),
-        "routing": cost(lambda p, a, b: merged(p).routing_probs(a, b), x, x),
-        "blocks": [cost(block(i), xp, xp) for i in range(model.num_blocks)],
-    }
-
-
-def _running(per_step: list[float]) -> list[float]:
-    return [float(np.mean(per_step[: k + 1])) for k in range(len(per_step))]
-
-
-def report_steps(horizon: int) -> list[int]:
-    """The t+k columns of the table: 1, 3, 5 (those within the horizon), or 1..horizon if shorter."""
-    steps = [k for k in (1, 3, 5) if k <= horizon]
-    return steps if horizon >= 5 or horizon == 1 else list(range(1, horizon + 1))
-
-
-def format_table(results: dict) -> str:
-    steps = report_steps(results["protocol"]["horizon"])
-    names = results["metrics"]
-    head = f"{'':22s}" + "".join(
-        f" | {METRIC_LABELS[n] + ' ' + '/'.join(f't+{k}' for k in steps):>{8 * len(steps) + 2}s}" for n in names)
-    lines = [head, "-" * len(head)]
-    for variant in VARIANTS:
-        row = f"{VARIANT_LABELS[variant]:22s}"
-        for n in names:
-            vals = results["results"][variant][n]["running_mean"]
-            scale = 1.0 if n == "psnr" else 100.0
-            row += " | " + f"{' '.join(f'{vals[k - 1] * scale:7.2f}' for k in steps):>{8 * len(steps) + 2}s}"
-        lines.append(row)
-    lines.append("(PSNR in dB; SSIM, MS-SSIM and LPIPS x100; t+k: mean over steps 1..k)")
-    r = results["routing"]
-    lines.append(
-        f"routing: {r['blocks_per_prediction']:.2f} of {len(r['block_rate'])} blocks per prediction; block rates "
-        + " ".join(f"{v:.2f}" for v in r["block_rate"])
-    )
-    for entry in results["sizes"]:
-        f = entry["gflops_per_frame"]
-        where = "" if len(results["sizes"]) == 1 else f" at {entry['size'][0]}x{entry['size'][1]} ({entry['clips']} clip{'s' if entry['clips'] != 1 else ''})"
-        lines.append(
-            f"compute{where}: {f['routed_spent']:.1f} GFLOPs per frame spent with routing (routing module "
-            f"{f['routing']:.2f}) against {f['all_blocks']:.1f} with all blocks "
-            f"({100 * f['routed_spent'] / f['all_blocks']:.0f}%)"
-        )
-    skipped = {k: v for k, v in results.get("skipped", {}).items() if v}
-    if skipped:
-        lines.append("skipped: " + "; ".join(f"{len(v)} clip(s) {k.replace('_', ' ')}" for k, v in skipped.items()))
-    return "\n".join(lines)
-
-
-def write_csv(results: dict, path: Path) -> None:
-    buf = io.StringIO()
-    w = csv.writer(buf)
-    w.writerow(["variant", "metric", "step", "value", "running_mean"])
-    for variant in VARIANTS:
-        for n in results["metrics"]:
-            r = results["results"][variant][n]
-            for k, (v, rm) in enumerate(zip(r["per_step"], r["running_mean"]), start=1):
-                w.writerow([variant, n, k, f"{v:.6f}", f"{rm:.6f}"])
-    _write_text(path, buf.getvalue())
-
-
-def _write_text(path: Path, text: str) -> None:
-    with atomic_file(path) as tmp:
-        Path(tmp).write_text(text)
 
 
 def evaluate(checkpoint, dataset: str, data_dir, *, mode: str = "clean", split: str | None = None,
@@ -317,7 +131,7 @@ def evaluate(checkpoint, dataset: str, data_dir, *, mode: str = "clean", split: 
         return jitted[with_preds]
 
     log.info("%s: %d clips of %s/%s at %s%s; %s; mode %s", protocol.name, len(usable), protocol.tfds_name,
-             protocol.split, _sizes_text({hw: len(m) for hw, m in groups.items()}),
+             protocol.split, sizes_text({hw: len(m) for hw, m in groups.items()}),
              f" ({n_skipped} skipped)" if n_skipped else "", protocol.describe(), the_mode.describe())
     base_key = jax.random.key(the_mode.seed)
     out_dir = Path(output) if output else None
@@ -345,17 +159,17 @@ def evaluate(checkpoint, dataset: str, data_dir, *, mode: str = "clean", split: 
             sums = jax.tree.map(lambda a: np.asarray(a.addressable_data(0), np.float64), sums)
             totals = sums if totals is None else jax.tree.map(np.add, totals, sums)
             if want_preds:
-                _save_outputs(out_dir, clips, batch, preds, idx, save_predictions, save_images, protocol)
+                save_outputs(out_dir, clips, batch, preds, idx, save_predictions, save_images, protocol)
             bar.advance(int(mask.sum()) * jax.process_count())
             b += 1
         per_size.append({"size": [int(width), int(height)], "totals": totals, "flops": flops})
     bar.close()
 
     overall = jax.tree.map(lambda *a: sum(a), *[g["totals"] for g in per_size])
-    summary = _summarize(overall, names, protocol.horizon, per_size[0]["flops"] if len(per_size) == 1 else None)
+    summary = summarize(overall, names, protocol.horizon, per_size[0]["flops"] if len(per_size) == 1 else None)
     sizes = []
     for g in per_size:
-        one = _summarize(g["totals"], names, protocol.horizon, g["flops"])
+        one = summarize(g["totals"], names, protocol.horizon, g["flops"])
         sizes.append({"size": g["size"], **one})
     results = {
         "dataset": dataset,
@@ -380,7 +194,7 @@ def evaluate(checkpoint, dataset: str, data_dir, *, mode: str = "clean", split: 
     results["table"] = format_table(results)
     if out_dir is not None and jax.process_index() == 0:
         out_dir.mkdir(parents=True, exist_ok=True)
-        _write_text(out_dir / "results.json", json.dumps(results, indent=2) + "\n")
+        write_text(out_dir / "results.json", json.dumps(results, indent=2) + "\n")
         write_csv(results, out_dir / "results.csv")
     return results
 
@@ -420,67 +234,6 @@ def usable_clips(clips, protocol: Protocol, names, skip_bad: bool) -> tuple[list
         if items:
             log.warning("skipping %d clip(s) %s: %s", len(items), what, ", ".join(c["id"] for c in items))
     return usable, {"too_short": too_short, "too_small_for_ms_ssim": too_small}
-
-
-def _sizes_text(counts: dict) -> str:
-    """{(h, w): clips} as "320x180 (2 clips), 448x256 (1 clip)"."""
-    return ", ".join(f"{w}x{h} ({n} clip{'s' if n != 1 else ''})" for (h, w), n in counts.items()) or "no size"
-
-
-def _summarize(totals: dict, names, horizon: int, flops: dict | None) -> dict:
-    """Scores, routing statistics and (given the size's FLOP costs) compute, from summed totals."""
-    count = float(totals["count"])
-    results = {}
-    for variant in VARIANTS:
-        results[variant] = {}
-        for n in names:
-            per_step = (totals[variant][n] / count).tolist()
-            results[variant][n] = {"per_step": per_step, "running_mean": _running(per_step)}
-    preds_made = count * horizon
-    rates = (totals["gate_sum"] / preds_made).tolist()
-    ran = (totals["ran_sum"] / preds_made).tolist()
-    out = {"clips": int(round(count)), "results": results,
-           "routing": {"blocks_per_prediction": float(sum(rates)), "block_rate": rates, "block_run_rate": ran},
-           "gflops_per_frame": None}
-    if flops is not None:
-        spent = flops["routing"] + (flops["all_blocks"] - sum(flops["blocks"])) + sum(
-            r * f for r, f in zip(ran, flops["blocks"]))
-        out["gflops_per_frame"] = {"all_blocks": flops["all_blocks"], "routing": flops["routing"],
-                                   "blocks": flops["blocks"], "routed_spent": spent}
-    return out
-
-
-def _local_rows(x) -> np.ndarray:
-    """This process's rows of a batch-sharded global array, in batch order."""
-    return np.concatenate([np.asarray(s.data) for s in sorted(x.addressable_shards, key=lambda s: s.index[0].start or 0)])
-
-
-def _save_outputs(out_dir: Path, clips, batch: np.ndarray, outputs: dict, idx, n_predictions: int, n_images: int,
-                  protocol: Protocol) -> None:
-    """Predicted PNGs (`--save-predictions`) and pictures (`--save-images`) of this batch's first clips."""
-    from dmvfn_jax import visualize
-    from dmvfn_jax.image_io import save_png
-
-    local = {k: _local_rows(v) for k, v in outputs.items()}
-    c0, c1 = protocol.context
-    for row, i in enumerate(idx):
-        if i < 0:
-            continue
-        name = clips.clip_id(int(i)).replace("/", "_")
-        preds = local["prediction"][row]
-        if i < n_predictions:
-            for k, frame in enumerate(preds, start=1):
-                save_png(out_dir / "predictions" / name / f"pred_t+{k}.png", frame)
-        if i < n_images:
-            frames = batch[row].astype(np.float32) / 255.0
-            truth = frames[c1 + 1:c1 + 1 + protocol.horizon]
-            inputs = [frames[c0], frames[c1]] + list(preds)  # step k predicts from inputs k-1, k
-            for k in range(protocol.horizon):
-                pic = visualize.prediction_strip(inputs[k], inputs[k + 1], preds[k], local["flow"][row, k],
-                                                 local["mask"][row, k], local["gates"][row, k], target=truth[k])
-                save_png(out_dir / "images" / name / f"t+{k + 1}.png", pic)
-            visualize.write_gif(out_dir / "images" / name / "rollout.gif",
-                                visualize.rollout_frames([frames[c0], frames[c1]], preds, truth), fps=2)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -533,7 +286,7 @@ def main(argv=None) -> int:
                            batch_size=args.batch_size, output=args.output, save_predictions=args.save_predictions,
                            save_images=args.save_images, max_clips=args.max_clips, size=size,
                            skip_bad=args.skip_bad)
-        sizes = _sizes_text({(h, w): e["clips"] for e in results["sizes"] for w, h in [e["size"]]})
+        sizes = sizes_text({(h, w): e["clips"] for e in results["sizes"] for w, h in [e["size"]]})
         print(f"{results['dataset']} ({results['tfds_name']}/{results['split']}, {results['clips']} clips at "
               f"{sizes}); {results['protocol']['description']}")
         print(f"mode {results['mode']['description']}")

@@ -141,6 +141,14 @@ class DMVFN(nnx.Module):
         mask = state.mask + gate * mask_d
         return FlowState(flow, mask, ops.warp(img0, flow[..., 0:2]), ops.warp(img1, flow[..., 2:4]))
 
+    def block_alone(self, i: int, img0: jax.Array, img1: jax.Array) -> FlowState:
+        """Block `i` applied once to the frames from the initial state (zero flow and mask), its
+        17-channel convs in the plain form: one block's share of `infer`, e.g. for per-block
+        FLOP counts (`evaluation.flops`)."""
+        state = self._initial_state(img0, img1)
+        flow_d, mask_d = self._block_update(i, img0, img1, state)
+        return self._advance(img0, img1, state, flow_d, mask_d, 1.0)
+
     # -- training mode --------------------------------------------------------------------
     def train_outputs(self, img0: jax.Array, img1: jax.Array, gates: jax.Array) -> list[jax.Array]:
         """All blocks run; returns the n merged outputs, each (B, H, W, 3).

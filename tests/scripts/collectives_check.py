@@ -4,7 +4,7 @@ line per program, the collectives of the compiled HLO (`dmvfn_jax.hlo`).
     python tests/scripts/collectives_check.py VARIANT [VARIANT ...]
 
 VARIANT: `train:MODE:ESTIMATOR:DTYPE` (the training step of `shard_train_step`), `eval:MODE`
-(`evaluation.run.sharded_eval_step`, clean or official), or `gspmd:MODE` (the whole-batch
+(`evaluation.step.sharded_eval_step`, clean or official), or `gspmd:MODE` (the whole-batch
 training step under a plain `jax.jit` with the batch sharded: the formulation before
 `shard_map`, which the test expects to move activations between devices).
 
@@ -56,7 +56,7 @@ def train_program(mode, estimator, dtype, gspmd=False):
 
 def eval_program(mode_name):
     from dmvfn_jax.evaluation.protocols import MODES, make_protocol
-    from dmvfn_jax.evaluation.run import sharded_eval_step
+    from dmvfn_jax.evaluation.step import sharded_eval_step
 
     model = nnx.eval_shape(lambda: DMVFN(rngs=nnx.Rngs(0)))
     graphdef, params = nnx.split(model)

@@ -1,0 +1,108 @@
+"""The jitted evaluation step: one batch of clips predicted autoregressively by each variant
+(routed, all blocks, copy-last-frame) and scored, per device under `shard_map`, with the sums
+all-reduced once per batch."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
+
+from dmvfn_jax import parallel
+from dmvfn_jax.evaluation import metrics as metric_lib
+from dmvfn_jax.evaluation.protocols import Mode, Protocol
+from dmvfn_jax.models import routing as routing_lib
+
+VARIANTS = ("dmvfn", "dmvfn_all_blocks", "copy_last")
+
+
+def _metric_fn(name: str, lpips_model):
+    if name == "lpips":
+        return lambda x, y: lpips_model(x * 2 - 1, y * 2 - 1)
+    return getattr(metric_lib, name)
+
+
+def make_eval_fn(graphdef, lpips_graphdef, protocol: Protocol, mode: Mode, metric_names, model_order: str,
+                 num_blocks: int, with_predictions: bool):
+    """fn(params, lpips_params, clips uint8 (B,T,H,W,3) RGB, mask (B,), key, axis_name=None) -> (sums, outputs).
+
+    sums: per variant and metric the masked sum over the batch per step (horizon,), `count`,
+    `gate_sum` (n,) over the routed predictions, `ran_sum` (n,): predictions whose batch ran the
+    block (a block runs for a device's share of the batch when any of its samples' gates is on).
+    outputs (only with `with_predictions`, else None): the routed rollout, each (B, horizon, ...):
+    `prediction` (RGB), `flow` (pixels), `mask`, `gates`.
+
+    With `axis_name` (under `parallel.per_device`) the batch is this device's share: the sums are
+    added across devices in one all-reduce, sampled gates are the whole batch's draws, and with
+    `first_decides` the batch's first sample (on device 0) decides, broadcast by an all-reduce.
+    """
+    c0, c1 = protocol.context
+    to_model = (lambda x: x[..., ::-1]) if model_order == "BGR" else (lambda x: x)
+    to_metric = (lambda x: x[..., ::-1]) if mode.metric_order == "BGR" else (lambda x: x)
+
+    def fn(params, lpips_params, clips, mask, key, axis_name=None):
+        model = nnx.merge(graphdef, params)
+        rows = parallel.batch_rows(clips.shape[0], axis_name)
+        lpips_model = nnx.merge(lpips_graphdef, lpips_params) if lpips_graphdef is not None else None
+        fns = {name: _metric_fn(name, lpips_model) for name in metric_names}
+        frames = clips.astype(jnp.float32) / 255.0
+        m = mask.astype(jnp.float32)
+        out = {"count": m.sum(), "gate_sum": jnp.zeros((num_blocks,)), "ran_sum": jnp.zeros((num_blocks,))}
+        routed = {"prediction": [], "flow": [], "mask": [], "gates": []}
+        for variant in VARIANTS:
+            a, b = frames[:, c0], frames[:, c1]
+            per_metric = {name: [] for name in metric_names}
+            for k in range(protocol.horizon):
+                gt = frames[:, c1 + 1 + k]
+                if variant == "copy_last":
+                    pred = frames[:, c1]
+                elif variant == "dmvfn_all_blocks":
+                    pred = to_model(model.infer(to_model(a), to_model(b), None).prediction)
+                else:
+                    ma, mb = to_model(a), to_model(b)
+                    v = model.routing_probs(ma, mb)
+                    gates = routing_lib.select_gates(v, mode.routing, jax.random.fold_in(key, k), rows)
+                    if mode.first_decides and axis_name is not None:  # the global batch's first sample
+                        first = jnp.where(jax.lax.axis_index(axis_name) == 0, gates[0], 0.0)
+                        gates = jnp.broadcast_to(jax.lax.psum(first, axis_name), gates.shape)
+                    res = model.infer(ma, mb, gates, first_decides=mode.first_decides, empty=mode.empty)
+                    pred = to_model(res.prediction)
+                    used = res.gates * m[:, None]
+                    out["gate_sum"] = out["gate_sum"] + used.sum(0)
+                    out["ran_sum"] = out["ran_sum"] + jnp.any(used > 0, axis=0) * m.sum()
+                    if with_predictions:
+                        for name, value in (("prediction", pred), ("flow", res.flow), ("mask", res.mask),
+                                            ("gates", res.gates)):
+                            routed[name].append(value)
+                x, y = to_metric(pred), to_metric(gt)
+                for name in metric_names:
+                    per_metric[name].append((fns[name](x, y) * m).sum())
+                a, b = b, pred
+            out[variant] = {name: jnp.stack(vals) for name, vals in per_metric.items()}
+        outputs = {k: jnp.stack(v, axis=1) for k, v in routed.items()} if with_predictions else None
+        if axis_name is not None:
+            out = parallel.psum_packed(out, axis_name)
+        return out, outputs
+
+    return fn
+
+
+def sharded_eval_step(mesh, graphdef, lpips_graphdef, protocol: Protocol, mode: Mode, metric_names,
+                      model_order: str, num_blocks: int, with_predictions: bool):
+    """`make_eval_fn` jitted per device over `mesh`: parameters and key replicated, clips and mask
+    sharded on `data`; the sums come back replicated, the predictions sharded."""
+    fn = make_eval_fn(graphdef, lpips_graphdef, protocol, mode, metric_names, model_order, num_blocks,
+                      with_predictions)
+    replicated, data = NamedSharding(mesh, P()), P(parallel.DATA_AXIS)
+    sharded = NamedSharding(mesh, data)
+    fn = parallel.per_device(fn, mesh, in_specs=(P(), P(), data, data, P()), out_specs=(P(), data))
+    return jax.jit(fn, in_shardings=(replicated, replicated, sharded, sharded, replicated),
+                   out_shardings=(replicated, sharded if with_predictions else None))
+
+
+def local_rows(x) -> np.ndarray:
+    """This process's rows of a batch-sharded global array, in batch order."""
+    return np.concatenate([np.asarray(s.data) for s in sorted(x.addressable_shards, key=lambda s: s.index[0].start or 0)])
