@@ -116,7 +116,8 @@ def _jax2onnx_quirks():
     - Its own graph optimisation (`optimize_graph`: cast, transpose and reshape clean-ups) is
       quadratic in the nodes: 177 s of the export with every block (6,000 nodes at the top level),
       for a graph that onnxruntime runs to identical outputs at the same speed without it (it
-      optimises the graph itself when loading; `bench/export_speed.py`, 256x448): skipped.
+      optimises the graph itself when loading; measured at 256x448): skipped, and the initializers
+      it would have dropped as unused are dropped by `_drop_unused_initializers`.
     - Its loggers report every value whose type it could not stamp and every plugin of another
       library that failed to import (a few thousand lines for this model): raised to ERROR.
     """
@@ -163,8 +164,33 @@ def export_onnx(model, height: int, width: int, routing: str = "threshold", warp
     else:
         warp_form = contextlib.nullcontext()
     with _jax2onnx_quirks(), warp_form, jax.default_matmul_precision("highest"):
-        return jax2onnx.to_onnx(dmvfn_next_frame, [frame, frame], model_name="dmvfn_next_frame", opset=ONNX_OPSET,
-                                input_names=["prev", "cur"], output_names=["next"])
+        proto = jax2onnx.to_onnx(dmvfn_next_frame, [frame, frame], model_name="dmvfn_next_frame",
+                                 opset=ONNX_OPSET, input_names=["prev", "cur"], output_names=["next"])
+    return _drop_unused_initializers(proto)
+
+
+def _drop_unused_initializers(proto):
+    """Removes the initializers no node reads (in any subgraph): without jax2onnx's graph
+    optimisation the kernels it transposed for ONNX's Conv stay behind as well, half the file."""
+    import onnx
+
+    used = set()
+
+    def walk(graph):
+        for node in graph.node:
+            used.update(node.input)
+            for attr in node.attribute:
+                if attr.type == onnx.AttributeProto.GRAPH:
+                    walk(attr.g)
+                for g in attr.graphs:
+                    walk(g)
+
+    walk(proto.graph)
+    used.update(o.name for o in proto.graph.output)
+    keep = [t for t in proto.graph.initializer if t.name in used]
+    del proto.graph.initializer[:]
+    proto.graph.initializer.extend(keep)
+    return proto
 
 
 def _frame_metadata(shape, channel_order: str) -> dict:
