@@ -1,6 +1,7 @@
-"""The exported StableHLO artifact against `Predictor`: same weights, frames, routing and device.
+"""The exported StableHLO and ONNX artifacts against `Predictor`: same weights, frames, routing and device.
 
     python bench/export_speed.py [--size 448x256] [--batch 1] [--routings threshold,all] [--rounds 7]
+                                 [--onnx gridsample,gather] [--threads 2]
 
 Per routing: `dmvfn_jax.export.export_predictor` (what `python -m dmvfn_jax.export` writes),
 serialized and deserialized in memory, called through `jax.jit(exported.call)`, against
@@ -9,6 +10,11 @@ takes RGB frames and flips them inside its program, the artifact takes the BGR f
 float32 frames in, numpy prediction out, after a first call that compiles (its time is printed
 too), in interleaved rounds so that a slow patch of this noisy machine hits both alike; median
 (minimum) ms per call. The outputs are compared as well.
+
+With `--onnx` (default both forms of the warp; `--onnx ''` for none), `export_onnx` of the same
+model, run in onnxruntime on the CPU with `--threads` intra-op threads (2: what JAX uses on this
+2-core machine), BGR frames in, timed in the same interleaved rounds; `onnx-gridsample` has each
+warp as one GridSample (what the command writes), `onnx-gather` the warp as JAX traces it.
 """
 
 from __future__ import annotations
@@ -33,7 +39,10 @@ def main():
     p.add_argument("--routings", default="threshold,all")
     p.add_argument("--rounds", type=int, default=7)
     p.add_argument("--precision", default="highest", choices=export.PRECISIONS, help="of the artifact")
+    p.add_argument("--onnx", default="grid_sample,gather", help="ONNX warp forms to time ('' for none)")
+    p.add_argument("--threads", type=int, default=2, help="onnxruntime intra-op threads")
     args = p.parse_args()
+    onnx_warps = [w for w in args.onnx.split(",") if w]
     width, height = parse_size(args.size)
     routings = args.routings.split(",")
     print(f"backend {jax.default_backend()}, {height}x{width} (HxW), batch {args.batch}, artifact precision "
@@ -59,23 +68,43 @@ def main():
         def run_predictor(routing=routing):
             return predictor.predict(prev, cur, routing=routing)
 
+        runners = [("artifact", run_artifact), ("Predictor", run_predictor)]
+        for warp in onnx_warps:
+            import onnxruntime as ort
+
+            t = time.perf_counter()
+            proto = export.export_onnx(model, height, width, routing, warp=warp)
+            opts = ort.SessionOptions()
+            opts.intra_op_num_threads = args.threads
+            opts.log_severity_level = 3
+            sess = ort.InferenceSession(proto.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+            print(f"{routing}: ONNX ({warp}) exported and loaded in {time.perf_counter() - t:.1f}s")
+
+            def run_onnx(sess=sess):
+                return sess.run(None, {"prev": prev_bgr, "cur": cur_bgr})[0][..., ::-1]
+
+            runners.append((f"onnx-{warp}", run_onnx))
         outs = {}
-        for name, thunk in (("artifact", run_artifact), ("Predictor", run_predictor)):
+        for name, thunk in runners:
             t = time.perf_counter()
             outs[name] = thunk()
             print(f"{routing}: {name} first call (compiles) {time.perf_counter() - t:.1f}s", flush=True)
             cases[(routing, name)] = thunk
-        diff = float(np.abs(outs["artifact"] - outs["Predictor"]).max())
-        print(f"{routing}: max |artifact - Predictor| = {diff:.2e}")
+        for name in outs:
+            if name != "Predictor":
+                diff = float(np.abs(outs[name] - outs["Predictor"]).max())
+                print(f"{routing}: max |{name} - Predictor| = {diff:.2e}")
 
     times = interleaved_times(cases, args.rounds)
-    print("\n| routing | Predictor ms | artifact ms | artifact / Predictor |")
-    print("| --- | --- | --- | --- |")
+    names = ["Predictor", "artifact"] + [f"onnx-{w}" for w in onnx_warps]
+    print("\n| routing | " + " | ".join(f"{n} ms" for n in names) + " | " +
+          " | ".join(f"{n} / Predictor" for n in names[1:]) + " |")
+    print("|" + " --- |" * (2 * len(names)))
     for routing in routings:
-        med = {n: 1e3 * statistics.median(times[(routing, n)]) for n in ("Predictor", "artifact")}
-        low = {n: 1e3 * min(times[(routing, n)]) for n in ("Predictor", "artifact")}
-        print(f"| {routing} | {med['Predictor']:.0f} ({low['Predictor']:.0f}) | {med['artifact']:.0f} "
-              f"({low['artifact']:.0f}) | {med['artifact'] / med['Predictor']:.2f} |")
+        med = {n: 1e3 * statistics.median(times[(routing, n)]) for n in names}
+        low = {n: 1e3 * min(times[(routing, n)]) for n in names}
+        print(f"| {routing} | " + " | ".join(f"{med[n]:.0f} ({low[n]:.0f})" for n in names) + " | " +
+              " | ".join(f"{med[n] / med['Predictor']:.2f}" for n in names[1:]) + " |")
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
-"""Export the next-frame predictor as a StableHLO artifact that runs without dmvfn_jax.
+"""Export the next-frame predictor as a StableHLO or ONNX artifact that runs without dmvfn_jax.
 
     python -m dmvfn_jax.export --checkpoint DIR --size WxH --output FILE
-                               [--format stablehlo] [--routing threshold|all]
+                               [--format stablehlo|onnx] [--routing threshold|all]
                                [--platforms cpu,cuda,tpu] [--precision highest|default] [--overwrite]
 
 FILE is `jax.export.Exported.serialize()` of the prediction of frame t+1 from (prev, cur), with
@@ -19,14 +19,19 @@ checkpoint's channel order, float32 in [0, 1], NHWC, batch first) and how the pr
   CPU lowering only.
 - `--precision`: of the convs and matmuls: `highest` (default, float32 on every backend) or
   `default` (the backend's default: TF32 on recent GPUs, bfloat16 passes on TPU; faster there).
-- `--format onnx` is refused: ONNX export is not available yet.
+- `--format onnx`: FILE is an ONNX model (opset 21) made by jax2onnx (the `onnx` extra:
+  `pip install 'dmvfn-jax[onnx]'`), weights inside, inputs `prev`, `cur`, output `next`, the same
+  convention and a dynamic batch dimension `b`; onnxruntime runs it. `--platforms` and
+  `--precision` are StableHLO options (ONNX convolutions are float32 wherever they run).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
+import logging
 import sys
 from pathlib import Path
 
@@ -50,12 +55,30 @@ CONV_FORM = "plain"
 BATCH_MODE = "batched"
 METADATA_FORMAT = "dmvfn-jax-export"
 METADATA_VERSION = 1
+ONNX_OPSET = 21  # GridSample (16) and everything jax2onnx emits for the model; onnxruntime >= 1.18
+ONNX_WARPS = ("grid_sample", "gather")
+ONNX_EXTRA = "ONNX export needs the onnx extra: pip install 'dmvfn-jax[onnx]'"
 
 
 def metadata_path(output: str | Path) -> Path:
     """The JSON sidecar of an artifact: FILE.json."""
     output = Path(output)
     return output.with_name(output.name + ".json")
+
+
+def next_frame_fn(model, routing: str):
+    """`(prev, cur) -> prediction` of `model` with `routing`, the conv form and batch mode fixed
+    (CONV_FORM, BATCH_MODE): the function both formats trace. The parameters are closed over."""
+    if routing not in ROUTINGS:
+        raise ValueError(f"routing must be one of {ROUTINGS}, got {routing!r}")
+    graphdef, state = nnx.split(model)
+
+    def dmvfn_next_frame(prev, cur):
+        net = nnx.merge(graphdef, state)  # a copy whose conv form can be fixed
+        net.conv_form = CONV_FORM
+        return net.predict(prev, cur, routing, sequential=BATCH_MODE == "sequential").prediction
+
+    return dmvfn_next_frame
 
 
 def export_predictor(model, height: int, width: int, routing: str = "threshold",
@@ -66,46 +89,174 @@ def export_predictor(model, height: int, width: int, routing: str = "threshold",
     model's channel order, and returns the prediction, the same shape; `b` is symbolic. The
     parameters are closed over, so they are constants inside the artifact. `model` is not changed.
     """
-    if routing not in ROUTINGS:
-        raise ValueError(f"routing must be one of {ROUTINGS}, got {routing!r}")
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
-    graphdef, state = nnx.split(model)
-
-    def dmvfn_next_frame(prev, cur):
-        net = nnx.merge(graphdef, state)  # a copy whose conv form can be fixed
-        net.conv_form = CONV_FORM
-        return net.predict(prev, cur, routing, sequential=BATCH_MODE == "sequential").prediction
-
+    dmvfn_next_frame = next_frame_fn(model, routing)
     frame = jax.ShapeDtypeStruct(jax.export.symbolic_shape(f"b, {height}, {width}, 3"), jnp.float32)
     # the precision is read while tracing and written into every conv and matmul of the module
     with jax.default_matmul_precision(precision):
         return jax.export.export(jax.jit(dmvfn_next_frame), platforms=tuple(platforms))(frame, frame)
 
 
+def _require_jax2onnx():
+    try:
+        import jax2onnx
+    except ImportError as e:
+        raise InputError(ONNX_EXTRA) from e
+    return jax2onnx
+
+
+@contextlib.contextmanager
+def _jax2onnx_quirks():
+    """What jax2onnx 0.13 needs to trace the model, undone on exit.
+
+    - Its `nnx.Conv` shim binds the conv's padding as a primitive parameter, which JAX >= 0.7
+      requires to be hashable; `flax`'s `canonicalize_padding` gives a list of pairs, made a tuple
+      here (the same padding).
+    - Its own graph optimisation (`optimize_graph`: cast, transpose and reshape clean-ups) is
+      quadratic in the nodes: 177 s of the export with every block (6,000 nodes at the top level),
+      for a graph that onnxruntime runs to identical outputs at the same speed without it (it
+      optimises the graph itself when loading; measured at 256x448): skipped, and the initializers
+      it would have dropped as unused are dropped by `_drop_unused_initializers`.
+    - Its loggers report every value whose type it could not stamp and every plugin of another
+      library that failed to import (a few thousand lines for this model): raised to ERROR.
+    """
+    from flax.nnx.nn import linear as nnx_linear
+    from jax2onnx.converter import conversion_api
+
+    canonicalize = nnx_linear.canonicalize_padding
+
+    def hashable_padding(padding, rank):
+        out = canonicalize(padding, rank)
+        return out if isinstance(out, str) else tuple(tuple(p) for p in out)
+
+    loggers = [logging.getLogger(n) for n in ("jax2onnx", "onnx_ir")]
+    levels = [lg.level for lg in loggers]
+    optimize_graph = conversion_api.optimize_graph
+    nnx_linear.canonicalize_padding = hashable_padding
+    conversion_api.optimize_graph = lambda model: model
+    for lg in loggers:
+        lg.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        nnx_linear.canonicalize_padding = canonicalize
+        conversion_api.optimize_graph = optimize_graph
+        for lg, level in zip(loggers, levels):
+            lg.setLevel(level)
+
+
+def export_onnx(model, height: int, width: int, routing: str = "threshold", warp: str = "grid_sample"):
+    """An `onnx.ModelProto` of `model`'s prediction of the next frame at height x width, through
+    jax2onnx: inputs `prev`, `cur`, output `next`, float32 (b, height, width, 3) with `b` a dynamic
+    dimension, weights as initializers. Needs the `onnx` extra (InputError naming it otherwise).
+
+    `warp`: `grid_sample` (default: each warp one ONNX GridSample, `dmvfn_jax.onnx_warp`; faster in
+    onnxruntime, BENCHMARKS.md) or `gather` (the warp as JAX traces it: gathers and arithmetic)."""
+    jax2onnx = _require_jax2onnx()
+    if warp not in ONNX_WARPS:
+        raise ValueError(f"warp must be one of {ONNX_WARPS}, got {warp!r}")
+    dmvfn_next_frame = next_frame_fn(model, routing)
+    frame = ("b", height, width, 3)
+    if warp == "grid_sample":
+        from dmvfn_jax.onnx_warp import warp_as_grid_sample
+        warp_form = warp_as_grid_sample()
+    else:
+        warp_form = contextlib.nullcontext()
+    with _jax2onnx_quirks(), warp_form, jax.default_matmul_precision("highest"):
+        proto = jax2onnx.to_onnx(dmvfn_next_frame, [frame, frame], model_name="dmvfn_next_frame",
+                                 opset=ONNX_OPSET, input_names=["prev", "cur"], output_names=["next"])
+    return _drop_unused_initializers(proto)
+
+
+def _drop_unused_initializers(proto):
+    """Removes the initializers no node reads (in any subgraph): without jax2onnx's graph
+    optimisation the kernels it transposed for ONNX's Conv stay behind as well, half the file."""
+    import onnx
+
+    used = set()
+
+    def walk(graph):
+        for node in graph.node:
+            used.update(node.input)
+            for attr in node.attribute:
+                if attr.type == onnx.AttributeProto.GRAPH:
+                    walk(attr.g)
+                for g in attr.graphs:
+                    walk(g)
+
+    walk(proto.graph)
+    used.update(o.name for o in proto.graph.output)
+    keep = [t for t in proto.graph.initializer if t.name in used]
+    del proto.graph.initializer[:]
+    proto.graph.initializer.extend(keep)
+    return proto
+
+
+def _frame_metadata(shape, channel_order: str) -> dict:
+    return {"shape": list(shape), "dtype": "float32", "layout": "NHWC", "range": [0.0, 1.0],
+            "channel_order": channel_order}
+
+
 def artifact_metadata(exported: jax.export.Exported, *, channel_order: str, routing: str, precision: str,
                       checkpoint: str, checkpoint_metadata: dict, blob: bytes) -> dict:
     """What FILE.json records: the input convention, and how the artifact was made."""
     spec = [str(d) if not isinstance(d, int) else d for d in exported.in_avals[0].shape]
-    frame = {"shape": spec, "dtype": "float32", "layout": "NHWC", "range": [0.0, 1.0], "channel_order": channel_order}
     return {
-        "format": METADATA_FORMAT,
-        "format_version": METADATA_VERSION,
-        "artifact_sha256": hashlib.sha256(blob).hexdigest(),
+        **_common_metadata(spec, channel_order, routing, blob),
         "serialization": "jax.export.Exported.serialize",
         "load": "jax.export.deserialize(bytes).call(prev, cur)",
-        "inputs": [{"name": "prev", **frame}, {"name": "cur", **frame}],
-        "output": {"name": "next", **frame},
-        "channel_order": channel_order,
-        "routing": routing,
-        "conv_form": CONV_FORM,
-        "batch_mode": BATCH_MODE,
         "matmul_precision": precision,
         "platforms": list(exported.platforms),
         "calling_convention_version": exported.calling_convention_version,
         "jax_version": jax.__version__,
         "checkpoint": checkpoint,
         "checkpoint_metadata": checkpoint_metadata,
+    }
+
+
+def onnx_metadata(height: int, width: int, *, channel_order: str, routing: str, checkpoint: str,
+                  checkpoint_metadata: dict, blob: bytes) -> dict:
+    """FILE.json of an ONNX artifact: the same convention, and how it was made."""
+    import jax2onnx
+    import onnx
+
+    return {
+        **_common_metadata(["b", height, width, 3], channel_order, routing, blob),
+        "serialization": f"onnx.ModelProto, opset {ONNX_OPSET}, weights as initializers",
+        "load": "onnxruntime.InferenceSession(FILE).run(None, {'prev': prev, 'cur': cur})[0]",
+        "matmul_precision": "float32",
+        "warp": "GridSample (linear, border, align_corners=1)",
+        "onnx_opset": ONNX_OPSET,
+        "jax2onnx_version": getattr(jax2onnx, "__version__", None) or _dist_version("jax2onnx"),
+        "onnx_version": onnx.__version__,
+        "jax_version": jax.__version__,
+        "checkpoint": checkpoint,
+        "checkpoint_metadata": checkpoint_metadata,
+    }
+
+
+def _dist_version(name: str) -> str | None:
+    from importlib import metadata
+
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def _common_metadata(shape, channel_order: str, routing: str, blob: bytes) -> dict:
+    frame = _frame_metadata(shape, channel_order)
+    return {
+        "format": METADATA_FORMAT,
+        "format_version": METADATA_VERSION,
+        "artifact_sha256": hashlib.sha256(blob).hexdigest(),
+        "inputs": [{"name": "prev", **frame}, {"name": "cur", **frame}],
+        "output": {"name": "next", **frame},
+        "channel_order": channel_order,
+        "routing": routing,
+        "conv_form": CONV_FORM,
+        "batch_mode": BATCH_MODE,
     }
 
 
@@ -117,7 +268,8 @@ def describe(meta: dict) -> list[str]:
         f"inputs: prev, cur: float32 {shape} NHWC, b any batch >= 1, values in [0, 1], {order} channel order",
         f"output: the frame after cur, float32 {shape}, {order}, in [0, 1]",
         f"routing {meta['routing']}, conv form {meta['conv_form']}, batch mode {meta['batch_mode']}, "
-        f"{meta['matmul_precision']} precision, platforms {', '.join(meta['platforms'])}",
+        + (f"ONNX opset {meta['onnx_opset']}, float32 convs" if "onnx_opset" in meta else
+           f"{meta['matmul_precision']} precision, platforms {', '.join(meta['platforms'])}"),
     ]
 
 
@@ -129,30 +281,48 @@ def _parse_platforms(text: str) -> tuple[str, ...]:
     return tuple(dict.fromkeys(names))
 
 
-def export_checkpoint(checkpoint, output, size: str, routing: str = "threshold", platforms: str = "cpu,cuda,tpu",
-                      precision: str = "highest", overwrite: bool = False, log=print) -> tuple[Path, Path]:
-    """Loads `checkpoint`, exports its predictor at `size` (WIDTHxHEIGHT), writes FILE and FILE.json."""
+def export_checkpoint(checkpoint, output, size: str, routing: str = "threshold", platforms: str | None = None,
+                      precision: str | None = None, overwrite: bool = False, log=print,
+                      format: str = "stablehlo") -> tuple[Path, Path]:
+    """Loads `checkpoint`, exports its predictor at `size` (WIDTHxHEIGHT) as `format`, writes FILE
+    and FILE.json. `platforms` and `precision` (StableHLO only) default to cpu,cuda,tpu and highest."""
     from dmvfn_jax.files import atomic_file
     from dmvfn_jax.image_io import parse_size
     from dmvfn_jax.predictor import load_dmvfn
 
+    if format not in FORMATS:
+        raise InputError(f"--format must be one of {', '.join(FORMATS)}; got {format!r}")
     width, height = parse_size(size)
-    names = _parse_platforms(platforms)
+    if format == "onnx":
+        given = [f"--{n}" for n, v in (("platforms", platforms), ("precision", precision)) if v is not None]
+        if given:
+            raise InputError(f"{' and '.join(given)}: StableHLO options, not used by --format onnx")
+        _require_jax2onnx()  # before loading anything
+    else:
+        names = _parse_platforms(platforms or ",".join(DEFAULT_PLATFORMS))
+        precision = precision or "highest"
     output, sidecar = Path(output), metadata_path(output)
     for path in (output, sidecar):
         if path.exists() and not overwrite:
             raise FileExistsError(f"{path} already exists; pass --overwrite to replace it")
     model, ckpt_meta = load_dmvfn(checkpoint)
     log(f"loaded {checkpoint} (channel order {ckpt_meta['channel_order']})")
-    exported = export_predictor(model, height, width, routing, names, precision)
-    blob = bytes(exported.serialize())
-    meta = artifact_metadata(exported, channel_order=ckpt_meta["channel_order"], routing=routing, precision=precision,
-                             checkpoint=str(checkpoint), checkpoint_metadata=ckpt_meta, blob=blob)
+    common = dict(channel_order=ckpt_meta["channel_order"], routing=routing, checkpoint=str(checkpoint),
+                  checkpoint_metadata=ckpt_meta)
+    if format == "onnx":
+        blob = export_onnx(model, height, width, routing).SerializeToString()
+        meta = onnx_metadata(height, width, blob=blob, **common)
+        how = f"ONNX opset {ONNX_OPSET} through jax2onnx"
+    else:
+        exported = export_predictor(model, height, width, routing, names, precision)
+        blob = bytes(exported.serialize())
+        meta = artifact_metadata(exported, precision=precision, blob=blob, **common)
+        how = "StableHLO through jax.export"
     with atomic_file(output) as tmp:
         tmp.write_bytes(blob)
     with atomic_file(sidecar) as tmp:
         tmp.write_text(json.dumps(meta, indent=2) + "\n")
-    log(f"wrote {output} ({len(blob) / 1e6:.1f} MB, StableHLO through jax.export, {width}x{height})")
+    log(f"wrote {output} ({len(blob) / 1e6:.1f} MB, {how}, {width}x{height})")
     log(f"wrote {sidecar}")
     for line in describe(meta):
         log(line)
@@ -167,14 +337,16 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--checkpoint", required=True, help="checkpoint directory (from convert_weights.py or training)")
-    p.add_argument("--format", default="stablehlo", choices=FORMATS, help="stablehlo (onnx: not available yet)")
+    p.add_argument("--format", default="stablehlo", choices=FORMATS,
+                   help="stablehlo (default) or onnx (needs the onnx extra)")
     p.add_argument("--size", required=True, metavar="WxH", help="frame size the artifact takes, e.g. 448x256")
     p.add_argument("--routing", default="threshold", choices=ROUTINGS)
     p.add_argument("--output", required=True, help="artifact file; FILE.json is written beside it")
-    p.add_argument("--platforms", default=",".join(DEFAULT_PLATFORMS),
-                   help=f"backends to export for, of {', '.join(KNOWN_PLATFORMS)} (default %(default)s)")
-    p.add_argument("--precision", default="highest", choices=PRECISIONS,
-                   help="conv and matmul precision written into the artifact (default %(default)s)")
+    p.add_argument("--platforms", default=None,
+                   help=f"StableHLO: backends to export for, of {', '.join(KNOWN_PLATFORMS)} "
+                        f"(default {','.join(DEFAULT_PLATFORMS)})")
+    p.add_argument("--precision", default=None, choices=PRECISIONS,
+                   help="StableHLO: conv and matmul precision written into the artifact (default highest)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing FILE and FILE.json")
     return p
 
@@ -183,10 +355,8 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
 
     def body():
-        if args.format == "onnx":
-            raise InputError("--format onnx: ONNX export is not available yet; use --format stablehlo")
         export_checkpoint(args.checkpoint, args.output, args.size, args.routing, args.platforms,
-                          args.precision, args.overwrite)
+                          args.precision, args.overwrite, format=args.format)
 
     return run_command("export", body)
 

@@ -1,8 +1,10 @@
-"""`python -m dmvfn_jax.export`: the StableHLO artifact against `Predictor`, alone, and bad inputs.
+"""`python -m dmvfn_jax.export`: the StableHLO and ONNX artifacts against `Predictor`, alone,
+and bad inputs.
 
-Each routing is exported once (in-process `main`), at 56x72 (not a multiple of 16, so the
-padding is inside the artifact), and that one artifact is called at batch 1 and 3. The frames
-are chosen so that threshold routing gives the samples different gates.
+Each routing is exported once per format (in-process `main`), at 56x72 (not a multiple of 16,
+so the padding is inside the artifact), and that one artifact is called at batch 1 and 3. The
+frames are chosen so that threshold routing gives the samples different gates. The ONNX
+artifacts run in onnxruntime (the `onnx` extra, part of the `test` extra).
 """
 
 from __future__ import annotations
@@ -191,8 +193,8 @@ def test_bad_command_lines(converted_dir, artifacts, tmp_path):
         line = one_error_line(*run_export("--checkpoint", converted_dir, "--size", size, "--output", out)[::2], repr(size))
         assert "--size" in line
     line = one_error_line(*run_export("--checkpoint", converted_dir, "--format", "onnx", "--size", SIZE,
-                                      "--output", out)[::2])
-    assert "ONNX export is not available yet" in line
+                                      "--output", out, "--platforms", "cpu", "--precision", "default")[::2])
+    assert "--platforms and --precision: StableHLO options, not used by --format onnx" in line
     one_error_line(*run_export("--checkpoint", converted_dir, "--size", SIZE, "--output", out,
                                "--platforms", "cpu,gpu")[::2], "'cpu,gpu'")
     existing = artifacts["all"][0]
@@ -220,9 +222,128 @@ def test_rgb_checkpoint_records_rgb(converted_dir, tmp_path):
     assert "RGB channel order" in out
 
 
-def test_runs_as_a_module():
+def test_runs_as_a_module(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     proc = subprocess.run([sys.executable, "-m", "dmvfn_jax.export", "--checkpoint", "x", "--format", "onnx",
-                           "--size", SIZE, "--output", "y"], cwd=REPO, env=env, capture_output=True, text=True,
+                           "--size", SIZE, "--output", "y"], cwd=tmp_path, env=env, capture_output=True, text=True,
                           timeout=120)
-    one_error_line(proc.returncode, proc.stderr, "ONNX export is not available yet")
+    one_error_line(proc.returncode, proc.stderr, "x")
+
+
+# -- ONNX ------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def onnx_artifacts(converted_dir, tmp_path_factory):
+    """{routing: (ONNX file, printed stdout)}, exported by the command."""
+    folder = tmp_path_factory.mktemp("export_onnx")
+    made = {}
+    for routing in export.ROUTINGS:
+        path = folder / f"next_{routing}.onnx"
+        rc, out, err = run_export("--checkpoint", converted_dir, "--format", "onnx", "--size", SIZE,
+                                  "--routing", routing, "--output", path)
+        assert rc == 0, err
+        made[routing] = (path, out)
+    return made
+
+
+def ort_session(path: Path):
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = 2
+    opts.log_severity_level = 3  # errors are raised; the log would repeat them
+    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+
+
+@pytest.mark.parametrize("routing", export.ROUTINGS)
+def test_onnx_matches_predictor_at_batch_1_and_3(onnx_artifacts, predictor, frames, routing):
+    sess = ort_session(onnx_artifacts[routing][0])
+    assert [(i.name, i.shape, i.type) for i in sess.get_inputs()] == [
+        (n, ["b", H, W, 3], "tensor(float)") for n in ("prev", "cur")]  # the batch is dynamic
+    assert [o.name for o in sess.get_outputs()] == ["next"]
+    prev, cur = frames
+    for b in (1, 3):
+        with jax.default_matmul_precision("highest"):
+            want = predictor.predict(prev[:b], cur[:b], routing=routing)  # RGB in, RGB out
+        (got,) = sess.run(None, {"prev": prev[:b, ..., ::-1], "cur": cur[:b, ..., ::-1]})  # BGR checkpoint
+        assert got.shape == (b, H, W, 3) and got.dtype == np.float32
+        np.testing.assert_allclose(got[..., ::-1], want, rtol=0, atol=1e-4)
+
+
+def test_onnx_metadata_sidecar_and_printed_convention(onnx_artifacts, converted_dir):
+    path, out = onnx_artifacts["threshold"]
+    meta = json.loads(export.metadata_path(path).read_text())
+    assert meta["artifact_sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
+    assert meta["channel_order"] == "BGR" == meta["checkpoint_metadata"]["channel_order"]
+    for frame in (*meta["inputs"], meta["output"]):
+        assert frame["shape"] == ["b", H, W, 3]
+        assert (frame["dtype"], frame["layout"], frame["range"], frame["channel_order"]) == ("float32", "NHWC", [0, 1], "BGR")
+    assert [f["name"] for f in meta["inputs"]] == ["prev", "cur"] and meta["output"]["name"] == "next"
+    assert (meta["routing"], meta["conv_form"], meta["batch_mode"], meta["onnx_opset"]) == (
+        "threshold", "plain", "batched", export.ONNX_OPSET)
+    assert meta["jax2onnx_version"] == "0.13.0" and meta["checkpoint"] == str(converted_dir)
+    assert "platforms" not in meta and meta["warp"].startswith("GridSample")
+    assert f"float32 (b, {H}, {W}, 3) NHWC" in out and "values in [0, 1], BGR channel order" in out
+    assert f"wrote {path}" in out and "ONNX opset 21 through jax2onnx" in out
+
+
+def test_onnx_weights_are_inside_and_it_runs_without_dmvfn_jax(onnx_artifacts, predictor, frames, tmp_path):
+    """A fresh interpreter with dmvfn_jax, jax and flax made unimportable: onnxruntime and numpy only."""
+    import onnx
+
+    path = onnx_artifacts["threshold"][0]
+    model = onnx.load(str(path))
+    assert [i.name for i in model.graph.input] == ["prev", "cur"]  # no parameter is an input
+    assert "GridSample" in {n.op_type for n in model.graph.node}  # the final merge's warps, outside the Ifs
+    n_bytes = sum(x.nbytes for x in jax.tree.leaves(nnx.state(predictor.model, nnx.Param)))
+    assert path.stat().st_size > n_bytes
+    prev, cur = frames
+    np.save(tmp_path / "frames.npy", np.stack([prev, cur])[..., ::-1])
+    child = textwrap.dedent("""
+        import sys
+        for name in ("dmvfn_jax", "jax", "flax"):
+            sys.modules[name] = None  # any import of them now raises ImportError
+        import numpy as np
+        import onnxruntime as ort
+        model, frames, out = sys.argv[1:4]
+        sess = ort.InferenceSession(model, providers=["CPUExecutionProvider"])
+        prev, cur = np.load(frames)
+        np.save(out, sess.run(None, {"prev": prev, "cur": cur})[0])
+        print("loaded:", sorted(m for m in sys.modules if m.split(".")[0] in ("dmvfn_jax", "jax", "flax")))
+    """)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
+    proc = subprocess.run([sys.executable, "-I", "-c", child, str(path), str(tmp_path / "frames.npy"),
+                           str(tmp_path / "out.npy")], cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "loaded: ['dmvfn_jax', 'flax', 'jax']" in proc.stdout  # only the blocking placeholders
+    with jax.default_matmul_precision("highest"):
+        want = predictor.predict(prev, cur, routing="threshold")
+    np.testing.assert_allclose(np.load(tmp_path / "out.npy")[..., ::-1], want, rtol=0, atol=1e-4)
+
+
+def test_onnx_refuses_wrong_inputs(onnx_artifacts, frames):
+    """onnxruntime checks each input's rank, fixed dimensions and dtype against the model, naming
+    the input; two batch sizes are only caught inside the graph, by the first Concat."""
+    sess = ort_session(onnx_artifacts["threshold"][0])
+    prev, cur = frames
+    cases = [
+        ((prev[:, :48], cur[:, :48]), rf"Got invalid dimensions for input: prev for the following indices\s+index: 1 Got: 48 Expected: {H}"),
+        ((prev[..., :1], cur[..., :1]), r"Got invalid dimensions for input: prev for the following indices\s+index: 3 Got: 1 Expected: 3"),
+        ((prev[0], cur[0]), r"Invalid rank for input: prev Got: 3 Expected: 4"),
+        (((prev * 255).astype(np.uint8), cur), r"Unexpected input data type. Actual: \(tensor\(uint8\)\) , expected: \(tensor\(float\)\)"),
+        ((prev[:2], cur), r"Concat.*mismatched dimensions of 2 and 3|Concat.*mismatched dimensions of 3 and 2"),
+    ]
+    for (a, c), message in cases:
+        with pytest.raises(Exception, match=message):
+            sess.run(None, {"prev": a, "cur": c})
+
+
+def test_onnx_without_the_extra_is_one_line(converted_dir, tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "jax2onnx", None)  # `import jax2onnx` now raises ImportError
+    out = tmp_path / "x.onnx"
+    line = one_error_line(*run_export("--checkpoint", converted_dir, "--format", "onnx", "--size", SIZE,
+                                      "--output", out)[::2])
+    assert line == "export: error: ONNX export needs the onnx extra: pip install 'dmvfn-jax[onnx]'"
+    assert not out.exists()

@@ -65,7 +65,8 @@ def test_readme_tool_examples_run(ran_tools):
 @pytest.mark.slow
 def test_readme_python_examples_run(ran_tools, monkeypatch):
     monkeypatch.chdir(ran_tools)
-    blocks = [b for b in code_blocks("python") if "jax.export" not in b]  # Deploy: test_readme_deploy_example_runs
+    # Deploy: test_readme_deploy_example_runs and test_readme_onnx_example_runs
+    blocks = [b for b in code_blocks("python") if "jax.export" not in b and "onnxruntime" not in b]
     assert len(blocks) == 2
     for block in blocks:
         scope = {}
@@ -86,7 +87,7 @@ def test_readme_deploy_example_runs(tmp_path, real_data, converted_dir, monkeypa
     (work / "checkpoints" / "dmvfn_random").symlink_to(converted_dir)
     (tmp_path / "shared" / "data").mkdir(parents=True)
     (tmp_path / "shared" / "data" / "real").symlink_to(real_data)
-    (block,) = [b for b in code_blocks("bash") if "dmvfn_jax.export" in b]
+    (block,) = [b for b in code_blocks("bash") if "dmvfn_jax.export" in b and "--format stablehlo" in b]
     (cmd,) = commands(block)
     env = {**os.environ, "PYTHONPATH": str(REPO)}  # this checkout's dmvfn_jax, whatever the venv's editable install says
     r = subprocess.run(cmd.replace("python ", f"{sys.executable} ", 1), shell=True, cwd=work, env=env,
@@ -105,6 +106,42 @@ def test_readme_deploy_example_runs(tmp_path, real_data, converted_dir, monkeypa
     with pytest.raises(ValueError) as e:
         scope["predict"].call(scope["prev"][:, :240], scope["cur"][:, :240])
     assert str(e.value) == quoted
+
+
+def test_readme_onnx_example_runs(tmp_path, real_data, converted_dir, monkeypatch):
+    """Deploy, ONNX: the export command, then the onnxruntime example, laid out as the README
+    assumes; the prediction is within 1e-4 of Predictor's, and a wrong size is refused as quoted."""
+    import os
+
+    import jax
+
+    from dmvfn_jax import Predictor
+
+    work = tmp_path / "repo"
+    (work / "checkpoints").mkdir(parents=True)
+    (work / "checkpoints" / "dmvfn_random").symlink_to(converted_dir)
+    (tmp_path / "shared" / "data").mkdir(parents=True)
+    (tmp_path / "shared" / "data" / "real").symlink_to(real_data)
+    (block,) = [b for b in code_blocks("bash") if "dmvfn_jax.export" in b and "--format onnx" in b]
+    (cmd,) = commands(block)
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    r = subprocess.run(cmd.replace("python ", f"{sys.executable} ", 1), shell=True, cwd=work, env=env,
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, f"{cmd}\n{r.stdout}\n{r.stderr}"
+    assert "BGR channel order" in r.stdout
+    (example,) = [b for b in code_blocks("python") if "onnxruntime" in b]
+    monkeypatch.chdir(work)
+    scope = {}
+    exec(compile(example, "README.md", "exec"), scope)
+    assert scope["nxt"].shape == (1, 256, 448, 3) and scope["meta"]["channel_order"] == "BGR"
+    frames = [Image.open(real_data / f"official_sample_img_{i}.png").convert("RGB") for i in (0, 1)]
+    with jax.default_matmul_precision("highest"):
+        want = Predictor.from_checkpoint(converted_dir).predict(*frames)
+    np.testing.assert_allclose(scope["nxt"][0, ..., ::-1], want, rtol=0, atol=1e-4)
+    quoted = re.search(r"e\.g\. `(Got invalid dimensions.*?)`", " ".join((REPO / "README.md").read_text().split())).group(1)
+    with pytest.raises(Exception) as e:
+        scope["session"].run(None, {"prev": scope["prev"][:, :240], "cur": scope["cur"][:, :240]})
+    assert quoted in " ".join(str(e.value).split())
 
 
 @pytest.mark.slow

@@ -66,8 +66,11 @@ def mean_of_conv3x3(x: jax.Array, kernel: jax.Array, bias: jax.Array) -> jax.Arr
     # excluded[i]: what tap row i misses; index 1 (the centre) misses nothing.
     ex_rows = jnp.concatenate([rows[:, :1], zero_row, rows[:, 1:]], axis=1)  # (B, 3, C)
     ex_cols = jnp.concatenate([cols[:, :1], zero_row, cols[:, 1:]], axis=1)
-    ex_corners = jnp.zeros((x.shape[0], 3, 3, x.shape[-1]), x.dtype)
-    ex_corners = ex_corners.at[:, 0::2, 0::2].set(corners)
+    # the corners at [0::2, 0::2] of a zero (B, 3, 3, C), by concatenation rather than a scatter
+    # (`.at[].set`), which jax2onnx 0.13 mis-exports: its window sizes leak into later broadcasts
+    zero_col = jnp.zeros_like(corners[:, :, :1])
+    corner_rows = jnp.concatenate([corners[:, :, :1], zero_col, corners[:, :, 1:]], axis=2)  # (B, 2, 3, C)
+    ex_corners = jnp.concatenate([corner_rows[:, :1], jnp.zeros_like(corner_rows[:, :1]), corner_rows[:, 1:]], axis=1)
     sums = total[:, None, None] - ex_rows[:, :, None] - ex_cols[:, None, :] + ex_corners  # (B, 3, 3, C)
     return jnp.einsum("bijc,ijco->bo", sums, kernel.astype(x.dtype)) / (h * w) + bias.astype(x.dtype)
 
