@@ -1,7 +1,7 @@
 """The exported StableHLO and ONNX artifacts against `Predictor`: same weights, frames, routing and device.
 
     python bench/export_speed.py [--size 448x256] [--batch 1] [--routings threshold,all] [--rounds 7]
-                                 [--onnx gridsample,gather] [--threads 2]
+                                 [--onnx grid_sample,gather] [--threads 2]
 
 Per routing: `dmvfn_jax.export.export_predictor` (what `python -m dmvfn_jax.export` writes),
 serialized and deserialized in memory, called through `jax.jit(exported.call)`, against
@@ -13,7 +13,7 @@ too), in interleaved rounds so that a slow patch of this noisy machine hits both
 
 With `--onnx` (default both forms of the warp; `--onnx ''` for none), `export_onnx` of the same
 model, run in onnxruntime on the CPU with `--threads` intra-op threads (2: what JAX uses on this
-2-core machine), BGR frames in, timed in the same interleaved rounds; `onnx-gridsample` has each
+2-core machine), BGR frames in, timed in the same interleaved rounds; `onnx-grid_sample` has each
 warp as one GridSample (what the command writes), `onnx-gather` the warp as JAX traces it.
 """
 

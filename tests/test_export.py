@@ -224,10 +224,10 @@ def test_rgb_checkpoint_records_rgb(converted_dir, tmp_path):
 
 def test_runs_as_a_module(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    proc = subprocess.run([sys.executable, "-m", "dmvfn_jax.export", "--checkpoint", "x", "--format", "onnx",
-                           "--size", SIZE, "--output", "y"], cwd=tmp_path, env=env, capture_output=True, text=True,
-                          timeout=120)
-    one_error_line(proc.returncode, proc.stderr, "x")
+    proc = subprocess.run([sys.executable, "-m", "dmvfn_jax.export", "--checkpoint", "no_such_checkpoint",
+                           "--format", "onnx", "--size", SIZE, "--output", "y"], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=120)
+    one_error_line(proc.returncode, proc.stderr, "no_such_checkpoint")
 
 
 # -- ONNX ------------------------------------------------------------------------------------

@@ -157,15 +157,15 @@ def test_a_tfrecord_build_is_refused_with_advice(tmp_path, data_dir):
         TfdsSource("dmvfn_clip_folder", tmp_path / "tfds", "train", 0, 3, 32, 32, 1)
 
 
-def test_a_corrupt_stored_frame_names_the_clip(data_dir):
+def test_a_corrupt_stored_frame_names_the_clip(data_dir, monkeypatch):
     """What every example goes through (`TfdsSource.load`, Grain's map) on a record whose frames
     do not decode."""
     s = source(data_dir)
     record = dict(s.records[s.record_of(0)])
     record["frames"] = np.array([b"garbage"] * T, dtype=object)
-    loader = pipeline.TfdsClipLoader("dmvfn_clip_folder/train", 4, (32, 32), 1, False)
+    monkeypatch.setattr(s.stream._load, "clips", {s.record_of(0): record})  # example 0 reads it
     with pytest.raises(FrameError, match=r"dmvfn_clip_folder/train: clip train/c\d frame \d+: unreadable image"):
-        loader(record, np.random.default_rng(0))
+        s.load(0)
 
 
 def test_eval_keeps_every_example_with_a_masked_padded_last_batch(data_dir):

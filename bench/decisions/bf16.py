@@ -28,7 +28,7 @@ from dmvfn_jax.image_io import load_image
 from dmvfn_jax.models import DMVFN
 from timing import median_ms  # bench/timing.py
 
-REAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "real"
+REAL = Path(__file__).resolve().parents[3] / "shared" / "data" / "real"  # ../shared beside the repository
 
 
 def triplets(width: int, height: int) -> np.ndarray:

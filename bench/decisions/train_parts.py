@@ -60,13 +60,24 @@ def _stride2_xla_gradient(x, kernel, precision=None):
                                         precision=precision)
 
 
+def _full_blur(x, gain=1.0):
+    """The pyramid's blur at every pixel (separable shifted adds with reflect padding): what
+    `losses._blur_half` and `losses._upsample` computed before attempt 13."""
+    _, h, w, _ = x.shape
+    taps = [float(t) / 16.0 for t in losses._TAPS]
+    padded = jnp.pad(x, ((0, 0), (2, 2), (2, 2), (0, 0)), mode="reflect")
+    rows = sum(t * padded[:, k : k + h] for k, t in enumerate(taps))
+    out = sum(t * rows[:, :, k : k + w] for k, t in enumerate(taps))
+    return out * gain if gain != 1.0 else out
+
+
 def _upsample_zero_inserted(x):
     b, h, w, c = x.shape
-    return losses._blur(jnp.zeros((b, 2 * h, 2 * w, c), x.dtype).at[:, ::2, ::2, :].set(x), gain=4.0)
+    return _full_blur(jnp.zeros((b, 2 * h, 2 * w, c), x.dtype).at[:, ::2, ::2, :].set(x), gain=4.0)
 
 
 def _blur_then_subsample(x):
-    return losses._blur(x)[:, ::2, ::2]
+    return _full_blur(x)[:, ::2, ::2]
 
 
 def _resize_by_interpolation_matrices(x, factor):

@@ -60,7 +60,6 @@ log = logging.getLogger("dmvfn_jax.eval")
 METRICS = ("psnr", "ssim", "ms_ssim", "lpips")
 
 
-
 def evaluate(checkpoint, dataset: str, data_dir, *, mode: str = "clean", split: str | None = None,
              context=None, horizon=None, metrics=None, lpips=None, batch_size: int | None = None,
              output=None, save_predictions: int = 0, save_images: int = 0, max_clips: int | None = None,

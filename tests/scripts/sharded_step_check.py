@@ -17,6 +17,7 @@ from flax import nnx  # noqa: E402
 jax.config.update("jax_default_matmul_precision", "highest")
 
 from dmvfn_jax import checkpoint as ckpt  # noqa: E402
+from dmvfn_jax import parallel  # noqa: E402
 from dmvfn_jax.convert.dmvfn_torch import random_official_state, torch_to_jax  # noqa: E402
 from dmvfn_jax.data.synthetic import synthetic_clips  # noqa: E402
 from dmvfn_jax.models import DMVFN  # noqa: E402
@@ -37,9 +38,9 @@ def run(devices, clips, mode):
     opt = make_train_optimizer(eps=1e-3)
     graphdef, state = S.init_state(fresh_model(), opt, seed=0)
     step = S.make_train_step(graphdef, opt, lambda s: 1e-4, update_mode=mode)
-    mesh = S.data_mesh(devices)
+    mesh = parallel.data_mesh(devices)
     jitted, state = S.shard_train_step(step, mesh, state)
-    state, metrics = jitted(state, S.global_batch(mesh, clips))
+    state, metrics = jitted(state, parallel.global_batch(mesh, clips))
     return jax.tree.map(np.asarray, state.params), jax.tree.map(np.asarray, metrics)
 
 
