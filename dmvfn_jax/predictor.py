@@ -13,6 +13,7 @@ always RGB. One compilation per input shape and routing choice.
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import jax
@@ -23,7 +24,7 @@ from flax import nnx
 from dmvfn_jax import checkpoint as ckpt
 from dmvfn_jax.image_io import FrameError
 from dmvfn_jax.models import routing as routing_lib
-from dmvfn_jax.models.dmvfn import DMVFN, InferenceResult
+from dmvfn_jax.models.dmvfn import DMVFN, SCALES, WIDTHS, InferenceResult
 
 
 def as_frames(x: Any, name: str) -> np.ndarray:
@@ -53,6 +54,19 @@ def as_frames(x: Any, name: str) -> np.ndarray:
     return arr if arr.ndim == 4 else arr[None]
 
 
+ARCHITECTURE = "dmvfn"  # the `architecture` of DMVFN checkpoints (dmvfn.json)
+
+
+def save_dmvfn(path, params: dict, channel_order: str, extra: dict | None = None, overwrite: bool = False,
+               widths=WIDTHS, scales=SCALES) -> Path:
+    """Writes a DMVFN inference checkpoint: `params` (nested dict of arrays) and the metadata every
+    one carries (architecture, widths, scales, channel order), plus `extra` (e.g. the source file
+    of converted weights). The one writer of converted and trained models; `load_dmvfn` reads it."""
+    meta = {"architecture": ARCHITECTURE, "widths": list(widths), "scales": list(scales), "channel_order": channel_order}
+    meta.update(extra or {})
+    return ckpt.save_checkpoint(path, params, meta, overwrite=overwrite)
+
+
 def load_dmvfn(path: str | os.PathLike) -> tuple[DMVFN, dict]:
     """A DMVFN checkpoint (converted or trained) and its metadata; clear errors for anything else."""
 
@@ -62,7 +76,7 @@ def load_dmvfn(path: str | os.PathLike) -> tuple[DMVFN, dict]:
             kwargs = {"widths": tuple(meta["widths"]), "scales": tuple(meta["scales"])}
         return DMVFN(rngs=nnx.Rngs(0), **kwargs)
 
-    model, meta = ckpt.load_network(path, "dmvfn", build, "convert official weights with `convert_weights.py dmvfn`")
+    model, meta = ckpt.load_network(path, ARCHITECTURE, build, "convert official weights with `convert_weights.py dmvfn`")
     if meta.get("channel_order") not in ckpt.CHANNEL_ORDERS:
         raise ckpt.CheckpointError(f"{path}: channel_order {meta.get('channel_order')!r} is not one of {ckpt.CHANNEL_ORDERS}")
     return model, meta

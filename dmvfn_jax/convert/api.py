@@ -12,7 +12,8 @@ from dmvfn_jax import checkpoint as ckpt
 from dmvfn_jax.convert import dmvfn_torch, lpips_torch, vgg_torch
 from dmvfn_jax.files import sha256_of
 from dmvfn_jax.losses import VGG19Features
-from dmvfn_jax.models.dmvfn import DMVFN, SCALES, WIDTHS
+from dmvfn_jax.models.dmvfn import DMVFN
+from dmvfn_jax.predictor import save_dmvfn
 
 
 def _model_shapes():
@@ -33,15 +34,11 @@ def convert_dmvfn(input_path, output_dir, overwrite: bool = False, channel_order
     input_path = Path(input_path)
     state = load_state_dict(input_path)
     params = dmvfn_torch.torch_to_jax(state, _model_shapes(), source=str(input_path))
-    metadata = {
-        "architecture": dmvfn_torch.ARCHITECTURE,
-        "widths": list(WIDTHS),
-        "scales": list(SCALES),
-        "channel_order": channel_order,
+    source = {
         "source": {"file": os.path.basename(input_path), "sha256": sha256_of(input_path)},
         "converted": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
-    return ckpt.save_checkpoint(output_dir, params, metadata, overwrite=overwrite)
+    return save_dmvfn(output_dir, params, channel_order, source, overwrite=overwrite)
 
 
 def export_dmvfn_to_torch(checkpoint_dir, output_path, overwrite: bool = False) -> Path:

@@ -37,7 +37,7 @@ from dmvfn_jax.data.sources import make_source
 from dmvfn_jax.data.stream import close_iterator
 from dmvfn_jax.errors import InputError
 from dmvfn_jax.losses import check_pyramid_size
-from dmvfn_jax.models.dmvfn import DMVFN, SCALES, WIDTHS
+from dmvfn_jax.models.dmvfn import DMVFN
 from dmvfn_jax.train import optim
 from dmvfn_jax.train import step as step_lib
 from dmvfn_jax.progress import format_duration
@@ -265,10 +265,10 @@ def _restore(mngr, state, workdir: Path, strict: bool):
 
 def export_model(model_params, graphdef, path: Path, channel_order: str, extra: dict | None = None) -> Path:
     """Writes an inference checkpoint (same format as converted official weights)."""
+    from dmvfn_jax.predictor import save_dmvfn
+
     model = nnx.merge(graphdef, model_params)
-    meta = {"architecture": "dmvfn", "widths": list(WIDTHS), "scales": list(SCALES), "channel_order": channel_order}
-    meta.update(extra or {})
-    return ckpt.save_checkpoint(path, ckpt.model_params(model), meta, overwrite=True)
+    return save_dmvfn(path, ckpt.model_params(model), channel_order, extra, overwrite=True)
 
 
 class _Stopper:
