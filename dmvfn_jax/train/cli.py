@@ -52,4 +52,8 @@ def main(argv):
 def run(prog: str = "train.py") -> None:
     """Parses sys.argv with absl and exits with the command's status; errors begin with `prog`."""
     _PROG[0] = prog
+    # the flags are defined here, not in the script that runs: make them the script's own, so
+    # that `--help` lists them (absl lists the flags of the main module, named by sys.argv[0])
+    for name in ("config", "workdir", "distributed", "coordinator_address", "num_processes", "process_id"):
+        FLAGS.register_key_flag_for_module(sys.argv[0], FLAGS[name])
     app.run(lambda argv: sys.exit(main(argv)))
