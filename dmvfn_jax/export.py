@@ -57,7 +57,6 @@ METADATA_FORMAT = "dmvfn-jax-export"
 METADATA_VERSION = 1
 ONNX_OPSET = 21  # GridSample (16) and everything jax2onnx emits for the model; onnxruntime >= 1.18
 ONNX_WARPS = ("grid_sample", "gather")
-ONNX_EXTRA = "ONNX export needs the onnx extra: pip install 'dmvfn-jax[onnx]'"
 
 
 def metadata_path(output: str | Path) -> Path:
@@ -99,10 +98,11 @@ def export_predictor(model, height: int, width: int, routing: str = "threshold",
 
 
 def _require_jax2onnx():
-    try:
-        import jax2onnx
-    except ImportError as e:
-        raise InputError(ONNX_EXTRA) from e
+    from dmvfn_jax.extras import require
+
+    require("onnx", "ONNX export")  # one line naming the extra, as every command's
+    import jax2onnx
+
     return jax2onnx
 
 

@@ -58,18 +58,22 @@ def frames():
     return prev, cur
 
 
-@pytest.fixture(scope="module")
-def artifacts(converted_dir, tmp_path_factory):
-    """{routing: (artifact path, printed stdout)}, exported by the command."""
-    folder = tmp_path_factory.mktemp("export")
+def export_every_routing(converted_dir, folder: Path, fmt: str) -> dict:
+    """{routing: (file, printed stdout)}: the command run once per routing, in format `fmt`."""
     made = {}
     for routing in export.ROUTINGS:
-        path = folder / f"next_{routing}.stablehlo"
-        rc, out, err = run_export("--checkpoint", converted_dir, "--format", "stablehlo", "--size", SIZE,
+        path = folder / f"next_{routing}.{fmt}"
+        rc, out, err = run_export("--checkpoint", converted_dir, "--format", fmt, "--size", SIZE,
                                   "--routing", routing, "--output", path)
         assert rc == 0, err
         made[routing] = (path, out)
     return made
+
+
+@pytest.fixture(scope="module")
+def artifacts(converted_dir, tmp_path_factory):
+    """{routing: (artifact path, printed stdout)}, exported by the command."""
+    return export_every_routing(converted_dir, tmp_path_factory.mktemp("export"), "stablehlo")
 
 
 def load(path: Path) -> jax.export.Exported:
@@ -236,15 +240,7 @@ def test_runs_as_a_module(tmp_path):
 @pytest.fixture(scope="module")
 def onnx_artifacts(converted_dir, tmp_path_factory):
     """{routing: (ONNX file, printed stdout)}, exported by the command."""
-    folder = tmp_path_factory.mktemp("export_onnx")
-    made = {}
-    for routing in export.ROUTINGS:
-        path = folder / f"next_{routing}.onnx"
-        rc, out, err = run_export("--checkpoint", converted_dir, "--format", "onnx", "--size", SIZE,
-                                  "--routing", routing, "--output", path)
-        assert rc == 0, err
-        made[routing] = (path, out)
-    return made
+    return export_every_routing(converted_dir, tmp_path_factory.mktemp("export_onnx"), "onnx")
 
 
 def ort_session(path: Path):
@@ -345,5 +341,6 @@ def test_onnx_without_the_extra_is_one_line(converted_dir, tmp_path, monkeypatch
     out = tmp_path / "x.onnx"
     line = one_error_line(*run_export("--checkpoint", converted_dir, "--format", "onnx", "--size", SIZE,
                                       "--output", out)[::2])
-    assert line == "export: error: ONNX export needs the onnx extra: pip install 'dmvfn-jax[onnx]'"
+    assert line == ("export: error: ONNX export needs the 'onnx' extra: pip install 'dmvfn-jax[onnx]' "
+                    "(not installed: jax2onnx)")
     assert not out.exists()

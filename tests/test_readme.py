@@ -75,25 +75,32 @@ def test_readme_python_examples_run(ran_tools, monkeypatch):
     assert len(scope["outs"]) == 9
 
 
-def test_readme_deploy_example_runs(tmp_path, real_data, converted_dir, monkeypatch):
-    """Deploy: the export command, then the plain-jax example, in a folder laid out as the README
-    assumes; the prediction equals Predictor's, and a wrong size is refused as the README quotes."""
+def run_export_command(tmp_path, real_data, converted_dir, fmt: str):
+    """Deploy: the README's export command for `fmt`, run in a folder laid out as the README
+    assumes (the checkpoint at checkpoints/dmvfn_random, ../shared/data/real); returns the folder."""
     import os
-
-    from dmvfn_jax import Predictor
 
     work = tmp_path / "repo"
     (work / "checkpoints").mkdir(parents=True)
     (work / "checkpoints" / "dmvfn_random").symlink_to(converted_dir)
     (tmp_path / "shared" / "data").mkdir(parents=True)
     (tmp_path / "shared" / "data" / "real").symlink_to(real_data)
-    (block,) = [b for b in code_blocks("bash") if "dmvfn_jax.export" in b and "--format stablehlo" in b]
+    (block,) = [b for b in code_blocks("bash") if "dmvfn_jax.export" in b and f"--format {fmt}" in b]
     (cmd,) = commands(block)
     env = {**os.environ, "PYTHONPATH": str(REPO)}  # this checkout's dmvfn_jax, whatever the venv's editable install says
     r = subprocess.run(cmd.replace("python ", f"{sys.executable} ", 1), shell=True, cwd=work, env=env,
                        capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, f"{cmd}\n{r.stdout}\n{r.stderr}"
     assert "BGR channel order" in r.stdout
+    return work
+
+
+def test_readme_deploy_example_runs(tmp_path, real_data, converted_dir, monkeypatch):
+    """Deploy: the export command, then the plain-jax example, in a folder laid out as the README
+    assumes; the prediction equals Predictor's, and a wrong size is refused as the README quotes."""
+    from dmvfn_jax import Predictor
+
+    work = run_export_command(tmp_path, real_data, converted_dir, "stablehlo")
     (example,) = [b for b in code_blocks("python") if "jax.export" in b]
     monkeypatch.chdir(work)
     scope = {}
@@ -111,24 +118,11 @@ def test_readme_deploy_example_runs(tmp_path, real_data, converted_dir, monkeypa
 def test_readme_onnx_example_runs(tmp_path, real_data, converted_dir, monkeypatch):
     """Deploy, ONNX: the export command, then the onnxruntime example, laid out as the README
     assumes; the prediction is within 1e-4 of Predictor's, and a wrong size is refused as quoted."""
-    import os
-
     import jax
 
     from dmvfn_jax import Predictor
 
-    work = tmp_path / "repo"
-    (work / "checkpoints").mkdir(parents=True)
-    (work / "checkpoints" / "dmvfn_random").symlink_to(converted_dir)
-    (tmp_path / "shared" / "data").mkdir(parents=True)
-    (tmp_path / "shared" / "data" / "real").symlink_to(real_data)
-    (block,) = [b for b in code_blocks("bash") if "dmvfn_jax.export" in b and "--format onnx" in b]
-    (cmd,) = commands(block)
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    r = subprocess.run(cmd.replace("python ", f"{sys.executable} ", 1), shell=True, cwd=work, env=env,
-                       capture_output=True, text=True, timeout=600)
-    assert r.returncode == 0, f"{cmd}\n{r.stdout}\n{r.stderr}"
-    assert "BGR channel order" in r.stdout
+    work = run_export_command(tmp_path, real_data, converted_dir, "onnx")
     (example,) = [b for b in code_blocks("python") if "onnxruntime" in b]
     monkeypatch.chdir(work)
     scope = {}
