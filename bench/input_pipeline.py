@@ -209,21 +209,22 @@ def measure_step(args, sample: np.ndarray) -> dict:
     schedule = optim.lr_schedule(config.num_train_steps, config.warmup_steps, config.base_lr, config.peak_lr)
     graphdef, state = step_lib.init_state(model, optimizer, config.seed)
     del model
-    step_fn = step_lib.make_train_step(graphdef, optimizer, schedule, vgg=None, update_mode=config.update_mode,
+    step_fn = step_lib.make_train_step(graphdef, optimizer, vgg=None, update_mode=config.update_mode,
                                        estimator=config.routing.estimator, temperature=config.routing.temperature)
     mesh = parallel.data_mesh([device])
     jitted, state = step_lib.shard_train_step(step_fn, mesh, state)
     clips = np.resize(sample[:, :frames], (batch, frames) + sample.shape[2:])  # real input clips, repeated if needed
     clips = parallel.global_batch(mesh, clips)
+    lr = jax.jit(schedule, out_shardings=jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec()))(0)
 
     t0 = time.perf_counter()
-    state, metrics = jitted(state, clips)
+    state, metrics = jitted(state, clips, lr)
     jax.block_until_ready((state, metrics))
     first = time.perf_counter() - t0
     times = []
     for _ in range(args.step_repeats):
         t0 = time.perf_counter()
-        state, metrics = jitted(state, clips)
+        state, metrics = jitted(state, clips, lr)
         jax.block_until_ready((state, metrics))
         times.append(time.perf_counter() - t0)
     step_s = statistics.median(times)

@@ -3,7 +3,9 @@
 The entry points (`train.py`, `eval.py`, `python -m dmvfn_jax.predict`) call
 `enable_compilation_cache()` before compiling anything. The cache lives in
 `$DMVFN_JAX_CACHE` (default `~/.cache/dmvfn_jax/xla`); `DMVFN_JAX_CACHE=off` disables it.
-Only compilations that took at least `min_compile_seconds` are stored.
+Every compilation is stored by default (`min_compile_seconds=0`), small ones included: building
+a fresh DMVFN runs about 90 small initialisation programs, 9 s to compile on a 2-core CPU and
+2 s to load from the cache.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ log = logging.getLogger("dmvfn_jax")
 DEFAULT_DIR = Path.home() / ".cache" / "dmvfn_jax" / "xla"
 
 
-def enable_compilation_cache(path: str | os.PathLike | None = None, min_compile_seconds: float = 0.5) -> Path | None:
+def enable_compilation_cache(path: str | os.PathLike | None = None, min_compile_seconds: float = 0.0) -> Path | None:
     """Points JAX's persistent compilation cache at `path` (or $DMVFN_JAX_CACHE); returns the folder or None."""
     import jax
 

@@ -86,7 +86,6 @@ def compile_train_step(config, mesh, *, vgg: bool = False, precision: str = "def
 
     dtype = {"float32": None, "bfloat16": jnp.bfloat16}[config.get("compute_dtype", "float32")]
     optimizer = optim.make_train_optimizer(config.weight_decay)
-    schedule = optim.lr_schedule(config.num_train_steps, config.warmup_steps, config.base_lr, config.peak_lr)
     # Shapes only: the parameters and the optimiser state are never materialised. The convs run
     # plain, as on a TPU: the model would choose by the default backend, which is this CPU.
     graphdef, params = nnx.split(nnx.eval_shape(lambda: DMVFN(rngs=nnx.Rngs(0), dtype=dtype, conv_form="plain")),
@@ -98,13 +97,13 @@ def compile_train_step(config, mesh, *, vgg: bool = False, precision: str = "def
 
         with jax.default_device(jax.local_devices(backend="cpu")[0]):  # constants of the step, as in training
             vgg_net = VGG19Features(rngs=nnx.Rngs(0))
-    step_fn = step_lib.make_train_step(graphdef, optimizer, schedule, vgg=vgg_net, update_mode=config.update_mode,
+    step_fn = step_lib.make_train_step(graphdef, optimizer, vgg=vgg_net, update_mode=config.update_mode,
                                        estimator=config.routing.estimator, temperature=config.routing.temperature)
     jitted, _ = step_lib.shard_train_step(step_fn, mesh, abstract)
     d = config.data
     batch = jax.ShapeDtypeStruct((config.batch_size, d.num_frames, d.height, d.width, 3), jnp.uint8)
     with jax.default_matmul_precision(None if precision == "default" else precision):
-        lowered = jitted.lower(abstract, batch)
+        lowered = jitted.lower(abstract, batch, jax.ShapeDtypeStruct((), jnp.float32))
         try:
             compiled = lowered.compile()
         except jax.errors.JaxRuntimeError as e:  # the TPU compiler refuses a step that cannot fit

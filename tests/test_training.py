@@ -19,7 +19,7 @@ from dmvfn_jax.errors import InputError
 from dmvfn_jax.losses import dmvfn_loss
 from dmvfn_jax.train import loop
 from dmvfn_jax.train import step as step_lib
-from dmvfn_jax.train.optim import make_train_optimizer
+from dmvfn_jax.train.optim import lr_schedule, make_train_optimizer
 
 sys.path.insert(0, str(REPO))
 from configs import cityscapes, demo, kitti, ucf101  # noqa: E402
@@ -82,6 +82,11 @@ def test_resume_after_sigkill_is_bit_exact(tmp_path):
     straight = tmp_path / "straight"
     r = subprocess.run(train_cmd(straight, "--config.checkpoint_every=5"), capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
+    # the loop feeds each step the schedule's rate (the step itself does not hold the schedule)
+    c = demo.get_config()
+    schedule = lr_schedule(10, 2, c.base_lr, c.peak_lr)
+    logged = [float(x) for x in re.findall(r"step \d+/10 .*?  lr (\S+)", r.stdout + r.stderr)]
+    assert logged == [float(f"{float(schedule(k)):.2e}") for k in range(10)], logged
 
     killed = tmp_path / "killed"
     kill_at_checkpoint(train_cmd(killed, "--config.checkpoint_every=5", "--config.async_checkpoints=False"),
@@ -140,18 +145,18 @@ def test_incomplete_checkpoint_is_never_the_latest(tmp_path):
 def test_nonfinite_update_is_skipped_and_counted(jax_model):
     opt = make_train_optimizer()
     graphdef, state = step_lib.init_state(jax_model, opt, seed=0)
-    step = jax.jit(step_lib.make_train_step(graphdef, opt, lambda s: 1e-4, update_mode="per_batch"))
+    step = jax.jit(step_lib.make_train_step(graphdef, opt, update_mode="per_batch"))
     clips = heldout_synthetic(0, 2, 3, 64, 64)
     bad_params = jax.tree.map(jnp.array, state.params)  # a copy: the fixture's model stays intact
     pure = nnx.to_pure_dict(bad_params)
     pure["blocks"][0]["lastconv"]["bias"] = jnp.full_like(pure["blocks"][0]["lastconv"]["bias"], jnp.nan)
     nnx.replace_by_pure_dict(bad_params, pure)
     bad = state._replace(params=bad_params)
-    new, metrics = step(bad, clips)
+    new, metrics = step(bad, clips, 1e-4)
     assert int(new.skipped) == 1 and int(new.bad_streak) == 1
     for a, b in zip(jax.tree.leaves(new.params), jax.tree.leaves(bad.params)):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
-    good, _ = step(state, clips)
+    good, _ = step(state, clips, 1e-4)
     assert int(good.skipped) == 0 and int(good.bad_streak) == 0
 
 
@@ -226,8 +231,8 @@ def test_bfloat16_compute_tracks_float32(jax_model):
         model = ckpt.build_with_params(lambda: DMVFN(rngs=nnx.Rngs(0), dtype=dtype), params)
         opt = make_train_optimizer()
         graphdef, state = step_lib.init_state(model, opt, seed=0)
-        step = jax.jit(step_lib.make_train_step(graphdef, opt, lambda s: 1e-4, update_mode="per_batch"))
-        new, metrics = step(state, clips)
+        step = jax.jit(step_lib.make_train_step(graphdef, opt, update_mode="per_batch"))
+        new, metrics = step(state, clips, 1e-4)
         losses[name] = float(metrics["total"])
         leaf = jax.tree.leaves(new.params)[0]
         assert leaf.dtype == jnp.float32  # parameters stay float32

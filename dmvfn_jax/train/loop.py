@@ -30,6 +30,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from flax import nnx
+from jax.sharding import NamedSharding, PartitionSpec as P
 
 from dmvfn_jax import checkpoint as ckpt
 from dmvfn_jax import parallel
@@ -368,16 +369,18 @@ def _train(config, workdir: Path, model: DMVFN | None) -> dict:
     graphdef, state = step_lib.init_state(model, optimizer, config.seed)
     del model
     step_fn = step_lib.make_train_step(
-        graphdef, optimizer, schedule, vgg=vgg, update_mode=config.update_mode,
+        graphdef, optimizer, vgg=vgg, update_mode=config.update_mode,
         estimator=config.routing.estimator, temperature=config.routing.temperature,
     )
     mesh = parallel.data_mesh()
     jitted, state = step_lib.shard_train_step(step_fn, mesh, state)
+    # The schedule runs beside the step, not in it: one compiled step for every run length.
+    lr_at = jax.jit(schedule, out_shardings=NamedSharding(mesh, P()))
 
     mngr = _checkpoint_manager(workdir, config)
     saves: list[int] = []  # the steps whose checkpoints were started, newest last
     try:
-        return _run(config, workdir, graphdef, state, jitted, mesh, mngr, total, saves)
+        return _run(config, workdir, graphdef, state, jitted, lr_at, mesh, mngr, total, saves)
     except Exception as e:
         if _is_disk_full(e):
             raise _disk_full_error(e, workdir, state, saves, mngr) from None
@@ -395,7 +398,7 @@ def _close_quietly(mngr) -> None:
         log.debug("closing the checkpoint manager: %s", e)
 
 
-def _run(config, workdir: Path, graphdef, state, jitted, mesh, mngr, total: int, saves: list[int]) -> dict:
+def _run(config, workdir: Path, graphdef, state, jitted, lr_at, mesh, mngr, total: int, saves: list[int]) -> dict:
     from dmvfn_jax.train.resume import check_config
 
     source = make_source(config, jax.process_index(), jax.process_count())
@@ -416,7 +419,7 @@ def _run(config, workdir: Path, graphdef, state, jitted, mesh, mngr, total: int,
     with _Stopper() as stopper, contextlib.closing(data):  # closing stops the input workers
         pending = None  # (step, bad_streak) of the previous step, read once this step is queued
         for step, clips in zip(range(start, total), data.batches):
-            state, metrics = jitted(state, parallel.global_batch(mesh, np.asarray(clips)))
+            state, metrics = jitted(state, parallel.global_batch(mesh, np.asarray(clips)), lr_at(step))
             done = step + 1
             # Reading the previous step's streak (not this one's) keeps the device busy while the
             # host loads the next batch: input and compute overlap.

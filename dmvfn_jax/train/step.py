@@ -7,7 +7,9 @@ A batch is a uint8 array of clips (B, T, H, W, 3); a clip of T frames gives T - 
 - `per_batch`: one update per batch on the mean loss over all its triplets.
 
 Parameters and optimiser state are replicated, the batch is sharded on the `data` axis, the
-state is donated. `shard_train_step` runs the step under `jax.shard_map`: every device runs the
+state is donated. The learning rate is an argument of the step (the loop evaluates the schedule),
+so one compiled step serves every schedule: runs that differ only in their length or warm-up
+reuse it from the compilation cache. `shard_train_step` runs the step under `jax.shard_map`: every device runs the
 single-device program on its own clips, and the gradients and metrics of each update cross
 devices as one packed all-reduce (`parallel.pmean_packed`), the only collective of the step.
 The routing gates of a device's clips are the ones one device would draw for the whole batch,
@@ -63,14 +65,14 @@ def _select(ok, new, old):
 def make_train_step(
     graphdef,
     optimizer: optax.GradientTransformation,  # from optim.make_train_optimizer
-    schedule: Callable[[jax.Array], jax.Array],
     *,
     vgg=None,
     update_mode: str = "update_per_triplet",
     estimator: str = "bernoulli",
     temperature: float = 1.0,
-) -> Callable[[TrainState, jax.Array], tuple[TrainState, dict]]:
-    """Returns `step(state, clips, axis_name=None) -> (state, metrics)`, not jitted.
+) -> Callable[[TrainState, jax.Array, jax.Array], tuple[TrainState, dict]]:
+    """Returns `step(state, clips, lr, axis_name=None) -> (state, metrics)`, not jitted; `lr` is
+    the learning rate of this batch step (a float32 scalar: `optim.lr_schedule(...)(state.step)`).
 
     With `axis_name=None` the step is the whole-batch program (jit it on one device); under
     `shard_train_step` it runs per device with `axis_name="data"`.
@@ -105,12 +107,12 @@ def make_train_step(
         metrics = {**terms, "grad_norm": gnorm, "mse": mse, "routing_rate": rates}
         return (params, opt_state, bad_streak, skipped), metrics
 
-    def step(state: TrainState, clips: jax.Array, axis_name: str | None = None):
+    def step(state: TrainState, clips: jax.Array, lr: jax.Array, axis_name: str | None = None):
         frames = clips.astype(jnp.float32) / 255.0  # uint8 transport, normalise on device
         b, t = frames.shape[:2]
         if t < 3:
             raise ValueError(f"clips need at least 3 frames, got {t}")
-        lr = schedule(state.step)
+        lr = jnp.asarray(lr, jnp.float32)
         key = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
         carry = (state.params, state.opt_state, state.bad_streak, state.skipped)
         if update_mode == "per_batch":
@@ -138,11 +140,11 @@ def make_train_step(
 
 
 def shard_train_step(step_fn, mesh: Mesh, state: TrainState):
-    """jit of `step_fn` per device (`parallel.per_device`), with the state replicated and donated
-    and the batch sharded on `data`.
+    """jit of `step_fn` per device (`parallel.per_device`), with the state and the learning rate
+    replicated, the state donated and the batch sharded on `data`.
 
     `state` may be concrete (it is placed on the mesh) or a tree of `jax.ShapeDtypeStruct`
-    (returned as is: `jitted.lower(state, batch)` compiles ahead of time, `dmvfn_jax.plan`).
+    (returned as is: `jitted.lower(state, batch, lr)` compiles ahead of time, `dmvfn_jax.plan`).
     Returns `(jitted_step, state_on_mesh)`.
     """
     replicated = NamedSharding(mesh, P())
@@ -150,10 +152,10 @@ def shard_train_step(step_fn, mesh: Mesh, state: TrainState):
     state_sharding = jax.tree.map(lambda _: replicated, state)
     if not any(isinstance(x, jax.ShapeDtypeStruct) for x in jax.tree.leaves(state)):
         state = jax.device_put(state, state_sharding)
-    mapped = parallel.per_device(step_fn, mesh, in_specs=(P(), P(parallel.DATA_AXIS)), out_specs=(P(), P()))
+    mapped = parallel.per_device(step_fn, mesh, in_specs=(P(), P(parallel.DATA_AXIS), P()), out_specs=(P(), P()))
     jitted = jax.jit(
         mapped,
-        in_shardings=(state_sharding, batch),
+        in_shardings=(state_sharding, batch, replicated),
         out_shardings=(state_sharding, replicated),
         donate_argnums=(0,),
     )

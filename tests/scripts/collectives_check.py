@@ -42,16 +42,16 @@ def train_program(mode, estimator, dtype, gspmd=False):
     graphdef, params = nnx.split(model, nnx.Param)
     opt = make_train_optimizer()
     state = jax.eval_shape(lambda p: S.init_state(nnx.merge(graphdef, p), opt, 0)[1], params)
-    step = S.make_train_step(graphdef, opt, lambda s: 1e-4, update_mode=mode, estimator=estimator)
+    step = S.make_train_step(graphdef, opt, update_mode=mode, estimator=estimator)
     mesh = parallel.data_mesh()
     batch = jax.ShapeDtypeStruct((BATCH, FRAMES, SIZE, SIZE, 3), jnp.uint8)
     if gspmd:
         rep, data = NamedSharding(mesh, P()), NamedSharding(mesh, P("data"))
         state_sh = jax.tree.map(lambda _: rep, state)
-        jitted = jax.jit(step, in_shardings=(state_sh, data), out_shardings=(state_sh, rep), donate_argnums=(0,))
+        jitted = jax.jit(step, in_shardings=(state_sh, data, rep), out_shardings=(state_sh, rep), donate_argnums=(0,))
     else:
         jitted, _ = S.shard_train_step(step, mesh, state)
-    return jitted.lower(state, batch).compile()
+    return jitted.lower(state, batch, jax.ShapeDtypeStruct((), jnp.float32)).compile()
 
 
 def eval_program(mode_name):

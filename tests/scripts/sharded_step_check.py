@@ -37,10 +37,10 @@ def run(devices, clips, mode):
     # a faithful (Lipschitz) image of the gradient, which is what this check compares.
     opt = make_train_optimizer(eps=1e-3)
     graphdef, state = S.init_state(fresh_model(), opt, seed=0)
-    step = S.make_train_step(graphdef, opt, lambda s: 1e-4, update_mode=mode)
+    step = S.make_train_step(graphdef, opt, update_mode=mode)
     mesh = parallel.data_mesh(devices)
     jitted, state = S.shard_train_step(step, mesh, state)
-    state, metrics = jitted(state, parallel.global_batch(mesh, clips))
+    state, metrics = jitted(state, parallel.global_batch(mesh, clips), np.float32(1e-4))
     return jax.tree.map(np.asarray, state.params), jax.tree.map(np.asarray, metrics)
 
 
