@@ -232,8 +232,11 @@ def test_every_command_ends_an_error_with_one_line(tmp_path, converted_dir, real
         "python -m dmvfn_jax.data.build": [sys.executable, "-m", "dmvfn_jax.data.build", "clip_folder",
                                            "--manual_dir", str(tmp_path / "missing"), "--data_dir", str(tmp_path)],
     }
-    for prog, cmd in commands.items():
-        r = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+    procs = {prog: subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+             for prog, cmd in commands.items()}  # all at once: each spends its time importing
+    for prog, proc in procs.items():
+        stdout, stderr = proc.communicate(timeout=300)
+        r = subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
         last = one_error_line(r, prog)
         assert (f"{bad / 'params'}: cannot restore parameters" in last) or prog.startswith("python -m"), last
         noise = [line for line in r.stderr.splitlines()

@@ -10,7 +10,7 @@ from importlib import metadata
 
 import pytest
 
-from conftest import REPO
+from conftest import REPO, default_xla_env
 
 PLAN = [sys.executable, "-m", "dmvfn_jax.plan"]
 
@@ -25,7 +25,8 @@ def plans(tmp_path_factory):
         # 64 clips of 30 frames at 256x256 per chip: the compiler needs about 26 GiB of temporaries
         "oversized": PLAN + ["--config", "configs/cityscapes.py", "--topology", "v5e-4", "--per-chip-batch", "64"],
     }
-    procs = {k: subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    procs = {k: subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                 env=default_xla_env())
              for k, cmd in runs.items()}
     results = {}
     for k, p in procs.items():
@@ -66,7 +67,7 @@ def test_an_oversized_step_fails_with_one_line(plans):
 
 def _plan(*args, env=None):
     return subprocess.run(PLAN + list(args), cwd=REPO, capture_output=True, text=True, timeout=300,
-                          env={**os.environ, **(env or {})})
+                          env={**default_xla_env(), **(env or {})})
 
 
 def test_bad_input_is_one_line_before_any_compile():

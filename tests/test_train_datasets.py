@@ -37,18 +37,19 @@ def test_train_py_cityscapes_config_from_a_tfds_build_resumes_exactly_after_kill
                 "--config.batch_size=2", "--config.num_train_steps=4", "--config.warmup_steps=1",
                 "--config.log_every=1", "--config.checkpoint_every=2", *extra]
 
-    straight = tmp_path / "straight"
-    r = subprocess.run(cmd(straight, "--config.data.workers=0"), capture_output=True, text=True, timeout=900)
-    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
-    assert "step 4/4 (100%)" in r.stdout
+    straight, killed = tmp_path / "straight", tmp_path / "killed"
+    # the uninterrupted run and the run to kill side by side (one per core)
+    proc = subprocess.Popen(cmd(straight, "--config.data.workers=0"), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    kill_at_checkpoint(cmd(killed, "--config.data.workers=2", "--config.async_checkpoints=False"),
+                       killed / "checkpoints" / "2")
+    stdout, stderr = proc.communicate(timeout=900)
+    assert proc.returncode == 0, stdout[-2000:] + stderr[-3000:]
+    assert "step 4/4 (100%)" in stdout
     summary = json.loads((straight / "summary.json").read_text())
     assert summary["status"] == "completed" and np.isfinite(summary["last_metrics"]["total"])
     meta = json.loads((straight / "model" / "dmvfn.json").read_text())
     assert meta["channel_order"] == "BGR"
-
-    killed = tmp_path / "killed"
-    kill_at_checkpoint(cmd(killed, "--config.data.workers=2", "--config.async_checkpoints=False"),
-                       killed / "checkpoints" / "2")
     assert not (killed / "model").exists()  # really killed before the end
     assert (killed / "checkpoints" / "2" / "input" / "process_0-of-1.json").is_file()
     r = subprocess.run(cmd(killed, "--config.data.workers=2"), capture_output=True, text=True, timeout=900)

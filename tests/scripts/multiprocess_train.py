@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 pid, nproc, port, workdir, local_devices = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4], int(sys.argv[5])
-os.environ["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={local_devices}"
+os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count={local_devices}"
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 

@@ -8,7 +8,7 @@ import os
 import sys
 
 n_dev = int(sys.argv[1])
-os.environ["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={n_dev}"
+os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count={n_dev}"
 
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
