@@ -1,4 +1,6 @@
-"""Data parallelism: a 1-D `data` mesh, per-device programs under `jax.shard_map`, packed collectives.
+"""Data parallelism: a 1-D `data` mesh, per-device programs under `jax.shard_map`, packed collectives,
+and the moves between hosts and the mesh (a global batch from each process's rows, replicated
+placement, host copies), for training and evaluation alike.
 
 Pure data parallelism with replicated parameters needs one thing across devices: the mean of
 the gradients (and of a few metric scalars). Left to itself, XLA's sharding propagation
@@ -28,12 +30,37 @@ def data_mesh(devices=None) -> Mesh:
     return Mesh(np.asarray(devices).reshape(-1), (DATA_AXIS,))
 
 
+def replicated(mesh: Mesh) -> NamedSharding:
+    """The sharding of arrays every device holds whole (parameters, optimiser state, scalars)."""
+    return NamedSharding(mesh, P())
+
+
+def batch_sharded(mesh: Mesh) -> NamedSharding:
+    """The sharding of a batch split along its first axis over `data`."""
+    return NamedSharding(mesh, P(DATA_AXIS))
+
+
+def replicate(tree, mesh: Mesh):
+    """`tree`'s arrays placed whole on every device of `mesh` (each process passes the same values)."""
+    return jax.device_put(tree, replicated(mesh))
+
+
 def global_batch(mesh: Mesh, local_clips) -> jax.Array:
     """This host's slice of the batch -> a global array sharded on `data`.
 
     Each process passes only its own clips (B / process_count of them).
     """
-    return jax.make_array_from_process_local_data(NamedSharding(mesh, P(DATA_AXIS)), local_clips)
+    return jax.make_array_from_process_local_data(batch_sharded(mesh), local_clips)
+
+
+def host_copy(tree):
+    """Numpy copy of replicated arrays, also when they span several processes."""
+    return jax.tree.map(lambda a: np.asarray(a.addressable_data(0)) if isinstance(a, jax.Array) else a, tree)
+
+
+def local_rows(x) -> np.ndarray:
+    """This process's rows of a batch-sharded global array, in batch order."""
+    return np.concatenate([np.asarray(s.data) for s in sorted(x.addressable_shards, key=lambda s: s.index[0].start or 0)])
 
 
 def per_device(fn: Callable, mesh: Mesh, in_specs, out_specs) -> Callable:

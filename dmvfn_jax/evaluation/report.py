@@ -9,8 +9,9 @@ from pathlib import Path
 
 import numpy as np
 
+from dmvfn_jax import parallel
 from dmvfn_jax.evaluation.protocols import Protocol
-from dmvfn_jax.evaluation.step import VARIANTS, local_rows
+from dmvfn_jax.evaluation.step import VARIANTS
 from dmvfn_jax.files import atomic_file
 
 METRIC_LABELS = {"psnr": "PSNR", "ssim": "SSIM", "ms_ssim": "MS-SSIM", "lpips": "LPIPS"}
@@ -111,7 +112,7 @@ def save_outputs(out_dir: Path, clips, batch: np.ndarray, outputs: dict, idx, n_
     from dmvfn_jax import visualize
     from dmvfn_jax.image_io import save_png
 
-    local = {k: local_rows(v) for k, v in outputs.items()}
+    local = {k: parallel.local_rows(v) for k, v in outputs.items()}
     c0, c1 = protocol.context
     for row, i in enumerate(idx):
         if i < 0:

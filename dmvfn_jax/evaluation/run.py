@@ -41,8 +41,6 @@ from pathlib import Path
 import jax
 import numpy as np
 from flax import nnx
-from jax.sharding import NamedSharding
-from jax.sharding import PartitionSpec as P
 
 from dmvfn_jax import parallel
 from dmvfn_jax.errors import InputError, run_command
@@ -114,13 +112,12 @@ def evaluate(checkpoint, dataset: str, data_dir, *, mode: str = "clean", split: 
     batch_size = n_dev if batch_size is None else int(batch_size)
     if batch_size < 1 or batch_size % n_dev:
         raise InputError(f"--batch-size {batch_size} must be a positive multiple of the {n_dev} devices")
-    replicated, sharded = NamedSharding(mesh, P()), NamedSharding(mesh, P(parallel.DATA_AXIS))
     graphdef, params = nnx.split(model)
-    params = jax.device_put(params, replicated)
+    params = parallel.replicate(params, mesh)
     lpips_graphdef, lpips_params = (None, None)
     if lpips_model is not None:
         lpips_graphdef, lpips_params = nnx.split(lpips_model)
-        lpips_params = jax.device_put(lpips_params, replicated)
+        lpips_params = parallel.replicate(lpips_params, mesh)
     jitted = {}
 
     def step_fn(with_preds: bool):
@@ -152,10 +149,9 @@ def evaluate(checkpoint, dataset: str, data_dir, *, mode: str = "clean", split: 
             # from the whole batch's clips, not this process's rows: every process runs the same program
             whole = members[k * batch_size:(k + 1) * batch_size]
             want_preds = out_dir is not None and bool(n_saved) and any(i < n_saved for i in whole)
-            g_clips = jax.make_array_from_process_local_data(sharded, batch)
-            g_mask = jax.make_array_from_process_local_data(sharded, mask)
+            g_clips, g_mask = parallel.global_batch(mesh, batch), parallel.global_batch(mesh, mask)
             sums, preds = step_fn(want_preds)(params, lpips_params, g_clips, g_mask, jax.random.fold_in(base_key, b))
-            sums = jax.tree.map(lambda a: np.asarray(a.addressable_data(0), np.float64), sums)
+            sums = jax.tree.map(lambda a: a.astype(np.float64), parallel.host_copy(sums))
             totals = sums if totals is None else jax.tree.map(np.add, totals, sums)
             if want_preds:
                 save_outputs(out_dir, clips, batch, preds, idx, save_predictions, save_images, protocol)

@@ -6,9 +6,7 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from flax import nnx
-from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from dmvfn_jax import parallel
@@ -96,13 +94,7 @@ def sharded_eval_step(mesh, graphdef, lpips_graphdef, protocol: Protocol, mode: 
     sharded on `data`; the sums come back replicated, the predictions sharded."""
     fn = make_eval_fn(graphdef, lpips_graphdef, protocol, mode, metric_names, model_order, num_blocks,
                       with_predictions)
-    replicated, data = NamedSharding(mesh, P()), P(parallel.DATA_AXIS)
-    sharded = NamedSharding(mesh, data)
+    replicated, sharded, data = parallel.replicated(mesh), parallel.batch_sharded(mesh), P(parallel.DATA_AXIS)
     fn = parallel.per_device(fn, mesh, in_specs=(P(), P(), data, data, P()), out_specs=(P(), data))
     return jax.jit(fn, in_shardings=(replicated, replicated, sharded, sharded, replicated),
                    out_shardings=(replicated, sharded if with_predictions else None))
-
-
-def local_rows(x) -> np.ndarray:
-    """This process's rows of a batch-sharded global array, in batch order."""
-    return np.concatenate([np.asarray(s.data) for s in sorted(x.addressable_shards, key=lambda s: s.index[0].start or 0)])

@@ -30,7 +30,6 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from flax import nnx
-from jax.sharding import NamedSharding, PartitionSpec as P
 
 from dmvfn_jax import checkpoint as ckpt
 from dmvfn_jax import parallel
@@ -294,13 +293,8 @@ class _Stopper:
             signal.signal(signal.SIGTERM, self._old)
 
 
-def host_copy(tree):
-    """Numpy copy of replicated arrays, also when they span several processes."""
-    return jax.tree.map(lambda a: np.asarray(a.addressable_data(0)) if isinstance(a, jax.Array) else a, tree)
-
-
 def _to_host(metrics) -> dict[str, Any]:
-    host = host_copy(metrics)
+    host = parallel.host_copy(metrics)
     out = {}
     for k, v in host.items():
         v = np.asarray(v)
@@ -375,7 +369,7 @@ def _train(config, workdir: Path, model: DMVFN | None) -> dict:
     mesh = parallel.data_mesh()
     jitted, state = step_lib.shard_train_step(step_fn, mesh, state)
     # The schedule runs beside the step, not in it: one compiled step for every run length.
-    lr_at = jax.jit(schedule, out_shardings=NamedSharding(mesh, P()))
+    lr_at = jax.jit(schedule, out_shardings=parallel.replicated(mesh))
 
     mngr = _checkpoint_manager(workdir, config)
     saves: list[int] = []  # the steps whose checkpoints were started, newest last
@@ -452,7 +446,7 @@ def _run(config, workdir: Path, graphdef, state, jitted, lr_at, mesh, mngr, tota
     summary = {
         "status": status,
         "step": int(done),
-        "skipped_updates": int(host_copy(state.skipped)),
+        "skipped_updates": int(parallel.host_copy(state.skipped)),
         "train_time_s": elapsed,
         "last_metrics": {k: v for k, v in last.items()},
     }
@@ -463,7 +457,7 @@ def _run(config, workdir: Path, graphdef, state, jitted, lr_at, mesh, mngr, tota
     if summary["skipped_updates"]:
         log.info("%d updates were skipped for non-finite loss or gradient", summary["skipped_updates"])
     if status == "completed" and jax.process_index() == 0:
-        params = host_copy(state.params)
+        params = parallel.host_copy(state.params)
         export_model(params, graphdef, workdir / "model", config.data.channel_order,
                      {"trained_steps": total, "config": config.get("name", "")})
         log.info("training done in %s; inference checkpoint: %s", format_duration(elapsed), workdir / "model")
@@ -481,7 +475,7 @@ def _run(config, workdir: Path, graphdef, state, jitted, lr_at, mesh, mngr, tota
 def _check_streak(pending, max_bad_steps: int, mngr) -> None:
     if pending is None:
         return
-    step, streak = pending[0], int(host_copy(pending[1]))
+    step, streak = pending[0], int(parallel.host_copy(pending[1]))
     if streak >= max_bad_steps:
         raise TrainingDiverged(
             f"step {step}: {streak} updates in a row had a non-finite loss or gradient and were "
@@ -496,7 +490,7 @@ def _image_strip(strip_fn, params, clip: np.ndarray, channel_order: str = "RGB")
     from dmvfn_jax import visualize
 
     f = clip[:3].astype(np.float32) / 255.0
-    res = host_copy(strip_fn(params, f[0:1], f[1:2]))
+    res = parallel.host_copy(strip_fn(params, f[0:1], f[1:2]))
     rgb = (lambda x: x[..., ::-1]) if channel_order == "BGR" else (lambda x: x)
     return visualize.prediction_strip(rgb(f[0]), rgb(f[1]), rgb(res.prediction[0]), res.flow[0], res.mask[0],
                                       res.gates[0], target=rgb(f[2]))

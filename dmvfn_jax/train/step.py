@@ -25,7 +25,7 @@ import jax
 import jax.numpy as jnp
 import optax
 from flax import nnx
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from jax.sharding import Mesh, PartitionSpec as P
 
 from dmvfn_jax import parallel
 from dmvfn_jax.losses import dmvfn_loss
@@ -147,8 +147,7 @@ def shard_train_step(step_fn, mesh: Mesh, state: TrainState):
     (returned as is: `jitted.lower(state, batch, lr)` compiles ahead of time, `dmvfn_jax.plan`).
     Returns `(jitted_step, state_on_mesh)`.
     """
-    replicated = NamedSharding(mesh, P())
-    batch = NamedSharding(mesh, P(parallel.DATA_AXIS))
+    replicated, batch = parallel.replicated(mesh), parallel.batch_sharded(mesh)
     state_sharding = jax.tree.map(lambda _: replicated, state)
     if not any(isinstance(x, jax.ShapeDtypeStruct) for x in jax.tree.leaves(state)):
         state = jax.device_put(state, state_sharding)
