@@ -19,6 +19,7 @@ import jax
 import numpy as np
 from flax import nnx, traverse_util
 
+from dmvfn_jax import channels
 from dmvfn_jax.errors import InputError, quiet_orbax_noise
 from dmvfn_jax.files import atomic_directory
 
@@ -26,7 +27,7 @@ FORMAT = "dmvfn-jax"
 FORMAT_VERSION = 1
 METADATA_FILE = "dmvfn.json"
 PARAMS_DIR = "params"
-CHANNEL_ORDERS = ("BGR", "RGB")
+CHANNEL_ORDERS = channels.ORDERS  # the orders a checkpoint may record
 
 
 class CheckpointError(InputError):

@@ -21,6 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from dmvfn_jax import channels
 from dmvfn_jax import checkpoint as ckpt
 from dmvfn_jax.image_io import FrameError
 from dmvfn_jax.models import routing as routing_lib
@@ -105,14 +106,10 @@ class Predictor:
     def _step_impl(self, state, prev, cur, key, gates, *, routing, first_decides, empty) -> InferenceResult:
         self.trace_count += 1  # runs only while tracing
         model = nnx.merge(self._graphdef, state)
-        flip = self.channel_order == "BGR"
-        if flip:
-            prev, cur = prev[..., ::-1], cur[..., ::-1]
+        prev, cur = channels.reorder(prev, self.channel_order), channels.reorder(cur, self.channel_order)
         chosen = gates if routing == "explicit" else routing
         res = model.predict(prev, cur, chosen, key, first_decides=first_decides, empty=empty)
-        if flip:
-            res = res._replace(prediction=res.prediction[..., ::-1])
-        return res
+        return res._replace(prediction=channels.reorder(res.prediction, self.channel_order))
 
     def _run(self, prev, cur, routing, key, first_decides=False, empty="merge") -> InferenceResult:
         routing_lib.check_routing(routing, self.model.num_blocks)

@@ -1,7 +1,7 @@
 """The package's layers, read from its import statements (every import, at module level or inside a
 function): no import cycles, no upward imports, and the file readers and writers import no JAX.
 
-The layers, lowest first: `errors`, `files`; `image_io`, `ops`; `models`; `data`, `losses`,
+The layers, lowest first: `errors`, `files`, `channels`; `image_io`, `ops`; `models`; `data`, `losses`,
 `evaluation`, `checkpoint`, ...; `train`; `convert` (the torch side, at the edge: only the
 converter's command imports it).
 """

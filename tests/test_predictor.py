@@ -6,7 +6,7 @@ import torch
 from PIL import Image
 
 from conftest import to_nchw, to_nhwc
-from dmvfn_jax import Predictor
+from dmvfn_jax import Predictor, channels
 from dmvfn_jax.image_io import FrameError, load_image
 
 
@@ -23,6 +23,15 @@ def sample_frames(real_data):
 def test_loads_metadata(predictor):
     assert predictor.channel_order == "BGR"
     assert predictor.metadata["architecture"] == "dmvfn"
+
+
+def test_channel_reorder_is_its_own_inverse():
+    x = np.arange(12).reshape(2, 2, 3)
+    assert channels.reorder(x, "RGB") is x
+    np.testing.assert_array_equal(channels.reorder(x, "BGR")[..., 0], x[..., 2])
+    np.testing.assert_array_equal(channels.reorder(channels.reorder(x, "BGR"), "BGR"), x)
+    with pytest.raises(ValueError, match="channel order must be one of"):
+        channels.reorder(x, "bgr")
 
 
 def test_matches_torch_oracle_on_real_frames_in_bgr(predictor, torch_model, sample_frames):

@@ -9,7 +9,7 @@ import jax.numpy as jnp
 from flax import nnx
 from jax.sharding import PartitionSpec as P
 
-from dmvfn_jax import parallel
+from dmvfn_jax import channels, parallel
 from dmvfn_jax.evaluation import metrics as metric_lib
 from dmvfn_jax.evaluation.protocols import Mode, Protocol
 from dmvfn_jax.models import routing as routing_lib
@@ -38,8 +38,12 @@ def make_eval_fn(graphdef, lpips_graphdef, protocol: Protocol, mode: Mode, metri
     `first_decides` the batch's first sample (on device 0) decides, broadcast by an all-reduce.
     """
     c0, c1 = protocol.context
-    to_model = (lambda x: x[..., ::-1]) if model_order == "BGR" else (lambda x: x)
-    to_metric = (lambda x: x[..., ::-1]) if mode.metric_order == "BGR" else (lambda x: x)
+
+    def to_model(x):  # RGB frames in the network's order, and its predictions back
+        return channels.reorder(x, model_order)
+
+    def to_metric(x):
+        return channels.reorder(x, mode.metric_order)
 
     def fn(params, lpips_params, clips, mask, key, axis_name=None):
         model = nnx.merge(graphdef, params)

@@ -32,7 +32,7 @@ import numpy as np
 from flax import nnx
 
 from dmvfn_jax import checkpoint as ckpt
-from dmvfn_jax import parallel
+from dmvfn_jax import channels, parallel
 from dmvfn_jax.data.sources import make_source
 from dmvfn_jax.data.stream import close_iterator
 from dmvfn_jax.errors import InputError
@@ -491,9 +491,8 @@ def _image_strip(strip_fn, params, clip: np.ndarray, channel_order: str = "RGB")
 
     f = clip[:3].astype(np.float32) / 255.0
     res = parallel.host_copy(strip_fn(params, f[0:1], f[1:2]))
-    rgb = (lambda x: x[..., ::-1]) if channel_order == "BGR" else (lambda x: x)
-    return visualize.prediction_strip(rgb(f[0]), rgb(f[1]), rgb(res.prediction[0]), res.flow[0], res.mask[0],
-                                      res.gates[0], target=rgb(f[2]))
+    rgb = [channels.reorder(x, channel_order) for x in (f[0], f[1], res.prediction[0], f[2])]
+    return visualize.prediction_strip(*rgb[:3], res.flow[0], res.mask[0], res.gates[0], target=rgb[3])
 
 
 def validate_config(config) -> None:
