@@ -46,11 +46,16 @@ def _check_pair(x, y, name: str):
     return x, y
 
 
+def psnr_from_mse(mse, data_range: float = 1.0) -> jax.Array:
+    """`-10 log10(mse / R^2)`, the official `-10 log10(mse)` for R = 1: the one PSNR formula of the
+    package (evaluation, the training step's metric, the demo's held-out scores)."""
+    return -10.0 * jnp.log10(jnp.asarray(mse) / data_range**2)
+
+
 def psnr(x, y, data_range: float = 1.0) -> jax.Array:
-    """`-10 log10(mean((x - y)^2) / R^2)` per image (the official `-10 log10(mse)` for R = 1)."""
+    """`-10 log10(mean((x - y)^2) / R^2)` per image (B, H, W, C)."""
     x, y = _check_pair(x, y, "psnr")
-    mse = jnp.mean((x - y) ** 2, axis=(1, 2, 3))
-    return -10.0 * jnp.log10(mse / data_range**2)
+    return psnr_from_mse(jnp.mean((x - y) ** 2, axis=(1, 2, 3)), data_range)
 
 
 def _blur(x: jax.Array, win: np.ndarray) -> jax.Array:

@@ -16,6 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from dmvfn_jax.data.sources import heldout_synthetic, synthetic_options
+from dmvfn_jax.evaluation.metrics import psnr_from_mse
 from dmvfn_jax import visualize
 from dmvfn_jax.image_io import save_png
 
@@ -23,9 +24,10 @@ log = logging.getLogger("dmvfn_jax")
 
 
 def psnr(pred: np.ndarray, gt: np.ndarray) -> np.ndarray:
-    """Per-image PSNR of [0, 1] images (..., H, W, 3): -10 log10(mean squared error)."""
+    """Per-image PSNR of [0, 1] images (..., H, W, 3); the error is averaged in float64 and floored
+    at 1e-12 (120 dB), so that an exact copy does not make a mean infinite."""
     mse = np.mean((np.asarray(pred, np.float64) - np.asarray(gt, np.float64)) ** 2, axis=(-3, -2, -1))
-    return -10.0 * np.log10(np.maximum(mse, 1e-12))
+    return np.asarray(psnr_from_mse(np.maximum(mse, 1e-12)))
 
 
 def _rollout(model, frames: np.ndarray, steps: int, routing: str, batch: int = 16) -> np.ndarray:

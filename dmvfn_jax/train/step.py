@@ -28,6 +28,7 @@ from flax import nnx
 from jax.sharding import Mesh, PartitionSpec as P
 
 from dmvfn_jax import parallel
+from dmvfn_jax.evaluation.metrics import psnr_from_mse
 from dmvfn_jax.losses import dmvfn_loss
 from dmvfn_jax.models.dmvfn import DMVFN
 from dmvfn_jax.train.optim import set_learning_rate
@@ -129,7 +130,7 @@ def make_train_step(
             carry, metrics = jax.lax.scan(body, carry, (*trips, keys))
             metrics = jax.tree.map(lambda m: jnp.mean(m, axis=0), metrics)
         params, opt_state, bad_streak, skipped = carry
-        metrics["psnr"] = -10.0 * jnp.log10(jnp.maximum(metrics.pop("mse"), 1e-10))
+        metrics["psnr"] = psnr_from_mse(jnp.maximum(metrics.pop("mse"), 1e-10))  # of the batch's mean error
         metrics["lr"] = lr
         metrics["skipped_total"] = skipped
         metrics["bad_streak"] = bad_streak
