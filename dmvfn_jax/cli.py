@@ -14,14 +14,16 @@ import sys
 from dmvfn_jax import extras
 
 
-def _run(prog: str, extra: str | None, purpose: str, module: str, function: str = "main", *args):
+def _run(prog: str, extra: str | None, purpose: str, module: str, function: str = "main"):
+    """`module.function(prog=prog)` once `extra` is installed; `prog` names the command in its usage
+    and error lines (`dmvfn-eval: error: ...` for the console command, `eval.py: error: ...` for the script)."""
     if extra is not None:
         try:
             extras.require(extra, purpose)
         except extras.MissingExtra as e:
             print(f"{prog}: error: {e}", file=sys.stderr)
             return 1
-    return getattr(importlib.import_module(module), function)(*args)
+    return getattr(importlib.import_module(module), function)(prog=prog)
 
 
 def predict(prog: str = "dmvfn-predict") -> int:
@@ -29,7 +31,7 @@ def predict(prog: str = "dmvfn-predict") -> int:
 
 
 def train(prog: str = "dmvfn-train") -> int:
-    return _run(prog, "train", "training", "dmvfn_jax.train.cli", "run", prog)
+    return _run(prog, "train", "training", "dmvfn_jax.train.cli", "run")
 
 
 def evaluate(prog: str = "dmvfn-eval") -> int:

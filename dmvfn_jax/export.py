@@ -329,9 +329,9 @@ def export_checkpoint(checkpoint, output, size: str, routing: str = "threshold",
     return output, sidecar
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(prog: str = "python -m dmvfn_jax.export") -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="python -m dmvfn_jax.export",
+        prog=prog,
         description=__doc__.split("\n\n")[0],
         epilog=__doc__.split("\n\n", 2)[2],
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -351,14 +351,14 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
+def main(argv=None, prog: str | None = None) -> int:
+    args = (build_parser(prog) if prog else build_parser()).parse_args(argv)
 
     def body():
         export_checkpoint(args.checkpoint, args.output, args.size, args.routing, args.platforms,
                           args.precision, args.overwrite, format=args.format)
 
-    return run_command("export", body)
+    return run_command(prog or "export", body)
 
 
 if __name__ == "__main__":

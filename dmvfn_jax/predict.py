@@ -36,9 +36,9 @@ from dmvfn_jax.image_io import (FrameError, is_video, load_image, load_video_fra
                                 save_png)
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(prog: str = "python -m dmvfn_jax.predict") -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="python -m dmvfn_jax.predict",
+        prog=prog,
         description=__doc__.split("\n\n")[0],
         epilog=__doc__.split("\n\n", 2)[2],
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -106,16 +106,16 @@ def read_inputs(args) -> tuple[list[np.ndarray], str]:
     return frames, f"frames: {files[0]} , {files[1]} ({frames[0].shape[1]}x{frames[0].shape[0]})"
 
 
-def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
+def main(argv=None, prog: str | None = None) -> int:
+    args = (build_parser(prog) if prog else build_parser()).parse_args(argv)
     from dmvfn_jax.compile_cache import enable_compilation_cache
 
     enable_compilation_cache()  # a second run starts fast; DMVFN_JAX_CACHE=off disables
     if args.steps < 1:
-        print("predict: error: --steps must be >= 1", file=sys.stderr)
+        print(f"{prog or 'predict'}: error: --steps must be >= 1", file=sys.stderr)
         return 2
     if not args.fps > 0:
-        print("predict: error: --fps must be > 0", file=sys.stderr)
+        print(f"{prog or 'predict'}: error: --fps must be > 0", file=sys.stderr)
         return 2
 
     def body():
@@ -140,7 +140,7 @@ def main(argv=None) -> int:
         for path in write_outputs(Path(args.output), frames, preds, fps=args.fps):
             print(f"wrote {path}")
 
-    return run_command("predict", body)
+    return run_command(prog or "predict", body)
 
 
 if __name__ == "__main__":

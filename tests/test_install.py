@@ -119,6 +119,21 @@ def test_console_commands_are_installed():
         r = subprocess.run([str(bindir / name), "--help"], capture_output=True, text=True, timeout=300)
         # argparse's --help exits 0, absl's (dmvfn-train) 1; both list the command's own flags
         assert r.returncode in (0, 1) and flag in r.stdout + r.stderr, (name, r.returncode, r.stdout[-2000:], r.stderr[-2000:])
+        if name != "dmvfn-train":  # absl names the script itself in its usage line
+            assert r.stdout.startswith(f"usage: {name} "), r.stdout[:200]
+
+
+def test_console_commands_name_themselves_in_their_errors(tmp_path):
+    """`dmvfn-eval: error: ...`, not the script's `eval.py: error: ...`."""
+    bindir = Path(sys.executable).parent
+    runs = {
+        "dmvfn-predict": ["--checkpoint", str(tmp_path), "--frames", "a.png", "b.png", "--output", "c.png", "--steps", "0"],
+        "dmvfn-eval": ["--checkpoint", str(tmp_path / "missing"), "--dataset", "vimeo", "--data_dir", str(tmp_path)],
+        "dmvfn-convert": ["dmvfn", "--input", str(tmp_path / "missing.pkl"), "--output", str(tmp_path / "out")],
+    }
+    for name, args in runs.items():
+        r = subprocess.run([str(bindir / name), *args], capture_output=True, text=True, timeout=300)
+        assert r.returncode != 0 and r.stderr.strip().splitlines()[-1].startswith(f"{name}: error: "), (name, r.stderr[-2000:])
 
 
 BLOCK = """

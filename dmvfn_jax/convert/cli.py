@@ -17,9 +17,9 @@ EXAMPLES = """examples:
 """
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(prog: str = "convert_weights.py") -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="convert_weights.py",
+        prog=prog,
         description="Convert PyTorch checkpoints (official DMVFN, torchvision VGG19, LPIPS AlexNet) to dmvfn-jax and back.",
         epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -57,8 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
+def main(argv=None, prog: str | None = None) -> int:
+    args = (build_parser(prog) if prog else build_parser()).parse_args(argv)
 
     def body():
         if args.what == "make-random":
@@ -77,7 +77,7 @@ def main(argv=None) -> int:
             out = api.convert_dmvfn(args.input, args.output, args.overwrite, args.channel_order)
             print(f"wrote dmvfn-jax checkpoint to {out} (channel order {args.channel_order})")
 
-    return run_command("convert_weights.py", body)
+    return run_command(prog or "convert_weights.py", body)
 
 
 if __name__ == "__main__":

@@ -94,12 +94,12 @@ def _check_reuse(path: Path, size) -> None:
         )
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(prog: str = "python -m dmvfn_jax.data.build") -> argparse.ArgumentParser:
     from dmvfn_jax.data import tfds_builders
 
     lines = [f"{k}: {cls.__doc__.splitlines()[0]}" for k, cls in tfds_builders.BUILDERS.items()]
     p = argparse.ArgumentParser(
-        prog="python -m dmvfn_jax.data.build",
+        prog=prog,
         description="Build a DMVFN TFDS dataset (ArrayRecord) from its manual directory.",
         epilog="datasets:\n  " + "\n  ".join(lines),
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -115,13 +115,13 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv=None) -> int:
+def main(argv=None, prog: str | None = None) -> int:
     from dmvfn_jax.extras import require
 
     # the parser lists the builders, which import TFDS: a missing extra is one line before it
-    if run_command("python -m dmvfn_jax.data.build", lambda: require("data", "building TFDS datasets")):
+    if run_command(prog or "python -m dmvfn_jax.data.build", lambda: require("data", "building TFDS datasets")):
         return 1
-    args = build_parser().parse_args(argv)
+    args = (build_parser(prog) if prog else build_parser()).parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 
     def body():
@@ -136,7 +136,7 @@ def main(argv=None) -> int:
               + (f"; skipped {skipped} bad clip(s)" if skipped else ""))
         print(json.dumps(summary))
 
-    return run_command("python -m dmvfn_jax.data.build", body)
+    return run_command(prog or "python -m dmvfn_jax.data.build", body)
 
 
 if __name__ == "__main__":

@@ -514,9 +514,9 @@ def _final_line(s: dict, extra: str) -> str:
 
 
 # -- command line -------------------------------------------------------------------------
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(prog: str = "python -m dmvfn_jax.data.prepare") -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="python -m dmvfn_jax.data.prepare",
+        prog=prog,
         description=__doc__.split("\n\n")[0],
         epilog=__doc__.split("\n\n", 2)[2],
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -542,8 +542,8 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv=None) -> int:
-    parser = build_parser()
+def main(argv=None, prog: str | None = None) -> int:
+    parser = build_parser(prog) if prog else build_parser()
     args = parser.parse_args(argv)
     if args.workers < 1:
         parser.error("--workers must be >= 1")
@@ -556,7 +556,7 @@ def main(argv=None) -> int:
         else:
             prepare_kitti(args.input, args.output, drives=args.drives, **opts)
 
-    return run_command("prepare", body)
+    return run_command(prog or "prepare", body)
 
 
 if __name__ == "__main__":

@@ -231,8 +231,8 @@ def usable_clips(clips, protocol: Protocol, names, skip_bad: bool) -> tuple[list
     return usable, {"too_short": too_short, "too_small_for_ms_ssim": too_small}
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="eval.py", description=__doc__.split("\n\n")[0],
+def build_parser(prog: str = "eval.py") -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--checkpoint", required=True, help="DMVFN checkpoint directory (converted or trained)")
     p.add_argument("--dataset", required=True, choices=DATASETS)
@@ -257,8 +257,8 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
+def main(argv=None, prog: str | None = None) -> int:
+    args = (build_parser(prog) if prog else build_parser()).parse_args(argv)
     from dmvfn_jax.compile_cache import enable_compilation_cache
 
     enable_compilation_cache()  # a second run starts fast; DMVFN_JAX_CACHE=off disables
@@ -289,4 +289,4 @@ def main(argv=None) -> int:
         if args.output:
             print(f"results: {Path(args.output) / 'results.json'}, {Path(args.output) / 'results.csv'}")
 
-    return run_command("eval.py", body)
+    return run_command(prog or "eval.py", body)
