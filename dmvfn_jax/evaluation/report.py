@@ -110,7 +110,7 @@ def save_outputs(out_dir: Path, clips, batch: np.ndarray, outputs: dict, idx, n_
                   protocol: Protocol) -> None:
     """Predicted PNGs (`--save-predictions`) and pictures (`--save-images`) of this batch's first clips."""
     from dmvfn_jax import visualize
-    from dmvfn_jax.image_io import save_png
+    from dmvfn_jax.image_io import save_png, write_gif
 
     local = {k: parallel.local_rows(v) for k, v in outputs.items()}
     c0, c1 = protocol.context
@@ -130,5 +130,5 @@ def save_outputs(out_dir: Path, clips, batch: np.ndarray, outputs: dict, idx, n_
                 pic = visualize.prediction_strip(inputs[k], inputs[k + 1], preds[k], local["flow"][row, k],
                                                  local["mask"][row, k], local["gates"][row, k], target=truth[k])
                 save_png(out_dir / "images" / name / f"t+{k + 1}.png", pic)
-            visualize.write_gif(out_dir / "images" / name / "rollout.gif",
-                                visualize.rollout_frames([frames[c0], frames[c1]], preds, truth), fps=2)
+            write_gif(out_dir / "images" / name / "rollout.gif",
+                      visualize.rollout_frames([frames[c0], frames[c1]], preds, truth), fps=2)

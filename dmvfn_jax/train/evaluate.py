@@ -18,7 +18,7 @@ import numpy as np
 from dmvfn_jax.data.sources import heldout_synthetic, synthetic_options
 from dmvfn_jax.evaluation.metrics import psnr_from_mse
 from dmvfn_jax import visualize
-from dmvfn_jax.image_io import save_png
+from dmvfn_jax.image_io import save_png, write_gif
 
 log = logging.getLogger("dmvfn_jax")
 
@@ -82,7 +82,7 @@ def evaluate_synthetic(model, config, workdir: str | Path) -> dict:
         save_png(out / f"clip{c:02d}_strip.png", visualize.prediction_strip(
             frames[c, 0], frames[c, 1], first.prediction[c], first.flow[c], first.mask[c], first.gates[c], target=gt[c, 0]))
         anim = visualize.rollout_frames(frames[c, :2], main[c], gt[c])
-        visualize.write_gif(out / f"clip{c:02d}_rollout.gif", anim, fps=2)
+        write_gif(out / f"clip{c:02d}_rollout.gif", anim, fps=2)
     log.info("%s\n%s", header, table)
     ours, base = results[f"DMVFN ({ev.routings[0]})"]["t+1"], results["copy last frame"]["t+1"]
     log.info("t+1 PSNR: DMVFN (%s) %.2f dB, copy-last-frame %.2f dB (%+.2f dB); pictures in %s",
