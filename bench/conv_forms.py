@@ -24,7 +24,8 @@ import numpy as np
 from flax import nnx
 
 from dmvfn_jax.models import mvfb
-from workloads import interleaved_times, random_dmvfn, train_thunk  # bench/workloads.py
+from timing import interleaved_times  # bench/timing.py
+from workloads import random_dmvfn, train_thunk  # bench/workloads.py
 
 VARIANTS = mvfb.FORMS
 SIZES = "256x448,512x1024"

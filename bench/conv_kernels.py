@@ -27,12 +27,12 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
-import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from timing import median_ms  # bench/timing.py
 
 
 # (name, batch, H, W, in, out, stride): the input's size
@@ -49,17 +49,6 @@ SHAPES = (
 )
 
 
-def median_ms(fn, repeats: int) -> float:
-    fn()
-    fn()
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return 1e3 * statistics.median(times)
-
-
 def jax_times(b, h, w, cin, cout, stride, repeats):
     rng = np.random.default_rng(0)
     x = jnp.asarray(rng.random((b, h, w, cin), dtype=np.float32))
@@ -73,7 +62,7 @@ def jax_times(b, h, w, cin, cout, stride, repeats):
     fwd = jax.jit(conv)
     gx = jax.jit(lambda x, k, g: jax.vjp(lambda x: conv(x, k), x)[1](g)[0])
     gk = jax.jit(lambda x, k, g: jax.vjp(lambda k: conv(x, k), k)[1](g)[0])
-    return [median_ms(lambda f=f, a=a: jax.block_until_ready(f(*a)), repeats)
+    return [median_ms(f, *a, repeats=repeats, warmup=2)
             for f, a in ((fwd, (x, k)), (gx, (x, k, g)), (gk, (x, k, g)))]
 
 
@@ -91,9 +80,9 @@ def torch_times(b, h, w, cin, cout, stride, repeats):
                                                    mask)
 
     with torch.no_grad():
-        return [median_ms(lambda: torch.nn.functional.conv2d(x, k, stride=stride, padding=1), repeats),
-                median_ms(lambda: backward([True, False, False]), repeats),
-                median_ms(lambda: backward([False, True, False]), repeats)]
+        return [median_ms(lambda: torch.nn.functional.conv2d(x, k, stride=stride, padding=1), repeats=repeats, warmup=2),
+                median_ms(lambda: backward([True, False, False]), repeats=repeats, warmup=2),
+                median_ms(lambda: backward([False, True, False]), repeats=repeats, warmup=2)]
 
 
 # --sweep -------------------------------------------------------------------------------------
@@ -142,7 +131,7 @@ def form_times(form: str, b, h, w, blocks, scale, cout, training, repeats) -> fl
         fn = jax.jit(jax.grad(loss, argnums=(0, 1)))
     else:
         fn = jax.jit(group)
-    return median_ms(lambda: jax.block_until_ready(fn(kernels, rest, frames)), repeats)
+    return median_ms(fn, kernels, rest, frames, repeats=repeats, warmup=2)
 
 
 def forms(repeats: int) -> None:

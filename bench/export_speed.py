@@ -29,7 +29,8 @@ import numpy as np
 from dmvfn_jax import export
 from dmvfn_jax.image_io import parse_size
 from dmvfn_jax.predictor import Predictor
-from workloads import interleaved_times, random_dmvfn  # bench/workloads.py
+from timing import interleaved_times  # bench/timing.py
+from workloads import random_dmvfn  # bench/workloads.py
 
 
 def main():

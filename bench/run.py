@@ -37,6 +37,8 @@ import sys
 import time
 from pathlib import Path
 
+from timing import times_s  # bench/timing.py
+
 REPO = Path(__file__).resolve().parents[1]
 REAL = REPO.parent / "shared" / "data" / "real" / "cityscapes_aachen00"
 SEED = 0
@@ -73,17 +75,6 @@ def peak_memory(kind: str) -> tuple[int, str]:
     return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024, "rss"
 
 
-def timed(fn, warmup: int, repeats: int) -> list[float]:
-    for _ in range(warmup):
-        fn()
-    out = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        out.append(time.perf_counter() - t)
-    return out
-
-
 # -- workers (run in subprocesses) -------------------------------------------------------------
 def jax_worker(args) -> dict:
     import jax
@@ -110,7 +101,7 @@ def jax_worker(args) -> dict:
         pred, gates = run(params, a, b)
         jax.block_until_ready(pred)
         out["compile_s"] = time.perf_counter() - t
-        lat = timed(lambda: jax.block_until_ready(run(params, a, b)[0]), args.warmup, args.repeats)
+        lat = times_s(lambda: run(params, a, b)[0], repeats=args.repeats, warmup=args.warmup)
         out["gates"] = np.asarray(gates).mean(0).round(3).tolist()
         cost = jax.jit(lambda p, a, b: nnx.merge(graphdef, p).infer(a, b, None).prediction).lower(
             params, a[:1], b[:1]).cost_analysis()
@@ -127,7 +118,7 @@ def jax_worker(args) -> dict:
         t = time.perf_counter()
         one()
         out["compile_s"] = time.perf_counter() - t
-        lat = timed(one, args.warmup, args.repeats)
+        lat = times_s(one, repeats=args.repeats, warmup=args.warmup)
     out["latencies_s"] = lat
     out["median_s"] = statistics.median(lat)
     out["peak_memory_bytes"], out["memory_kind"] = peak_memory("jax-gpu" if gpu else "cpu")
@@ -172,7 +163,7 @@ def torch_worker(args) -> dict:
             sync()
             return p
 
-        lat = timed(run, args.warmup, args.repeats)
+        lat = times_s(run, repeats=args.repeats, warmup=args.warmup)
         out["gates"] = gates_seen[-1].cpu().numpy().round(3).tolist()
     else:
         model.train()
@@ -193,7 +184,7 @@ def torch_worker(args) -> dict:
             opt.step()
             sync()
 
-        lat = timed(one, args.warmup, args.repeats)
+        lat = times_s(one, repeats=args.repeats, warmup=args.warmup)
     out["latencies_s"] = lat
     out["median_s"] = statistics.median(lat)
     out["peak_memory_bytes"], out["memory_kind"] = peak_memory("torch-gpu" if cuda else "cpu")
@@ -207,7 +198,7 @@ def matmul_peak_gflops(n: int = 4096, repeats: int = 5) -> float:
     x = jnp.ones((n, n), jnp.float32)
     f = jax.jit(lambda a: a @ a)
     jax.block_until_ready(f(x))
-    best = min(timed(lambda: jax.block_until_ready(f(x)), 1, repeats))
+    best = min(times_s(f, x, repeats=repeats, warmup=1))
     return 2 * n**3 / best / 1e9
 
 

@@ -58,16 +58,3 @@ def train_thunk(model, batch: int, size: int):
     return once
 
 
-def interleaved_times(cases: dict, rounds: int) -> dict:
-    """Seconds per call of each thunk in `cases`, over `rounds` rounds that call every thunk
-    once in turn, so that a slow patch of the machine hits every case alike."""
-    import time
-
-    times = {key: [] for key in cases}
-    for r in range(rounds):
-        for key, thunk in cases.items():
-            t = time.perf_counter()
-            thunk()
-            times[key].append(time.perf_counter() - t)
-        print(f"round {r + 1}/{rounds} done", flush=True)
-    return times
