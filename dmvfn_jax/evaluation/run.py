@@ -34,9 +34,12 @@ for the batch, `img0` returned when no block runs.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
+import os
 from pathlib import Path
+from typing import Sequence
 
 import jax
 import numpy as np
@@ -58,33 +61,61 @@ log = logging.getLogger("dmvfn_jax.eval")
 METRICS = ("psnr", "ssim", "ms_ssim", "lpips")
 
 
-def evaluate(checkpoint, dataset: str, data_dir, *, mode: str = "clean", split: str | None = None,
-             context=None, horizon=None, metrics=None, lpips=None, batch_size: int | None = None,
-             output=None, save_predictions: int = 0, save_images: int = 0, max_clips: int | None = None,
-             size: tuple[int, int] | None = None, skip_bad: bool = False, progress: bool = True) -> dict:
-    """Runs one protocol and returns (and, with `output`, writes) the results dict.
+@dataclasses.dataclass(frozen=True)
+class EvalOptions:
+    """How `evaluate` runs a protocol: `eval.py`'s flags, with its defaults.
 
+    `mode`: "clean" or "official" (module docstring). `split`, `context` (two frame indices),
+    `horizon`: the protocol's, for the official datasets their own by default. `metrics`: names
+    from `METRICS` (default PSNR, SSIM, MS-SSIM, and LPIPS when `lpips` names its converted
+    weights). `batch_size`: clips per batch, a multiple of the devices (default: one per device).
+    `output`: a folder for results.json and results.csv; with it, `save_predictions=N` writes the
+    predicted PNGs of the first N clips and `save_images=N` their pictures. `max_clips`: the first
+    N clips only. `size=(width, height)`: every frame resized first, so that all clips are one
+    size. `skip_bad`: clips the protocol cannot use are skipped and listed instead of stopping the
+    run. `progress`: a progress bar on stderr.
+    """
+
+    mode: str = "clean"
+    split: str | None = None
+    context: tuple[int, int] | None = None
+    horizon: int | None = None
+    metrics: Sequence[str] | None = None
+    lpips: str | os.PathLike | None = None
+    batch_size: int | None = None
+    output: str | os.PathLike | None = None
+    save_predictions: int = 0
+    save_images: int = 0
+    max_clips: int | None = None
+    size: tuple[int, int] | None = None
+    skip_bad: bool = False
+    progress: bool = True
+
+
+def evaluate(checkpoint, dataset: str, data_dir, options: EvalOptions | None = None, **overrides) -> dict:
+    """Runs one protocol and returns (and, with `options.output`, writes) the results dict.
+
+    `options` (default `EvalOptions()`), with any of its fields overridden by keyword:
+    `evaluate(ckpt, "vimeo", data_dir, metrics=["psnr"])`.
     Clips are evaluated per frame size (one compile per size; `results["sizes"]` reports each
-    with its clip count, scores and compute); `size=(width, height)` resizes every frame first,
-    so that all clips are one size. Clips the protocol cannot use (fewer frames than it reads, or
-    sides too small for MS-SSIM) stop the run before any compute with one error naming them all,
-    or with `skip_bad` are skipped and listed in `results["skipped"]`.
-    With `output`, `save_predictions=N` writes the predicted PNGs of the first N clips and
-    `save_images=N` their pictures (see the module docstring).
+    with its clip count, scores and compute). Clips the protocol cannot use (fewer frames than it
+    reads, or sides too small for MS-SSIM) stop the run before any compute with one error naming
+    them all, or with `skip_bad` are skipped and listed in `results["skipped"]`.
     """
     from dmvfn_jax.data.pipeline import EvalClips
 
-    if mode not in MODES:
-        raise InputError(f"--mode must be one of {', '.join(MODES)}, got {mode!r}")
-    the_mode = MODES[mode]
-    protocol = make_protocol(dataset, split, context, horizon)
-    names = list(metrics) if metrics else (["psnr", "ssim", "ms_ssim"] + (["lpips"] if lpips else []))
+    o = dataclasses.replace(options or EvalOptions(), **overrides)
+    if o.mode not in MODES:
+        raise InputError(f"--mode must be one of {', '.join(MODES)}, got {o.mode!r}")
+    the_mode = MODES[o.mode]
+    protocol = make_protocol(dataset, o.split, o.context, o.horizon)
+    names = list(o.metrics) if o.metrics else (["psnr", "ssim", "ms_ssim"] + (["lpips"] if o.lpips else []))
     unknown = [n for n in names if n not in METRICS]
     if unknown:
         raise InputError(f"unknown metric(s) {unknown}; choose from {', '.join(METRICS)}")
     lpips_model = None
     if "lpips" in names:
-        if not lpips:
+        if not o.lpips:
             raise InputError(
                 "LPIPS needs its weights: convert them once with `python convert_weights.py lpips --alexnet "
                 "alexnet-owt-7be5be79.pth --output checkpoints/lpips` and pass --lpips checkpoints/lpips "
@@ -92,7 +123,7 @@ def evaluate(checkpoint, dataset: str, data_dir, *, mode: str = "clean", split: 
             )
         from dmvfn_jax.evaluation.lpips import load_lpips
 
-        lpips_model = load_lpips(lpips)
+        lpips_model = load_lpips(o.lpips)
     model, meta = load_dmvfn(checkpoint)
     if the_mode.name == "official" and meta["channel_order"] != "BGR":
         raise InputError(
@@ -100,8 +131,8 @@ def evaluate(checkpoint, dataset: str, data_dir, *, mode: str = "clean", split: 
             "BGR frames as the official scripts do; use --mode clean for this checkpoint"
         )
     clips = EvalClips(protocol.tfds_name, data_dir, protocol.split, protocol.frames_needed, channel_order="RGB",
-                      max_clips=max_clips, size=size)
-    usable, skipped = usable_clips(clips, protocol, names, skip_bad)  # from the build's metadata: no decoding
+                      max_clips=o.max_clips, size=o.size)
+    usable, skipped = usable_clips(clips, protocol, names, o.skip_bad)  # from the build's metadata: no decoding
     n_skipped = sum(len(v) for v in skipped.values())
     if not usable:
         raise InputError(f"{protocol.tfds_name}/{protocol.split}: no clip left to evaluate ({n_skipped} skipped)")
@@ -109,7 +140,7 @@ def evaluate(checkpoint, dataset: str, data_dir, *, mode: str = "clean", split: 
 
     mesh = parallel.data_mesh()
     n_dev = jax.device_count()
-    batch_size = n_dev if batch_size is None else int(batch_size)
+    batch_size = n_dev if o.batch_size is None else int(o.batch_size)
     if batch_size < 1 or batch_size % n_dev:
         raise InputError(f"--batch-size {batch_size} must be a positive multiple of the {n_dev} devices")
     graphdef, params = nnx.split(model)
@@ -130,9 +161,9 @@ def evaluate(checkpoint, dataset: str, data_dir, *, mode: str = "clean", split: 
              protocol.split, sizes_text({hw: len(m) for hw, m in groups.items()}),
              f" ({n_skipped} skipped)" if n_skipped else "", protocol.describe(), the_mode.describe())
     base_key = jax.random.key(the_mode.seed)
-    out_dir = Path(output) if output else None
-    n_saved = max(save_predictions, save_images)
-    bar = ProgressBar(len(usable), "clips", enabled=progress, log=None)
+    out_dir = Path(o.output) if o.output else None
+    n_saved = max(o.save_predictions, o.save_images)
+    bar = ProgressBar(len(usable), "clips", enabled=o.progress, log=None)
     bar.start()
     per_size, b = [], 0
     smallest = None
@@ -154,7 +185,7 @@ def evaluate(checkpoint, dataset: str, data_dir, *, mode: str = "clean", split: 
             sums = jax.tree.map(lambda a: a.astype(np.float64), parallel.host_copy(sums))
             totals = sums if totals is None else jax.tree.map(np.add, totals, sums)
             if want_preds:
-                save_outputs(out_dir, clips, batch, preds, idx, save_predictions, save_images, protocol)
+                save_outputs(out_dir, clips, batch, preds, idx, o.save_predictions, o.save_images, protocol)
             bar.advance(int(mask.sum()) * jax.process_count())
             b += 1
         per_size.append({"size": [int(width), int(height)], "totals": totals, "flops": flops})
@@ -173,7 +204,7 @@ def evaluate(checkpoint, dataset: str, data_dir, *, mode: str = "clean", split: 
         "clips": summary["clips"],
         # one size: that size; several: null, and each is in "sizes" with its own figures
         "frame_size": per_size[0]["size"] if len(per_size) == 1 else None,
-        "resized_to": None if size is None else [int(size[0]), int(size[1])],
+        "resized_to": None if o.size is None else [int(o.size[0]), int(o.size[1])],
         "sizes": sizes,
         "skipped": skipped,
         "protocol": {"context": list(protocol.context), "horizon": protocol.horizon, "description": protocol.describe()},
@@ -276,11 +307,11 @@ def main(argv=None, prog: str | None = None) -> int:
         if args.save_images and not args.output:
             raise InputError("--save-images needs --output")
         size = None if args.size is None else parse_size(args.size)
-        results = evaluate(args.checkpoint, args.dataset, args.data_dir, mode=args.mode, split=args.split,
-                           context=context, horizon=args.horizon, metrics=metrics, lpips=args.lpips,
-                           batch_size=args.batch_size, output=args.output, save_predictions=args.save_predictions,
-                           save_images=args.save_images, max_clips=args.max_clips, size=size,
-                           skip_bad=args.skip_bad)
+        options = EvalOptions(mode=args.mode, split=args.split, context=context, horizon=args.horizon,
+                              metrics=metrics, lpips=args.lpips, batch_size=args.batch_size, output=args.output,
+                              save_predictions=args.save_predictions, save_images=args.save_images,
+                              max_clips=args.max_clips, size=size, skip_bad=args.skip_bad)
+        results = evaluate(args.checkpoint, args.dataset, args.data_dir, options)
         sizes = sizes_text({(h, w): e["clips"] for e in results["sizes"] for w, h in [e["size"]]})
         print(f"{results['dataset']} ({results['tfds_name']}/{results['split']}, {results['clips']} clips at "
               f"{sizes}); {results['protocol']['description']}")
