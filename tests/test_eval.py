@@ -90,11 +90,11 @@ def test_vimeo_protocol_with_a_converted_checkpoint(tmp_path, vimeo_tfds, conver
 
 @pytest.mark.slow
 def test_official_mode_feeds_bgr_to_the_metrics(vimeo_tfds, converted_dir, tmp_path):
-    from dmvfn_jax.convert import api
+    from dmvfn_jax.convert import conversions
 
     torch.save({k: torch.from_numpy(v) for k, v in random_alexnet_state(5).items()}, tmp_path / "a.pth")
     torch.save({k: torch.from_numpy(v) for k, v in random_linear_state(6).items()}, tmp_path / "l.pth")
-    lp = api.convert_lpips(tmp_path / "a.pth", tmp_path / "lpips", tmp_path / "l.pth")
+    lp = conversions.convert_lpips(tmp_path / "a.pth", tmp_path / "lpips", tmp_path / "l.pth")
     clean = evaluate(converted_dir, "vimeo", vimeo_tfds, lpips=lp, progress=False)
     official = evaluate(converted_dir, "vimeo", vimeo_tfds, mode="official", lpips=lp, progress=False)
     assert "BGR" in official["mode"]["description"] and "1234" in official["mode"]["description"]
@@ -194,7 +194,7 @@ def test_sharded_evaluation_counts_every_clip_once(tmp_path, generic_tfds, conve
 
 def test_bad_input_fails_before_any_compute(tmp_path, vimeo_tfds, generic_tfds, converted_dir):
     from dmvfn_jax.checkpoint import CheckpointError
-    from dmvfn_jax.convert import api
+    from dmvfn_jax.convert import conversions
 
     with pytest.raises(InputError, match=r"3 clip\(s\) have fewer than the 8 frames the protocol reads \(.*\): "
                                          r"test/c0 \(5 frames\), test/c1 \(5 frames\), test/c2 \(5 frames\); pass --skip-bad"):
@@ -209,7 +209,7 @@ def test_bad_input_fails_before_any_compute(tmp_path, vimeo_tfds, generic_tfds, 
         evaluate(converted_dir, "vimeo", vimeo_tfds, horizon=3, progress=False)
     torch.save({k: torch.from_numpy(v) for k, v in random_alexnet_state(0).items()}, tmp_path / "a.pth")
     torch.save({k: torch.from_numpy(v) for k, v in random_linear_state(0).items()}, tmp_path / "l.pth")
-    lp = api.convert_lpips(tmp_path / "a.pth", tmp_path / "lpips", tmp_path / "l.pth")
+    lp = conversions.convert_lpips(tmp_path / "a.pth", tmp_path / "lpips", tmp_path / "l.pth")
     with pytest.raises(CheckpointError, match="architecture 'lpips-alex-v0.1' is not 'dmvfn'"):
         evaluate(lp, "vimeo", vimeo_tfds, progress=False)
 

@@ -20,7 +20,7 @@ from pytorch_msssim import ms_ssim as torch_ms_ssim
 from pytorch_msssim import ssim as torch_ssim
 
 from conftest import random_alexnet_state, random_linear_state
-from dmvfn_jax.convert import api
+from dmvfn_jax.convert import conversions
 from dmvfn_jax.data.resize import resize_linear
 from dmvfn_jax.errors import InputError
 from dmvfn_jax.evaluation import metrics
@@ -148,7 +148,7 @@ def lpips_pair(tmp_path_factory):
     d = tmp_path_factory.mktemp("lpips")
     torch.save({k: torch.from_numpy(v) for k, v in alex.items()}, d / "alexnet.pth")
     torch.save({k: torch.from_numpy(v) for k, v in lin.items()}, d / "alex_linear.pth")
-    out = api.convert_lpips(d / "alexnet.pth", d / "ckpt", linear_path=d / "alex_linear.pth")
+    out = conversions.convert_lpips(d / "alexnet.pth", d / "ckpt", linear_path=d / "alex_linear.pth")
     ours = load_lpips(out)
     return ref, ours
 
@@ -184,12 +184,12 @@ def test_lpips_converter_errors(tmp_path):
     torch.save({k: torch.from_numpy(v) for k, v in bad.items()}, tmp_path / "bad.pth")
     torch.save({k: torch.from_numpy(v) for k, v in lin.items()}, tmp_path / "lin.pth")
     with pytest.raises(Exception, match=r"(?s)bad\.pth: does not match torchvision AlexNet.*features\.3\.weight"):
-        api.convert_lpips(tmp_path / "bad.pth", tmp_path / "out", linear_path=tmp_path / "lin.pth")
+        conversions.convert_lpips(tmp_path / "bad.pth", tmp_path / "out", linear_path=tmp_path / "lin.pth")
     with pytest.raises(Exception, match=r"lin\.pth: holds another network, not torchvision AlexNet"):
-        api.convert_lpips(tmp_path / "lin.pth", tmp_path / "out2", linear_path=tmp_path / "lin.pth")
+        conversions.convert_lpips(tmp_path / "lin.pth", tmp_path / "out2", linear_path=tmp_path / "lin.pth")
     torch.save({k: torch.from_numpy(v) for k, v in alex.items()}, tmp_path / "alex.pth")
     with pytest.raises(Exception, match=r"alex\.pth: holds another network, not the LPIPS v0\.1 AlexNet linear"):
-        api.convert_lpips(tmp_path / "alex.pth", tmp_path / "out2", linear_path=tmp_path / "alex.pth")
+        conversions.convert_lpips(tmp_path / "alex.pth", tmp_path / "out2", linear_path=tmp_path / "alex.pth")
     assert not (tmp_path / "out").exists() and not (tmp_path / "out2").exists()
 
 
@@ -200,7 +200,7 @@ def test_lpips_command_takes_the_linear_layers_from_the_lpips_package(tmp_path, 
     torch.save({k: torch.from_numpy(v) for k, v in alex.items()}, tmp_path / "alexnet-owt.pth")
     assert cli.main(["lpips", "--alexnet", str(tmp_path / "alexnet-owt.pth"), "--output", str(tmp_path / "o")]) == 0
     assert "wrote LPIPS" in capsys.readouterr().out
-    shipped = torch.load(api.installed_lpips_linear(), map_location="cpu", weights_only=True)
+    shipped = torch.load(conversions.installed_lpips_linear(), map_location="cpu", weights_only=True)
     ours = load_lpips(tmp_path / "o")
     np.testing.assert_array_equal(np.asarray(ours.lin2.kernel[...]).reshape(-1),
                                   shipped["lin2.model.1.weight"].numpy().reshape(-1))

@@ -53,7 +53,7 @@ def main() -> None:
     ap.add_argument("--fresh-model", action="store_true", help="time building a fresh model instead")
     args = ap.parse_args()
     from dmvfn_jax.convert import convert_dmvfn
-    from dmvfn_jax.convert.api import write_random_official
+    from dmvfn_jax.convert.conversions import write_random_official
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)

@@ -7,7 +7,7 @@ from dmvfn_jax.convert.dmvfn_torch import (
     random_official_state,
     torch_to_jax,
 )
-from dmvfn_jax.convert.api import (
+from dmvfn_jax.convert.conversions import (
     convert_dmvfn,
     convert_vgg19,
     export_dmvfn_to_torch,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from dmvfn_jax.convert import api
+from dmvfn_jax.convert import conversions
 from dmvfn_jax.errors import run_command
 
 EXAMPLES = """examples:
@@ -62,19 +62,19 @@ def main(argv=None, prog: str | None = None) -> int:
 
     def body():
         if args.what == "make-random":
-            out = api.write_random_official(args.output, args.seed, args.overwrite)
+            out = conversions.write_random_official(args.output, args.seed, args.overwrite)
             print(f"wrote random official-format DMVFN state dict to {out}")
         elif args.what == "lpips":
-            out = api.convert_lpips(args.alexnet, args.output, args.linear, args.overwrite)
+            out = conversions.convert_lpips(args.alexnet, args.output, args.linear, args.overwrite)
             print(f"wrote LPIPS (AlexNet, v0.1) checkpoint to {out}")
         elif args.what == "vgg19":
-            out = api.convert_vgg19(args.input, args.output, args.overwrite)
+            out = conversions.convert_vgg19(args.input, args.output, args.overwrite)
             print(f"wrote VGG19 features checkpoint to {out} (features[0:29], up to relu5_1)")
         elif args.to_torch:
-            out = api.export_dmvfn_to_torch(args.input, args.output, args.overwrite)
+            out = conversions.export_dmvfn_to_torch(args.input, args.output, args.overwrite)
             print(f"wrote official-format state dict to {out}")
         else:
-            out = api.convert_dmvfn(args.input, args.output, args.overwrite, args.channel_order)
+            out = conversions.convert_dmvfn(args.input, args.output, args.overwrite, args.channel_order)
             print(f"wrote dmvfn-jax checkpoint to {out} (channel order {args.channel_order})")
 
     return run_command(prog or "convert_weights.py", body)

@@ -41,7 +41,7 @@ from dmvfn_jax.models.dmvfn import DMVFN
 from dmvfn_jax.train import optim
 from dmvfn_jax.train import step as step_lib
 from dmvfn_jax.progress import format_duration
-from dmvfn_jax.train.metrics import MetricWriter, Progress
+from dmvfn_jax.train.report import MetricWriter, Progress
 
 log = logging.getLogger("dmvfn_jax")
 
