@@ -185,7 +185,7 @@ def test_readme_own_videos_commands_run(tmp_path, real_data, official_pkl):
 
     (block,) = [b for b in code_blocks("bash") if "configs/finetune.py" in b]
     cmds = commands(block)
-    assert len(cmds) == 6
+    assert len(cmds) == 6 and cmds[1].startswith("python train.py") and "build clip_folder" in cmds[4]
     kitti, vimeo = frames("kitti_0023", "*.png", 0, 7), frames("vimeo_00001_0002", "im*.png", 0, 7)
     bedroom, city = frames("sam2_bedroom", "*.jpg", 0, 20), frames("cityscapes_aachen00", "*.jpg", 0, 10)
     write_video(tmp_path / "my_videos/train/kitti.mp4", kitti)  # 1242x375
@@ -200,14 +200,29 @@ def test_readme_own_videos_commands_run(tmp_path, real_data, official_pkl):
         (tmp_path / name).symlink_to(REPO / name)
     quick = (" --config.batch_size=1 --config.num_train_steps=2 --config.warmup_steps=1"
              " --config.data.height=64 --config.data.width=64")
-    outs = []
-    for cmd in cmds:
+
+    def start(cmd):
         run = cmd + (quick if cmd.startswith("python train.py") else "")
-        r = subprocess.run(run.replace("python ", f"{sys.executable} ", 1), shell=True, cwd=tmp_path,
-                           capture_output=True, text=True, timeout=900)
-        assert r.returncode == 0, f"{cmd}\n{r.stdout[-2000:]}\n{r.stderr[-3000:]}"
-        outs.append(r)
-    build, train, evaluate, predict, build_frames, eval_frames = outs
+        return cmd, subprocess.Popen(run.replace("python ", f"{sys.executable} ", 1), shell=True, cwd=tmp_path,
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    def finish(started):
+        cmd, proc = started
+        stdout, stderr = proc.communicate(timeout=900)
+        assert proc.returncode == 0, f"{cmd}\n{stdout[-2000:]}\n{stderr[-3000:]}"
+        return subprocess.CompletedProcess(cmd, proc.returncode, stdout, stderr)
+
+    # in the README's order where a command needs the one before, side by side where it does not
+    # (two at a time, one per core): build, then train, then evaluate and predict; the frame
+    # folders' build beside the first two, their evaluation after it
+    building, building_frames = start(cmds[0]), start(cmds[4])
+    build = finish(building)
+    finish(start(cmds[1]))  # train
+    finish(building_frames)
+    evaluating, predicting = start(cmds[2]), start(cmds[3])
+    evaluate = finish(evaluating)
+    finish(predicting)
+    finish(start(cmds[5]))  # evaluate the frame folders
     assert "test 2, train 2 clips at 448x256" in build.stdout
     log = (tmp_path / "runs/mine/train.log").read_text()
     assert "trained on BGR frames); frames reach the network as BGR" in log
