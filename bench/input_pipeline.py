@@ -215,7 +215,7 @@ def measure_step(args, sample: np.ndarray) -> dict:
     jitted, state = step_lib.shard_train_step(step_fn, mesh, state)
     clips = np.resize(sample[:, :frames], (batch, frames) + sample.shape[2:])  # real input clips, repeated if needed
     clips = parallel.global_batch(mesh, clips)
-    lr = jax.jit(schedule, out_shardings=jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec()))(0)
+    lr = jax.jit(schedule, out_shardings=parallel.replicated(mesh))(0)
 
     t0 = time.perf_counter()
     state, metrics = jitted(state, clips, lr)

@@ -9,9 +9,9 @@ command's own `main`. The `python -m dmvfn_jax.<module>` forms run the same `mai
 from __future__ import annotations
 
 import importlib
-import sys
 
 from dmvfn_jax import extras
+from dmvfn_jax.errors import report_error
 
 
 def _run(prog: str, extra: str | None, purpose: str, module: str, function: str = "main"):
@@ -21,7 +21,7 @@ def _run(prog: str, extra: str | None, purpose: str, module: str, function: str 
         try:
             extras.require(extra, purpose)
         except extras.MissingExtra as e:
-            print(f"{prog}: error: {e}", file=sys.stderr)
+            report_error(prog, str(e))
             return 1
     return getattr(importlib.import_module(module), function)(prog=prog)
 

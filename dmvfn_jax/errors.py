@@ -7,6 +7,7 @@ import numbers
 import os
 import re
 import sys
+import warnings
 from typing import Callable
 
 
@@ -95,15 +96,25 @@ def quiet_orbax_noise() -> None:
             logger.addFilter(_OrbaxAftermath())
 
 
+def report_error(prog: str, message: str) -> None:
+    """Prints the command's one `prog: error: message` line, which stays its last line: the work
+    that failed may leave coroutines never awaited (orbax's writes of the other arrays of a save
+    that ran out of disk), and Python warns of each as the process exits; after a reported
+    failure those warnings are dropped. `DMVFN_JAX_TRACEBACKS=1` keeps them."""
+    if os.environ.get("DMVFN_JAX_TRACEBACKS", "") in ("", "0"):
+        warnings.filterwarnings("ignore", message=r"coroutine '.*' was never awaited", category=RuntimeWarning)
+    print(f"{prog}: error: {message}", file=sys.stderr)
+
+
 def run_command(prog: str, body: Callable[[], None]) -> int:
     """Runs a command's body; bad input and file-system failures become one `error:` line, exit 1."""
     quiet_orbax_noise()
     try:
         body()
     except (InputError, FileExistsError) as e:
-        print(f"{prog}: error: {e}", file=sys.stderr)
+        report_error(prog, str(e))
         return 1
     except OSError as e:  # unwritable output, a folder where a file should go, ...
-        print(f"{prog}: error: {e.filename}: {e.strerror or e}", file=sys.stderr)
+        report_error(prog, f"{e.filename}: {e.strerror or e}")
         return 1
     return 0

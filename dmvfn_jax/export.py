@@ -329,9 +329,9 @@ def export_checkpoint(checkpoint, output, size: str, routing: str = "threshold",
     return output, sidecar
 
 
-def build_parser(prog: str = "python -m dmvfn_jax.export") -> argparse.ArgumentParser:
+def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog=prog,
+        prog=prog or "python -m dmvfn_jax.export",
         description=__doc__.split("\n\n")[0],
         epilog=__doc__.split("\n\n", 2)[2],
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -352,7 +352,7 @@ def build_parser(prog: str = "python -m dmvfn_jax.export") -> argparse.ArgumentP
 
 
 def main(argv=None, prog: str | None = None) -> int:
-    args = (build_parser(prog) if prog else build_parser()).parse_args(argv)
+    args = build_parser(prog).parse_args(argv)
 
     def body():
         export_checkpoint(args.checkpoint, args.output, args.size, args.routing, args.platforms,

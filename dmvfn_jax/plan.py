@@ -273,8 +273,8 @@ def format_plan(p: dict) -> str:
     return "\n".join(lines)
 
 
-def build_parser(prog: str = "python -m dmvfn_jax.plan") -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0],
+def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=prog or "python -m dmvfn_jax.plan", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter,
                                 epilog="Any --config.KEY=VALUE overrides the config, as in train.py.")
     p.add_argument("--config", required=True, help="Python config file (configs/*.py)")
@@ -305,7 +305,7 @@ def _load_config(path: str, overrides: list[str]):
 def main(argv=None, prog: str | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     overrides = [a for a in argv if a.startswith("--config.")]
-    args = (build_parser(prog) if prog else build_parser()).parse_args([a for a in argv if not a.startswith("--config.")])
+    args = build_parser(prog).parse_args([a for a in argv if not a.startswith("--config.")])
     import jax
 
     jax.config.update("jax_platforms", "cpu")  # the TPU devices are compile-only; nothing runs on them

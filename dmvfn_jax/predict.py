@@ -36,9 +36,9 @@ from dmvfn_jax.image_io import (FrameError, is_video, load_image, load_video_fra
                                 save_png)
 
 
-def build_parser(prog: str = "python -m dmvfn_jax.predict") -> argparse.ArgumentParser:
+def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog=prog,
+        prog=prog or "python -m dmvfn_jax.predict",
         description=__doc__.split("\n\n")[0],
         epilog=__doc__.split("\n\n", 2)[2],
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -107,15 +107,18 @@ def read_inputs(args) -> tuple[list[np.ndarray], str]:
 
 
 def main(argv=None, prog: str | None = None) -> int:
-    args = (build_parser(prog) if prog else build_parser()).parse_args(argv)
+    """`prog`: the command's name in its usage and error lines (the console command's; default the
+    `python -m` form)."""
+    args = build_parser(prog).parse_args(argv)
+    name = prog or "predict"
     from dmvfn_jax.compile_cache import enable_compilation_cache
 
     enable_compilation_cache()  # a second run starts fast; DMVFN_JAX_CACHE=off disables
     if args.steps < 1:
-        print(f"{prog or 'predict'}: error: --steps must be >= 1", file=sys.stderr)
+        print(f"{name}: error: --steps must be >= 1", file=sys.stderr)
         return 2
     if not args.fps > 0:
-        print(f"{prog or 'predict'}: error: --fps must be > 0", file=sys.stderr)
+        print(f"{name}: error: --fps must be > 0", file=sys.stderr)
         return 2
 
     def body():
@@ -140,7 +143,7 @@ def main(argv=None, prog: str | None = None) -> int:
         for path in write_outputs(Path(args.output), frames, preds, fps=args.fps):
             print(f"wrote {path}")
 
-    return run_command(prog or "predict", body)
+    return run_command(name, body)
 
 
 if __name__ == "__main__":

@@ -6,9 +6,9 @@ import os
 
 # DMVFN_JAX_TEST_XLA=fast compiles with LLVM's cheap settings (set before JAX starts its CPU
 # backend; the commands the tests start inherit them): compiles ~38% faster, runs 1.5-2.4x slower
-# (`python bench/compile_flags.py`). Off by default: in a full `make test` it made the suite slower,
-# 5241 s against 4538 s, because the tests that run many steps lost more than the compiles saved
-# (BENCHMARKS.md, "Compile settings of the test suite"). Useful when iterating on compile-bound tests.
+# (`python bench/compile_flags.py`). Off by default: in a full `make test` the tests that run many
+# steps became several times slower, more than the compiles saved (BENCHMARKS.md, "Compile
+# settings of the test suite"). Useful when iterating on compile-bound tests.
 FAST_XLA = "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true"
 if os.environ.get("DMVFN_JAX_TEST_XLA", "default") == "fast" and FAST_XLA not in os.environ.get("XLA_FLAGS", ""):
     os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {FAST_XLA}".strip()
@@ -121,6 +121,18 @@ def model_params(path) -> list:
     """The parameter arrays of an inference checkpoint, in a fixed order."""
     params, _ = ckpt.load_checkpoint(path)
     return jax.tree.leaves(params)
+
+
+def start(cmd, **popen_kwargs) -> subprocess.Popen:
+    """A command started in the background, its output captured as text: the tests run commands
+    that do not depend on each other side by side (one per core; XLA compiles on one)."""
+    return subprocess.Popen(cmd, **{"stdout": subprocess.PIPE, "stderr": subprocess.PIPE, "text": True, **popen_kwargs})
+
+
+def finish(proc: subprocess.Popen, timeout: float = 900) -> subprocess.CompletedProcess:
+    """Waits for a `start`ed command; what `subprocess.run` would have returned."""
+    stdout, stderr = proc.communicate(timeout=timeout)
+    return subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
 
 
 def kill_at_checkpoint(cmd: list[str], checkpoint: Path, timeout: float = 600) -> None:

@@ -10,13 +10,12 @@ with XLA's default flags, which `collectives_check.py`'s faster LLVM settings re
 """
 
 import json
-import subprocess
 import sys
 
 import numpy as np
 import pytest
 
-from conftest import REPO
+from conftest import REPO, finish, start
 
 pytestmark = pytest.mark.slow  # every test here takes minutes on a 2-core CPU
 
@@ -32,13 +31,12 @@ OLD = ["gspmd:per_batch"]
 def compiled():
     """Every program, compiled by two processes side by side (one per core)."""
     groups = [TRAIN[:2] + EVAL[:1], TRAIN[2:] + EVAL[1:] + OLD]
-    procs = [subprocess.Popen([sys.executable, str(REPO / "tests" / "scripts" / "collectives_check.py"), *g],
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for g in groups]
+    procs = [start([sys.executable, str(REPO / "tests" / "scripts" / "collectives_check.py"), *g]) for g in groups]
     out = {}
     for p in procs:
-        stdout, stderr = p.communicate(timeout=1200)
-        assert p.returncode == 0, stdout[-2000:] + stderr[-4000:]
-        for line in stdout.splitlines():
+        r = finish(p, timeout=1200)
+        assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-4000:]
+        for line in r.stdout.splitlines():
             if line.startswith("{"):
                 r = json.loads(line)
                 out[r["variant"]] = r

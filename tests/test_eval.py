@@ -15,7 +15,7 @@ from PIL import Image
 from pytorch_msssim import ms_ssim as torch_ms_ssim
 from pytorch_msssim import ssim as torch_ssim
 
-from conftest import REPO, random_alexnet_state, random_linear_state
+from conftest import REPO, finish, random_alexnet_state, random_linear_state, start
 from dmvfn_jax import visualize
 from dmvfn_jax.data.build import build
 from dmvfn_jax.data.synthetic import synthetic_video
@@ -154,22 +154,21 @@ def generic_tfds(tmp_path_factory):
 def test_sharded_evaluation_counts_every_clip_once(tmp_path, generic_tfds, converted_dir):
     """3 clips on 2 (fake) devices with a global batch of 2: the last batch is padded and masked;
     the results equal the 1-device run's."""
-    def start(devices, batch, out, *extra):
+    def run(devices, batch, out, *extra):
         env = {**os.environ, "XLA_FLAGS": f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count={devices}"}
         cmd = [sys.executable, str(REPO / "eval.py"), "--checkpoint", str(converted_dir), "--dataset", "clip_folder",
                "--data_dir", str(generic_tfds), "--context", "1,2", "--horizon", "2", "--metrics", "psnr,ssim",
                "--batch-size", str(batch), "--output", str(out)] + list(extra)
-        return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env), out
+        return start(cmd, env=env)
 
-    def results(run):
-        proc, out = run
-        stdout, stderr = proc.communicate(timeout=600)
-        assert proc.returncode == 0, stdout[-2000:] + stderr[-3000:]
+    def results(proc, out):
+        r = finish(proc, timeout=600)
+        assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
         return json.loads((out / "results.json").read_text())
 
     # both runs side by side (one per core)
-    runs = start(1, 1, tmp_path / "one"), start(2, 2, tmp_path / "two", "--save_images", "2")
-    one, two = map(results, runs)
+    runs = run(1, 1, tmp_path / "one"), run(2, 2, tmp_path / "two", "--save_images", "2")
+    one, two = results(runs[0], tmp_path / "one"), results(runs[1], tmp_path / "two")
     assert one["clips"] == two["clips"] == 3
     for variant in ("dmvfn", "dmvfn_all_blocks", "copy_last"):
         for m in ("psnr", "ssim"):

@@ -8,7 +8,7 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import REPO
+from conftest import REPO, finish, start
 from dmvfn_jax import checkpoint as ckpt
 
 pytestmark = pytest.mark.slow  # every test here takes minutes on a 2-core CPU
@@ -26,16 +26,15 @@ def test_two_processes_equal_one(tmp_path):
     single, multi = tmp_path / "single", tmp_path / "multi"
     port = str(free_port())
     # the one-process run and the two processes side by side: each spends most of its time compiling
-    procs = [subprocess.Popen([sys.executable, SCRIPT, str(i), "2", port, str(multi), "1"],
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for i in range(2)]
-    one = subprocess.Popen([sys.executable, SCRIPT, "0", "1", "0", str(single), "2"],
-                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    outs = [p.communicate(timeout=900)[0] for p in procs]
-    out = one.communicate(timeout=900)[0]
-    assert one.returncode == 0, out[-4000:]
-    for p, out in zip(procs, outs):
-        assert p.returncode == 0, out[-4000:]
-    assert "process 0/2 done: step 3" in outs[0] and "process 1/2 done: step 3" in outs[1]
+    procs = [start([sys.executable, SCRIPT, str(i), "2", port, str(multi), "1"], stderr=subprocess.STDOUT)
+             for i in range(2)]
+    one = start([sys.executable, SCRIPT, "0", "1", "0", str(single), "2"], stderr=subprocess.STDOUT)
+    outs = [finish(p) for p in procs]
+    r = finish(one)
+    assert r.returncode == 0, r.stdout[-4000:]
+    for r in outs:
+        assert r.returncode == 0, r.stdout[-4000:]
+    assert "process 0/2 done: step 3" in outs[0].stdout and "process 1/2 done: step 3" in outs[1].stdout
 
     a, _ = ckpt.load_checkpoint(single / "model")
     b, _ = ckpt.load_checkpoint(multi / "model")

@@ -10,7 +10,7 @@ from importlib import metadata
 
 import pytest
 
-from conftest import REPO, default_xla_env
+from conftest import REPO, default_xla_env, finish, start
 
 PLAN = [sys.executable, "-m", "dmvfn_jax.plan"]
 
@@ -25,19 +25,14 @@ def plans(tmp_path_factory):
         # 64 clips of 30 frames at 256x256 per chip: the compiler needs about 26 GiB of temporaries
         "oversized": PLAN + ["--config", "configs/cityscapes.py", "--topology", "v5e-4", "--per-chip-batch", "64"],
     }
-    procs = {k: subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                 env=default_xla_env())
-             for k, cmd in runs.items()}
-    results = {}
-    for k, p in procs.items():
-        stdout, stderr = p.communicate(timeout=900)
-        results[k] = (p.returncode, stdout, stderr)
-    return results, out
+    procs = {k: start(cmd, cwd=REPO, env=default_xla_env()) for k, cmd in runs.items()}
+    return {k: finish(p) for k, p in procs.items()}, out
 
 
 @pytest.mark.slow
 def test_a_small_step_fits_and_only_all_reduces(plans):
-    (rc, stdout, stderr), out = plans[0]["small"], plans[1]
+    r, out = plans[0]["small"], plans[1]
+    rc, stdout, stderr = r.returncode, r.stdout, r.stderr
     assert rc == 0, stdout[-3000:] + stderr[-3000:]
     p = json.loads((out / "small.json").read_text())
     assert p["topology"]["chips"] == 4 and p["topology"]["device_kind"] == "TPU v5 lite"
@@ -57,7 +52,8 @@ def test_a_small_step_fits_and_only_all_reduces(plans):
 
 
 def test_an_oversized_step_fails_with_one_line(plans):
-    rc, stdout, stderr = plans[0]["oversized"]
+    r = plans[0]["oversized"]
+    rc, stdout, stderr = r.returncode, r.stdout, r.stderr
     assert rc == 1, stdout[-2000:] + stderr[-3000:]
     lines = stderr.strip().splitlines()
     assert len(lines) == 1, stderr[-3000:]

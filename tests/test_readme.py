@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import REPO
+from conftest import REPO, finish, start
 
 
 def code_blocks(lang):
@@ -201,28 +201,26 @@ def test_readme_own_videos_commands_run(tmp_path, real_data, official_pkl):
     quick = (" --config.batch_size=1 --config.num_train_steps=2 --config.warmup_steps=1"
              " --config.data.height=64 --config.data.width=64")
 
-    def start(cmd):
+    def launch(cmd):
         run = cmd + (quick if cmd.startswith("python train.py") else "")
-        return cmd, subprocess.Popen(run.replace("python ", f"{sys.executable} ", 1), shell=True, cwd=tmp_path,
-                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        return start(run.replace("python ", f"{sys.executable} ", 1), shell=True, cwd=tmp_path)
 
-    def finish(started):
-        cmd, proc = started
-        stdout, stderr = proc.communicate(timeout=900)
-        assert proc.returncode == 0, f"{cmd}\n{stdout[-2000:]}\n{stderr[-3000:]}"
-        return subprocess.CompletedProcess(cmd, proc.returncode, stdout, stderr)
+    def done(proc):
+        r = finish(proc)
+        assert r.returncode == 0, f"{r.args}\n{r.stdout[-2000:]}\n{r.stderr[-3000:]}"
+        return r
 
     # in the README's order where a command needs the one before, side by side where it does not
     # (two at a time, one per core): build, then train, then evaluate and predict; the frame
     # folders' build beside the first two, their evaluation after it
-    building, building_frames = start(cmds[0]), start(cmds[4])
-    build = finish(building)
-    finish(start(cmds[1]))  # train
-    finish(building_frames)
-    evaluating, predicting = start(cmds[2]), start(cmds[3])
-    evaluate = finish(evaluating)
-    finish(predicting)
-    finish(start(cmds[5]))  # evaluate the frame folders
+    building, building_frames = launch(cmds[0]), launch(cmds[4])
+    build = done(building)
+    done(launch(cmds[1]))  # train
+    done(building_frames)
+    evaluating, predicting = launch(cmds[2]), launch(cmds[3])
+    evaluate = done(evaluating)
+    done(predicting)
+    done(launch(cmds[5]))  # evaluate the frame folders
     assert "test 2, train 2 clips at 448x256" in build.stdout
     log = (tmp_path / "runs/mine/train.log").read_text()
     assert "trained on BGR frames); frames reach the network as BGR" in log

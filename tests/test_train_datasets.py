@@ -10,7 +10,7 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import REPO, kill_at_checkpoint, model_params
+from conftest import REPO, finish, kill_at_checkpoint, model_params, start
 from dmvfn_jax.data.build import build
 from dmvfn_jax.data.resize import resize_linear
 from dmvfn_jax.image_io import load_image, save_png
@@ -39,13 +39,12 @@ def test_train_py_cityscapes_config_from_a_tfds_build_resumes_exactly_after_kill
 
     straight, killed = tmp_path / "straight", tmp_path / "killed"
     # the uninterrupted run and the run to kill side by side (one per core)
-    proc = subprocess.Popen(cmd(straight, "--config.data.workers=0"), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
+    proc = start(cmd(straight, "--config.data.workers=0"))
     kill_at_checkpoint(cmd(killed, "--config.data.workers=2", "--config.async_checkpoints=False"),
                        killed / "checkpoints" / "2")
-    stdout, stderr = proc.communicate(timeout=900)
-    assert proc.returncode == 0, stdout[-2000:] + stderr[-3000:]
-    assert "step 4/4 (100%)" in stdout
+    r = finish(proc)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
+    assert "step 4/4 (100%)" in r.stdout
     summary = json.loads((straight / "summary.json").read_text())
     assert summary["status"] == "completed" and np.isfinite(summary["last_metrics"]["total"])
     meta = json.loads((straight / "model" / "dmvfn.json").read_text())

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from conftest import REPO, kill_at_checkpoint, model_params
+from conftest import REPO, finish, kill_at_checkpoint, model_params, start
 from dmvfn_jax import checkpoint as ckpt
 from dmvfn_jax.data.sources import heldout_synthetic
 from dmvfn_jax.errors import InputError
@@ -81,16 +81,15 @@ def test_loss_falls_and_psnr_rises(tmp_path):
 def test_resume_after_sigkill_is_bit_exact(tmp_path):
     straight, killed = tmp_path / "straight", tmp_path / "killed"
     # the uninterrupted run and the run to kill side by side (one per core)
-    proc = subprocess.Popen(train_cmd(straight, "--config.checkpoint_every=5"), stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    proc = start(train_cmd(straight, "--config.checkpoint_every=5"))
     kill_at_checkpoint(train_cmd(killed, "--config.checkpoint_every=5", "--config.async_checkpoints=False"),
                        killed / "checkpoints" / "5", timeout=300)
-    stdout, stderr = proc.communicate(timeout=600)
-    assert proc.returncode == 0, stderr[-3000:]
+    r = finish(proc, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
     # the loop feeds each step the schedule's rate (the step itself does not hold the schedule)
     c = demo.get_config()
     schedule = lr_schedule(10, 2, c.base_lr, c.peak_lr)
-    logged = [float(x) for x in re.findall(r"step \d+/10 .*?  lr (\S+)", stdout + stderr)]
+    logged = [float(x) for x in re.findall(r"step \d+/10 .*?  lr (\S+)", r.stdout + r.stderr)]
     assert logged == [float(f"{float(schedule(k)):.2e}") for k in range(10)], logged
     assert not (killed / "model").exists()  # really killed before the end
     r = subprocess.run(train_cmd(killed, "--config.checkpoint_every=5"), capture_output=True, text=True, timeout=600)

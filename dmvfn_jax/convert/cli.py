@@ -17,9 +17,9 @@ EXAMPLES = """examples:
 """
 
 
-def build_parser(prog: str = "convert_weights.py") -> argparse.ArgumentParser:
+def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog=prog,
+        prog=prog or "convert_weights.py",
         description="Convert PyTorch checkpoints (official DMVFN, torchvision VGG19, LPIPS AlexNet) to dmvfn-jax and back.",
         epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -58,7 +58,7 @@ def build_parser(prog: str = "convert_weights.py") -> argparse.ArgumentParser:
 
 
 def main(argv=None, prog: str | None = None) -> int:
-    args = (build_parser(prog) if prog else build_parser()).parse_args(argv)
+    args = build_parser(prog).parse_args(argv)
 
     def body():
         if args.what == "make-random":

@@ -94,12 +94,12 @@ def _check_reuse(path: Path, size) -> None:
         )
 
 
-def build_parser(prog: str = "python -m dmvfn_jax.data.build") -> argparse.ArgumentParser:
+def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     from dmvfn_jax.data import tfds_builders
 
     lines = [f"{k}: {cls.__doc__.splitlines()[0]}" for k, cls in tfds_builders.BUILDERS.items()]
     p = argparse.ArgumentParser(
-        prog=prog,
+        prog=prog or "python -m dmvfn_jax.data.build",
         description="Build a DMVFN TFDS dataset (ArrayRecord) from its manual directory.",
         epilog="datasets:\n  " + "\n  ".join(lines),
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -119,9 +119,10 @@ def main(argv=None, prog: str | None = None) -> int:
     from dmvfn_jax.extras import require
 
     # the parser lists the builders, which import TFDS: a missing extra is one line before it
-    if run_command(prog or "python -m dmvfn_jax.data.build", lambda: require("data", "building TFDS datasets")):
+    name = prog or "python -m dmvfn_jax.data.build"
+    if run_command(name, lambda: require("data", "building TFDS datasets")):
         return 1
-    args = (build_parser(prog) if prog else build_parser()).parse_args(argv)
+    args = build_parser(prog).parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 
     def body():
@@ -136,7 +137,7 @@ def main(argv=None, prog: str | None = None) -> int:
               + (f"; skipped {skipped} bad clip(s)" if skipped else ""))
         print(json.dumps(summary))
 
-    return run_command(prog or "python -m dmvfn_jax.data.build", body)
+    return run_command(name, body)
 
 
 if __name__ == "__main__":

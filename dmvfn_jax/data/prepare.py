@@ -514,9 +514,9 @@ def _final_line(s: dict, extra: str) -> str:
 
 
 # -- command line -------------------------------------------------------------------------
-def build_parser(prog: str = "python -m dmvfn_jax.data.prepare") -> argparse.ArgumentParser:
+def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog=prog,
+        prog=prog or "python -m dmvfn_jax.data.prepare",
         description=__doc__.split("\n\n")[0],
         epilog=__doc__.split("\n\n", 2)[2],
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -543,7 +543,7 @@ def build_parser(prog: str = "python -m dmvfn_jax.data.prepare") -> argparse.Arg
 
 
 def main(argv=None, prog: str | None = None) -> int:
-    parser = build_parser(prog) if prog else build_parser()
+    parser = build_parser(prog)
     args = parser.parse_args(argv)
     if args.workers < 1:
         parser.error("--workers must be >= 1")

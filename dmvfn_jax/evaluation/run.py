@@ -262,8 +262,8 @@ def usable_clips(clips, protocol: Protocol, names, skip_bad: bool) -> tuple[list
     return usable, {"too_short": too_short, "too_small_for_ms_ssim": too_small}
 
 
-def build_parser(prog: str = "eval.py") -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0],
+def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=prog or "eval.py", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--checkpoint", required=True, help="DMVFN checkpoint directory (converted or trained)")
     p.add_argument("--dataset", required=True, choices=DATASETS)
@@ -289,7 +289,7 @@ def build_parser(prog: str = "eval.py") -> argparse.ArgumentParser:
 
 
 def main(argv=None, prog: str | None = None) -> int:
-    args = (build_parser(prog) if prog else build_parser()).parse_args(argv)
+    args = build_parser(prog).parse_args(argv)
     from dmvfn_jax.compile_cache import enable_compilation_cache
 
     enable_compilation_cache()  # a second run starts fast; DMVFN_JAX_CACHE=off disables

@@ -34,17 +34,17 @@ def main(argv):
     if FLAGS.distributed:
         jax.config.update("jax_cpu_collectives_implementation", "gloo")  # CPU-only runs; no effect on GPU/TPU
         jax.distributed.initialize(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id)
-    from dmvfn_jax.errors import InputError, quiet_orbax_noise
+    from dmvfn_jax.errors import InputError, quiet_orbax_noise, report_error
     from dmvfn_jax.train.loop import TrainingDiverged, train_and_evaluate
 
     quiet_orbax_noise()
     try:
         summary = train_and_evaluate(FLAGS.config, FLAGS.workdir)
     except (InputError, TrainingDiverged) as e:
-        print(f"{_PROG[0]}: error: {e}", file=sys.stderr)
+        report_error(_PROG[0], str(e))
         return 1
     except OSError as e:  # an unwritable workdir, a folder where a file should go, ...
-        print(f"{_PROG[0]}: error: {e.filename or FLAGS.workdir}: {e.strerror or e}", file=sys.stderr)
+        report_error(_PROG[0], f"{e.filename or FLAGS.workdir}: {e.strerror or e}")
         return 1
     return 0 if summary["status"] in ("completed", "preempted") else 1
 

@@ -151,7 +151,7 @@ def shard_train_step(step_fn, mesh: Mesh, state: TrainState):
     replicated, batch = parallel.replicated(mesh), parallel.batch_sharded(mesh)
     state_sharding = jax.tree.map(lambda _: replicated, state)
     if not any(isinstance(x, jax.ShapeDtypeStruct) for x in jax.tree.leaves(state)):
-        state = jax.device_put(state, state_sharding)
+        state = parallel.replicate(state, mesh)
     mapped = parallel.per_device(step_fn, mesh, in_specs=(P(), P(parallel.DATA_AXIS), P()), out_specs=(P(), P()))
     jitted = jax.jit(
         mapped,
