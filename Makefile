@@ -34,13 +34,17 @@ plan-deps: $(LIBTPU_STAMP)
 demo: $(STAMP)
 	$(PY) train.py --config configs/demo.py --workdir runs/demo
 
+# Two pytest-xdist workers, one per core: XLA compiles on one core, and the suite is mostly
+# compiling. --dist loadscope keeps each test file on one worker, so its module fixtures run once.
+XDIST := -n 2 --dist loadscope
+
 test: $(STAMP) $(LIBTPU_STAMP)
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q $(XDIST) tests
 
 # For development: everything but the tests marked slow (training runs, multi-device and multi-process
 # programs, TPU compiles, the README's long examples). CI runs `make test`.
 test-fast: $(STAMP) $(LIBTPU_STAMP)
-	$(PY) -m pytest -q -m "not slow" tests
+	$(PY) -m pytest -q $(XDIST) -m "not slow" tests
 
 # Speed and memory against the PyTorch oracle, same weights and device (BENCHMARKS.md); not part of CI.
 bench: $(STAMP)
