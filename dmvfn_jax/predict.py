@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dmvfn_jax.errors import run_command
+from dmvfn_jax.errors import report_error, run_command
 from dmvfn_jax.progress import ProgressBar
 from dmvfn_jax.image_io import (FrameError, is_video, load_image, load_video_frames, resolve_frames, save_gif, save_npy,
                                 save_png)
@@ -115,10 +115,10 @@ def main(argv=None, prog: str | None = None) -> int:
 
     enable_compilation_cache()  # a second run starts fast; DMVFN_JAX_CACHE=off disables
     if args.steps < 1:
-        print(f"{name}: error: --steps must be >= 1", file=sys.stderr)
+        report_error(name, "--steps must be >= 1")
         return 2
     if not args.fps > 0:
-        print(f"{name}: error: --fps must be > 0", file=sys.stderr)
+        report_error(name, "--fps must be > 0")
         return 2
 
     def body():

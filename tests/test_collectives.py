@@ -38,8 +38,8 @@ def compiled():
         assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-4000:]
         for line in r.stdout.splitlines():
             if line.startswith("{"):
-                r = json.loads(line)
-                out[r["variant"]] = r
+                record = json.loads(line)
+                out[record["variant"]] = record
     return out
 
 

@@ -159,16 +159,17 @@ def test_sharded_evaluation_counts_every_clip_once(tmp_path, generic_tfds, conve
         cmd = [sys.executable, str(REPO / "eval.py"), "--checkpoint", str(converted_dir), "--dataset", "clip_folder",
                "--data_dir", str(generic_tfds), "--context", "1,2", "--horizon", "2", "--metrics", "psnr,ssim",
                "--batch-size", str(batch), "--output", str(out)] + list(extra)
-        return start(cmd, env=env)
+        return start(cmd, env=env), out
 
-    def results(proc, out):
+    def results(started):
+        proc, out = started
         r = finish(proc, timeout=600)
         assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
         return json.loads((out / "results.json").read_text())
 
     # both runs side by side (one per core)
     runs = run(1, 1, tmp_path / "one"), run(2, 2, tmp_path / "two", "--save_images", "2")
-    one, two = results(runs[0], tmp_path / "one"), results(runs[1], tmp_path / "two")
+    one, two = map(results, runs)
     assert one["clips"] == two["clips"] == 3
     for variant in ("dmvfn", "dmvfn_all_blocks", "copy_last"):
         for m in ("psnr", "ssim"):

@@ -23,7 +23,7 @@ def checks():
 def test_eight_devices_equal_one(checks, mode):
     r = checks[mode]
     stdout = r.stdout
-    assert r.returncode == 0, r.stdout + r.stderr
+    assert r.returncode == 0, stdout + r.stderr
     moved = float(re.search(r"moved (\S+)", stdout).group(1))
     diff = float(re.search(r"max_abs_diff (\S+)", stdout).group(1))
     l1, ln = map(float, re.search(r"loss_1 (\S+) loss_n (\S+)", stdout).groups())
