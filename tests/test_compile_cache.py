@@ -36,3 +36,23 @@ def test_off_and_unwritable(tmp_path, monkeypatch):
     blocker = tmp_path / "file"
     blocker.write_text("x")
     assert enable_compilation_cache(blocker / "sub") is None  # a file where the folder should be: no cache, no crash
+
+
+KEEP = """
+import os, sys
+import jax
+from dmvfn_jax.compile_cache import enable_compilation_cache
+enable_compilation_cache(sys.argv[1], min_compile_seconds=1.5)
+enable_compilation_cache()  # what an entry point run in this process does ($DMVFN_JAX_CACHE is the same folder)
+print(jax.config.jax_persistent_cache_min_compile_time_secs)
+enable_compilation_cache(sys.argv[2])  # another folder: the package's default again
+print(jax.config.jax_persistent_cache_min_compile_time_secs)
+"""
+
+
+def test_an_entry_point_keeps_the_threshold_its_caller_chose_for_the_folder(tmp_path):
+    env = {**os.environ, "DMVFN_JAX_CACHE": str(tmp_path / "a")}
+    r = subprocess.run([sys.executable, "-c", KEEP, str(tmp_path / "a"), str(tmp_path / "b")],
+                       capture_output=True, text=True, env=env, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.split() == ["1.5", "0.0"]
