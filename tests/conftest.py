@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import os
+import sys
 
 # DMVFN_JAX_TEST_XLA=fast compiles with LLVM's cheap settings (set before JAX starts its CPU
 # backend; the commands the tests start inherit them): compiles ~38% faster, runs 1.5-2.4x slower
 # (`python bench/compile_flags.py`). Off by default: in a full `make test` the tests that run many
 # steps became several times slower, more than the compiles saved (BENCHMARKS.md, "Compile
 # settings of the test suite"). Useful when iterating on compile-bound tests.
-FAST_XLA = "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true"
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "scripts"))
+from fast_xla import FAST_XLA  # noqa: E402
+
 if os.environ.get("DMVFN_JAX_TEST_XLA", "default") == "fast" and FAST_XLA not in os.environ.get("XLA_FLAGS", ""):
     os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {FAST_XLA}".strip()
 
@@ -17,7 +20,6 @@ import atexit  # noqa: E402
 import shutil  # noqa: E402
 import signal  # noqa: E402
 import subprocess  # noqa: E402
-import sys  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402

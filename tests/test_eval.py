@@ -112,20 +112,20 @@ def test_official_mode_feeds_bgr_to_the_metrics(vimeo_tfds, converted_dir, tmp_p
 
 @pytest.mark.slow
 def test_cityscapes_protocol_with_a_model_trained_on_the_real_clip(tmp_path, cityscapes_prepared):
-    import configs.cityscapes
-    from dmvfn_jax.train.loop import train_and_evaluate
-
     manual = tmp_path / "manual"
     (manual / "train").mkdir(parents=True)
     (manual / "val").mkdir()
     (manual / "train" / "000000").symlink_to(cityscapes_prepared / "000000")
     (manual / "val" / "000000").symlink_to(cityscapes_prepared / "000000")
     build("cityscapes", manual, tmp_path / "tfds")
-    c = configs.cityscapes.get_config()
-    c.data_dir = str(tmp_path / "tfds")
-    c.data.num_frames, c.data.height, c.data.width = 3, 64, 64
-    c.batch_size, c.num_train_steps, c.warmup_steps, c.log_every, c.image_every = 2, 3, 1, 1, 0
-    train_and_evaluate(c, tmp_path / "run")
+    # the training step of test_sources.py's Cityscapes run (same shapes, as a command): compiled once
+    train = [sys.executable, str(REPO / "train.py"), "--config", str(REPO / "configs/cityscapes.py"),
+             "--workdir", str(tmp_path / "run"), f"--config.data_dir={tmp_path / 'tfds'}",
+             "--config.data.num_frames=4", "--config.data.height=64", "--config.data.width=64",
+             "--config.batch_size=2", "--config.num_train_steps=3", "--config.warmup_steps=1",
+             "--config.log_every=1"]
+    r = subprocess.run(train, capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
     cmd = [sys.executable, str(REPO / "eval.py"), "--checkpoint", str(tmp_path / "run" / "model"),
            "--dataset", "cityscapes", "--data_dir", str(tmp_path / "tfds"), "--output", str(tmp_path / "eval")]
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=900)

@@ -33,7 +33,7 @@ def test_train_py_cityscapes_config_from_a_tfds_build_resumes_exactly_after_kill
     def cmd(workdir, *extra):
         return [sys.executable, str(REPO / "train.py"), "--config", str(REPO / "configs/cityscapes.py"),
                 "--workdir", str(workdir), f"--config.data_dir={cityscapes_tfds}",
-                "--config.data.num_frames=4", "--config.data.height=128", "--config.data.width=128",
+                "--config.data.num_frames=4", "--config.data.height=64", "--config.data.width=64",
                 "--config.batch_size=2", "--config.num_train_steps=4", "--config.warmup_steps=1",
                 "--config.log_every=1", "--config.checkpoint_every=2", *extra]
 

@@ -17,8 +17,9 @@ import json
 import os
 import sys
 
-FAST = "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true"
-os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=8 " + (FAST if os.environ.get("FAST", "1") == "1" else "")
+from fast_xla import FAST_XLA  # noqa: E402  (tests/scripts, this script's folder)
+
+os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=8 " + (FAST_XLA if os.environ.get("FAST", "1") == "1" else "")
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
