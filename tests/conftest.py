@@ -141,6 +141,16 @@ def finish(proc: subprocess.Popen, timeout: float = 900) -> subprocess.Completed
     return subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
 
 
+def cityscapes_train_cmd(workdir, data_dir, *extra) -> list[str]:
+    """`train.py --config configs/cityscapes.py` shrunk for a CPU: 2 clips of 4 frames at 64x64.
+    The tests that run it (on clip folders or on a TFDS build) share one training step through the
+    compilation cache, as long as these shapes stay the same for all of them."""
+    return [sys.executable, str(REPO / "train.py"), "--config", str(REPO / "configs/cityscapes.py"),
+            "--workdir", str(workdir), f"--config.data_dir={data_dir}",
+            "--config.data.num_frames=4", "--config.data.height=64", "--config.data.width=64",
+            "--config.batch_size=2", "--config.warmup_steps=1", "--config.log_every=1", *extra]
+
+
 def kill_at_checkpoint(cmd: list[str], checkpoint: Path, timeout: float = 600) -> None:
     """Starts a training command and SIGKILLs it as soon as `checkpoint` (a step folder, which
     orbax renames into place when complete) exists; fails if it ends or times out first."""

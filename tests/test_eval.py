@@ -15,7 +15,7 @@ from PIL import Image
 from pytorch_msssim import ms_ssim as torch_ms_ssim
 from pytorch_msssim import ssim as torch_ssim
 
-from conftest import REPO, finish, random_alexnet_state, random_linear_state, start
+from conftest import REPO, cityscapes_train_cmd, finish, random_alexnet_state, random_linear_state, start
 from dmvfn_jax import visualize
 from dmvfn_jax.data.build import build
 from dmvfn_jax.data.synthetic import synthetic_video
@@ -118,12 +118,8 @@ def test_cityscapes_protocol_with_a_model_trained_on_the_real_clip(tmp_path, cit
     (manual / "train" / "000000").symlink_to(cityscapes_prepared / "000000")
     (manual / "val" / "000000").symlink_to(cityscapes_prepared / "000000")
     build("cityscapes", manual, tmp_path / "tfds")
-    # the training step of test_sources.py's Cityscapes run (same shapes, as a command): compiled once
-    train = [sys.executable, str(REPO / "train.py"), "--config", str(REPO / "configs/cityscapes.py"),
-             "--workdir", str(tmp_path / "run"), f"--config.data_dir={tmp_path / 'tfds'}",
-             "--config.data.num_frames=4", "--config.data.height=64", "--config.data.width=64",
-             "--config.batch_size=2", "--config.num_train_steps=3", "--config.warmup_steps=1",
-             "--config.log_every=1"]
+    # as a command with the shared Cityscapes shapes: a training step compiled once for three tests
+    train = cityscapes_train_cmd(tmp_path / "run", tmp_path / "tfds", "--config.num_train_steps=3")
     r = subprocess.run(train, capture_output=True, text=True, timeout=900)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
     cmd = [sys.executable, str(REPO / "eval.py"), "--checkpoint", str(tmp_path / "run" / "model"),

@@ -1,12 +1,11 @@
 """Training from prepared clip folders: the real Cityscapes clip through the preparation tool."""
 
 import subprocess
-import sys
 
 import numpy as np
 import pytest
 
-from conftest import REPO
+from conftest import cityscapes_train_cmd
 from dmvfn_jax.data.sources import ClipFolderSource
 from dmvfn_jax.errors import InputError
 
@@ -40,11 +39,8 @@ def test_clip_folder_errors(tmp_path, cityscapes_prepared):
 
 @pytest.mark.slow
 def test_train_cityscapes_config_on_prepared_clip_folders(tmp_path, cityscapes_prepared):
-    cmd = [sys.executable, str(REPO / "train.py"), "--config", str(REPO / "configs/cityscapes.py"),
-           "--workdir", str(tmp_path / "run"), "--config.data.source=clips", f"--config.data_dir={cityscapes_prepared}",
-           "--config.data.num_frames=4", "--config.data.height=64", "--config.data.width=64",
-           "--config.batch_size=2", "--config.num_train_steps=2", "--config.warmup_steps=1",
-           "--config.log_every=1"]
+    cmd = cityscapes_train_cmd(tmp_path / "run", cityscapes_prepared, "--config.data.source=clips",
+                               "--config.num_train_steps=2")
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
     assert "step 2/2 (100%)" in r.stdout

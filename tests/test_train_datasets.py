@@ -5,12 +5,11 @@ from __future__ import annotations
 import json
 import re
 import subprocess
-import sys
 
 import numpy as np
 import pytest
 
-from conftest import REPO, finish, kill_at_checkpoint, model_params, start
+from conftest import cityscapes_train_cmd, finish, kill_at_checkpoint, model_params, start
 from dmvfn_jax.data.build import build
 from dmvfn_jax.data.resize import resize_linear
 from dmvfn_jax.image_io import load_image, save_png
@@ -31,11 +30,8 @@ def test_train_py_cityscapes_config_from_a_tfds_build_resumes_exactly_after_kill
     with SIGKILL after its step-2 checkpoint, resumes from the Grain iterator state saved in that
     checkpoint and ends with the parameters of an uninterrupted run without workers, bit for bit."""
     def cmd(workdir, *extra):
-        return [sys.executable, str(REPO / "train.py"), "--config", str(REPO / "configs/cityscapes.py"),
-                "--workdir", str(workdir), f"--config.data_dir={cityscapes_tfds}",
-                "--config.data.num_frames=4", "--config.data.height=64", "--config.data.width=64",
-                "--config.batch_size=2", "--config.num_train_steps=4", "--config.warmup_steps=1",
-                "--config.log_every=1", "--config.checkpoint_every=2", *extra]
+        return cityscapes_train_cmd(workdir, cityscapes_tfds, "--config.num_train_steps=4",
+                                    "--config.checkpoint_every=2", *extra)
 
     straight, killed = tmp_path / "straight", tmp_path / "killed"
     # the uninterrupted run and the run to kill side by side (one per core)

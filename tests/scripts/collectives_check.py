@@ -17,7 +17,7 @@ import json
 import os
 import sys
 
-from fast_xla import FAST_XLA  # noqa: E402  (tests/scripts, this script's folder)
+from fast_xla import FAST_XLA  # tests/scripts, this script's folder
 
 os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=8 " + (FAST_XLA if os.environ.get("FAST", "1") == "1" else "")
 
