@@ -11,10 +11,10 @@ import sys
 # steps became several times slower, more than the compiles saved (BENCHMARKS.md, "Compile
 # settings of the test suite"). Useful when iterating on compile-bound tests.
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "scripts"))
-from fast_xla import FAST_XLA  # noqa: E402
+from fast_xla import xla_flags  # noqa: E402
 
-if os.environ.get("DMVFN_JAX_TEST_XLA", "default") == "fast" and FAST_XLA not in os.environ.get("XLA_FLAGS", ""):
-    os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {FAST_XLA}".strip()
+if os.environ.get("DMVFN_JAX_TEST_XLA", "default") == "fast":
+    os.environ["XLA_FLAGS"] = xla_flags()
 
 import atexit  # noqa: E402
 import shutil  # noqa: E402
@@ -71,7 +71,7 @@ torch.set_num_threads(2)
 def default_xla_env() -> dict:
     """The environment without the suite's cheap LLVM settings: for programs whose figures are the
     compiler's own (the TPU plan's memory and collectives)."""
-    return {**os.environ, "XLA_FLAGS": os.environ.get("XLA_FLAGS", "").replace(FAST_XLA, "").strip()}
+    return {**os.environ, "XLA_FLAGS": xla_flags(fast=False)}
 
 
 @pytest.fixture(autouse=True)

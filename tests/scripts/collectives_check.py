@@ -17,9 +17,9 @@ import json
 import os
 import sys
 
-from fast_xla import FAST_XLA  # tests/scripts, this script's folder
+from fast_xla import xla_flags  # tests/scripts, this script's folder
 
-os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=8 " + (FAST_XLA if os.environ.get("FAST", "1") == "1" else "")
+os.environ["XLA_FLAGS"] = xla_flags("--xla_force_host_platform_device_count=8", fast=os.environ.get("FAST", "1") == "1")
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402

@@ -7,4 +7,13 @@ scripts whose cost is compiling and that compare programs compiled under the sam
 them; `DMVFN_JAX_TEST_XLA=fast` turns them on for the whole suite (tests/conftest.py).
 """
 
+import os
+
 FAST_XLA = "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true"
+
+
+def xla_flags(*extra: str, fast: bool = True) -> str:
+    """`XLA_FLAGS` of this process's environment with the cheap settings taken out, then `extra`
+    and (with `fast`) the cheap settings appended once: the one place the suite builds it."""
+    flags = os.environ.get("XLA_FLAGS", "").replace(FAST_XLA, "").split()
+    return " ".join(flags + [f for f in extra if f] + (FAST_XLA.split() if fast else []))

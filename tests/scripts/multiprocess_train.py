@@ -7,12 +7,12 @@ import os
 import sys
 from pathlib import Path
 
-from fast_xla import FAST_XLA  # tests/scripts, this script's folder
+from fast_xla import xla_flags  # tests/scripts, this script's folder
 
 pid, nproc, port, workdir, local_devices = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4], int(sys.argv[5])
 # LLVM's cheap settings: three steps, mostly compiling, in every process of both layouts (the
 # compared runs are compiled under the same settings).
-os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count={local_devices} {FAST_XLA}"
+os.environ["XLA_FLAGS"] = xla_flags(f"--xla_force_host_platform_device_count={local_devices}")
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 

@@ -7,12 +7,12 @@ Prints `max_abs_diff <value>` for the parameters after the step, and the losses.
 import os
 import sys
 
-from fast_xla import FAST_XLA  # tests/scripts, this script's folder
+from fast_xla import xla_flags  # tests/scripts, this script's folder
 
 n_dev = int(sys.argv[1])
 # LLVM's cheap settings: two training steps to compile, one run of each (the compared programs are
 # compiled under the same settings).
-os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count={n_dev} {FAST_XLA}"
+os.environ["XLA_FLAGS"] = xla_flags(f"--xla_force_host_platform_device_count={n_dev}")
 
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
