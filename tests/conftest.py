@@ -75,8 +75,14 @@ def default_xla_env() -> dict:
 
 
 @pytest.fixture(autouse=True)
-def highest_precision():
-    """Every comparison runs at float32 with full-precision matmuls/convs."""
+def highest_precision(request):
+    """Every comparison runs at float32 with full-precision matmuls/convs. A test marked
+    `command_precision` runs at JAX's default precision instead, as the commands the tests start do:
+    on CPU the values are the same (float32 either way), and its in-process training compiles the
+    very program `train.py` compiles, which the compilation cache then holds once for both."""
+    if request.node.get_closest_marker("command_precision"):
+        yield
+        return
     with jax.default_matmul_precision("highest"):
         yield
 
@@ -141,14 +147,19 @@ def finish(proc: subprocess.Popen, timeout: float = 900) -> subprocess.Completed
     return subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
 
 
+# The official recipes' training step (one update per triplet, Laplacian loss) shrunk for a CPU:
+# 2 clips of 4 frames at 64x64. The tests that train a recipe from real frames (Cityscapes from clip
+# folders or a TFDS build, the README's fine-tuning on your own videos) share this one program
+# through the compilation cache, as long as they all train at these shapes.
+SMALL_RECIPE_STEP = ("--config.data.num_frames=4", "--config.data.height=64", "--config.data.width=64",
+                     "--config.batch_size=2")
+
+
 def cityscapes_train_cmd(workdir, data_dir, *extra) -> list[str]:
-    """`train.py --config configs/cityscapes.py` shrunk for a CPU: 2 clips of 4 frames at 64x64.
-    The tests that run it (on clip folders or on a TFDS build) share one training step through the
-    compilation cache, as long as these shapes stay the same for all of them."""
+    """`train.py --config configs/cityscapes.py` at the `SMALL_RECIPE_STEP` shapes."""
     return [sys.executable, str(REPO / "train.py"), "--config", str(REPO / "configs/cityscapes.py"),
-            "--workdir", str(workdir), f"--config.data_dir={data_dir}",
-            "--config.data.num_frames=4", "--config.data.height=64", "--config.data.width=64",
-            "--config.batch_size=2", "--config.warmup_steps=1", "--config.log_every=1", *extra]
+            "--workdir", str(workdir), f"--config.data_dir={data_dir}", *SMALL_RECIPE_STEP,
+            "--config.warmup_steps=1", "--config.log_every=1", *extra]
 
 
 def kill_at_checkpoint(cmd: list[str], checkpoint: Path, timeout: float = 600) -> None:

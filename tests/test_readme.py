@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import REPO, finish, start
+from conftest import REPO, SMALL_RECIPE_STEP, finish, start
 
 
 def code_blocks(lang):
@@ -198,8 +198,8 @@ def test_readme_own_videos_commands_run(tmp_path, real_data, official_pkl):
     convert_dmvfn(official_pkl, tmp_path / "checkpoints/dmvfn_city")  # stands in for the official weights
     for name in ("configs", "train.py", "eval.py"):
         (tmp_path / name).symlink_to(REPO / name)
-    quick = (" --config.batch_size=1 --config.num_train_steps=2 --config.warmup_steps=1"
-             " --config.data.height=64 --config.data.width=64")
+    # two steps at the shapes of the other recipe tests' training step (one compile between them)
+    quick = " " + " ".join(SMALL_RECIPE_STEP) + " --config.num_train_steps=2 --config.warmup_steps=1"
 
     def launch(cmd):
         run = cmd + (quick if cmd.startswith("python train.py") else "")

@@ -54,6 +54,7 @@ def heldout_scores(model, clips):
 
 
 @pytest.mark.slow
+@pytest.mark.command_precision  # the demo step of train.py's runs here
 def test_loss_falls_and_psnr_rises(tmp_path):
     config = tiny_config(num_train_steps=60, warmup_steps=5, checkpoint_every=1000, image_every=30)
     before = loop.build_model(config)
@@ -118,6 +119,7 @@ def test_sigterm_saves_and_exits_cleanly(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.command_precision  # the demo step of train.py's runs here
 def test_incomplete_checkpoint_is_never_the_latest(tmp_path):
     config = tiny_config(num_train_steps=4, checkpoint_every=1, keep_checkpoints=2)
     loop.train_and_evaluate(config, tmp_path)
@@ -146,7 +148,7 @@ def test_nonfinite_update_is_skipped_and_counted(jax_model):
     opt = make_train_optimizer()
     graphdef, state = step_lib.init_state(jax_model, opt, seed=0)
     step = jax.jit(step_lib.make_train_step(graphdef, opt, update_mode="per_batch"))
-    clips = heldout_synthetic(0, 2, 3, 64, 64)
+    clips = heldout_synthetic(0, 4, 3, 64, 64)  # the float32 step of the bfloat16 test below: one compile
     bad_params = jax.tree.map(jnp.array, state.params)  # a copy: the fixture's model stays intact
     pure = nnx.to_pure_dict(bad_params)
     pure["blocks"][0]["lastconv"]["bias"] = jnp.full_like(pure["blocks"][0]["lastconv"]["bias"], jnp.nan)
@@ -161,6 +163,7 @@ def test_nonfinite_update_is_skipped_and_counted(jax_model):
 
 
 @pytest.mark.slow
+@pytest.mark.command_precision  # the demo step of train.py's runs here
 def test_training_stops_after_max_bad_steps(tmp_path, jax_model):
     graphdef, params = nnx.split(jax_model, nnx.Param)
     params = jax.tree.map(jnp.array, params)  # a copy: the fixture's model stays intact
@@ -171,6 +174,20 @@ def test_training_stops_after_max_bad_steps(tmp_path, jax_model):
     config = tiny_config(max_bad_steps=3)
     with pytest.raises(loop.TrainingDiverged, match=r"step 3: 3 updates in a row .* non-finite"):
         loop.train_and_evaluate(config, tmp_path, model=broken)
+
+
+@pytest.mark.command_precision
+def test_command_precision_gives_the_values_of_highest_on_cpu(jax_model):
+    """The premise of the `command_precision` marker: on the CPU the tests run on, the default matmul
+    precision computes what `highest` does (float32 either way), bit for bit."""
+    graphdef, params = nnx.split(jax_model)
+    clips = heldout_synthetic(0, 1, 2, 32, 32).astype(np.float32) / 255
+    outputs = lambda p, a, b: nnx.merge(graphdef, p).train_outputs(a, b, jnp.ones((1, 9)))  # noqa: E731
+    default = jax.jit(outputs)(params, clips[:, 0], clips[:, 1])
+    with jax.default_matmul_precision("highest"):
+        highest = jax.jit(outputs)(params, clips[:, 0], clips[:, 1])
+    for d, h in zip(default, highest, strict=True):
+        np.testing.assert_array_equal(np.asarray(d), np.asarray(h))
 
 
 def test_configs():
@@ -191,6 +208,7 @@ def test_bad_config_is_refused_before_compute(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.command_precision  # the demo step of train.py's runs here
 def test_init_checkpoint_channel_order_must_match_the_data(tmp_path, converted_dir):
     """Official weights expect BGR: training them on RGB data is refused unless asked, and the log
     says which order the frames reach the network in."""
