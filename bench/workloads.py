@@ -42,6 +42,27 @@ def train_step(model, batch: int, size: int, seed: int = 0):
     return jitted, state, clips
 
 
+def compile_and_time_step(jitted, state, *args, repeats: int = 5) -> tuple[float, float, object]:
+    """`(compile_s, step_ms, state)` of a training step `jitted(state, *args) -> (state, metrics)`
+    that donates its state: seconds to lower and compile it, then the median ms of `repeats` steps
+    (after one warm-up), each continuing from the state the last returned."""
+    import time
+
+    from timing import median_ms  # bench/, beside this module
+
+    t = time.perf_counter()
+    compiled = jitted.lower(state, *args).compile()
+    compile_s = time.perf_counter() - t
+    box = [state]
+
+    def once():
+        box[0], metrics = compiled(box[0], *args)
+        return metrics["total"]
+
+    step_ms = median_ms(once, repeats=repeats)
+    return compile_s, step_ms, box[0]
+
+
 def train_thunk(model, batch: int, size: int):
     """A function that runs one compiled training step (`train_step`) and waits for it; each
     call continues from the state the last one returned."""

@@ -17,6 +17,7 @@ from pytorch_msssim import ssim as torch_ssim
 
 from conftest import REPO, cityscapes_train_cmd, finish, random_alexnet_state, random_linear_state, start
 from dmvfn_jax import visualize
+from fast_xla import FAST_XLA, xla_flags  # tests/scripts, on the path through conftest
 from dmvfn_jax.data.build import build
 from dmvfn_jax.data.synthetic import synthetic_video
 from dmvfn_jax.errors import InputError
@@ -151,7 +152,8 @@ def test_sharded_evaluation_counts_every_clip_once(tmp_path, generic_tfds, conve
     """3 clips on 2 (fake) devices with a global batch of 2: the last batch is padded and masked;
     the results equal the 1-device run's."""
     def run(devices, batch, out, *extra):
-        env = {**os.environ, "XLA_FLAGS": f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count={devices}"}
+        flags = xla_flags(f"--xla_force_host_platform_device_count={devices}", fast=FAST_XLA in os.environ.get("XLA_FLAGS", ""))
+        env = {**os.environ, "XLA_FLAGS": flags}
         cmd = [sys.executable, str(REPO / "eval.py"), "--checkpoint", str(converted_dir), "--dataset", "clip_folder",
                "--data_dir", str(generic_tfds), "--context", "1,2", "--horizon", "2", "--metrics", "psnr,ssim",
                "--batch-size", str(batch), "--output", str(out)] + list(extra)

@@ -32,6 +32,7 @@ sys.path.insert(0, sys.argv[1] + "/bench")
 import jax, jax.numpy as jnp, numpy as np
 from flax import nnx
 from timing import median_ms
+from workloads import compile_and_time_step
 from dmvfn_jax import parallel
 from dmvfn_jax.data.synthetic import synthetic_clips
 from dmvfn_jax.models.dmvfn import DMVFN, merge
@@ -104,17 +105,7 @@ fn = step_lib.make_train_step(graphdef, opt, update_mode="per_batch")
 mesh = parallel.data_mesh(jax.devices()[:1])
 jitted, state = step_lib.shard_train_step(fn, mesh, state)
 clips = parallel.global_batch(mesh, synthetic_clips(0, batch, 3, H, W))
-lr = jnp.float32(1e-3)
-t = time.perf_counter()
-compiled = jitted.lower(state, clips, lr).compile()
-out["train_compile_s"] = time.perf_counter() - t
-box = [state]
-
-def once():
-    box[0], m = compiled(box[0], clips, lr)
-    return m["total"]
-
-out["train_step_ms"] = median_ms(once)
+out["train_compile_s"], out["train_step_ms"], _ = compile_and_time_step(jitted, state, clips, jnp.float32(1e-3))
 print(json.dumps(out))
 """
 
