@@ -21,7 +21,9 @@ are that case's own):
 
 Weights are random in the official format (`random_official_state`), loaded into both; inputs
 are consecutive frame pairs of the real Cityscapes clip (../shared/data/real), resized.
-Results: a table on stdout and JSON in `--out`. No figure is asserted: see BENCHMARKS.md.
+Results: a table on stdout and JSON in `--out`, then the BENCHMARKS.md table with each case's
+ratio against its target (met, or missed by how much) and, where one is missed, where the
+measurements of why are. No figure is asserted: see BENCHMARKS.md.
 """
 
 from __future__ import annotations
@@ -280,7 +282,12 @@ def main(argv=None) -> int:
     tmp = Path(args.out).with_suffix(".tmp")
     tmp.write_text(json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")
     tmp.replace(args.out)
-    print(f"results: {args.out}")
+    print(f"results: {args.out}\n")
+    print(markdown_table({"rows": rows}))
+    if any(r.get("ratio", float("inf")) < TARGETS[r["task"]] for r in rows):
+        print("\nWhere a target is missed, the reasons measured so far: BENCHMARKS.md, 'Where the targets are "
+              "missed, and why' (per-conv times against PyTorch: python bench/conv_kernels.py; the channel "
+              "cliff and the conv forms: python bench/conv_forms.py).")
     return 0
 
 
