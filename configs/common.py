@@ -19,6 +19,11 @@ def base_config() -> ml_collections.ConfigDict:
     # per_batch: one update per batch on the mean loss over all triplets
     c.update_mode = "update_per_triplet"
     c.routing = ml_collections.ConfigDict({"estimator": "bernoulli", "temperature": 1.0})  # or "gumbel"
+    # The blocks: each one's width (nf, a multiple of 4) and scale (downsampling). The official
+    # nine; fewer or narrower blocks make a smaller DMVFN for quick experiments and tests. Trained
+    # checkpoints record them; an init_checkpoint must have the same.
+    c.model = ml_collections.ConfigDict({"widths": (160, 160, 160, 80, 80, 80, 44, 44, 44),
+                                         "scales": (4, 4, 4, 2, 2, 2, 1, 1, 1)})
     c.vgg_checkpoint = ""  # `convert_weights.py vgg19` output; empty: Laplacian term alone
     c.init_checkpoint = ""  # start from converted weights instead of a fresh model
     # a data.channel_order other than the init_checkpoint's is refused unless this is set

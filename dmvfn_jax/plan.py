@@ -88,7 +88,8 @@ def compile_train_step(config, mesh, *, vgg: bool = False, precision: str = "def
     optimizer = optim.make_train_optimizer(config.weight_decay)
     # Shapes only: the parameters and the optimiser state are never materialised. The convs run
     # plain, as on a TPU: the model would choose by the default backend, which is this CPU.
-    graphdef, params = nnx.split(nnx.eval_shape(lambda: DMVFN(rngs=nnx.Rngs(0), dtype=dtype, conv_form="plain")),
+    blocks = _model_blocks(config)
+    graphdef, params = nnx.split(nnx.eval_shape(lambda: DMVFN(rngs=nnx.Rngs(0), dtype=dtype, conv_form="plain", **blocks)),
                                  nnx.Param)
     abstract = jax.eval_shape(lambda p: step_lib.init_state(nnx.merge(graphdef, p), optimizer, config.seed)[1], params)
     vgg_net = None
@@ -185,7 +186,8 @@ def plan(config, topology_name: str, *, per_chip_batch: int | None = None, vgg: 
                  "frames": config.data.num_frames, "size": [config.data.height, config.data.width],
                  "update_mode": config.update_mode, "updates_per_step": updates,
                  "estimator": config.routing.estimator, "compute_dtype": config.get("compute_dtype", "float32"),
-                 "vgg": bool(vgg or config.get("vgg_checkpoint"))},
+                 "vgg": bool(vgg or config.get("vgg_checkpoint")),
+                 "model": {k: list(v) for k, v in _model_blocks(config).items()}},
         "memory_per_chip": {
             "parameters": _tree_bytes(state.params), "optimizer": _tree_bytes(state.opt_state),
             "batch": _tree_bytes(batch) // n, "arguments": mem.argument_size_in_bytes,
@@ -236,6 +238,20 @@ def _duration(s: float) -> str:
     return f"{s / 3600:.1f} h"
 
 
+def _model_blocks(config) -> dict:
+    from dmvfn_jax.train.loop import model_blocks
+
+    return model_blocks(config)
+
+
+def _blocks_text(model: dict | None) -> str:
+    """The step line's "N blocks (widths, scales), "; empty for a plan written before plans
+    recorded the blocks (those are of the official nine)."""
+    if not model:
+        return ""
+    return f"{len(model['widths'])} blocks (widths {model['widths']}, scales {model['scales']}), "
+
+
 def format_plan(p: dict) -> str:
     t, s, m, r = p["topology"], p["step"], p["memory_per_chip"], p["roofline"]
     lines = [
@@ -243,7 +259,8 @@ def format_plan(p: dict) -> str:
         f"{t['hosts']} host(s) of {t['chips_per_host']}",
         f"step: global batch {s['global_batch']} ({s['per_chip_batch']} per chip) x {s['frames']} frames at "
         f"{s['size'][0]}x{s['size'][1]}, {s['update_mode']} ({s['updates_per_step']} update(s) per step), "
-        f"{s['estimator']} routing, {s['compute_dtype']}, {'Laplacian + VGG' if s['vgg'] else 'Laplacian'} loss",
+        f"{_blocks_text(s.get('model'))}{s['estimator']} routing, {s['compute_dtype']}, "
+        f"{'Laplacian + VGG' if s['vgg'] else 'Laplacian'} loss",
         f"precision: {p['precision']['note']}",
         f"memory per chip ({m['kind']}): parameters {_gib(m['parameters'])}, optimiser {_gib(m['optimizer'])}, "
         f"batch {_gib(m['batch'])}, temporaries {_gib(m['temporaries'])}; total {_gib(m['total'])} of "

@@ -12,6 +12,7 @@ import sys
 # settings of the test suite"). Useful when iterating on compile-bound tests.
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "scripts"))
 from fast_xla import xla_flags  # noqa: E402
+from small_model import SMALL_MODEL_FLAGS  # noqa: E402
 
 if os.environ.get("DMVFN_JAX_TEST_XLA", "default") == "fast":
     os.environ["XLA_FLAGS"] = xla_flags()
@@ -149,16 +150,18 @@ def finish(proc: subprocess.Popen, timeout: float = 900) -> subprocess.Completed
 
 # The official recipes' training step (one update per triplet, Laplacian loss) shrunk for a CPU:
 # 2 clips of 4 frames at 64x64. The tests that train a recipe from real frames (Cityscapes from clip
-# folders or a TFDS build, the README's fine-tuning on your own videos) share this one program
-# through the compilation cache, as long as they all train at these shapes.
+# folders or a TFDS build) share this one program of the small model (`cityscapes_train_cmd`)
+# through the compilation cache, as long as they all train at these shapes; the README's
+# fine-tuning on your own videos trains the official blocks at the same shapes.
 SMALL_RECIPE_STEP = ("--config.data.num_frames=4", "--config.data.height=64", "--config.data.width=64",
                      "--config.batch_size=2")
 
 
 def cityscapes_train_cmd(workdir, data_dir, *extra) -> list[str]:
-    """`train.py --config configs/cityscapes.py` at the `SMALL_RECIPE_STEP` shapes."""
+    """`train.py --config configs/cityscapes.py` at the `SMALL_RECIPE_STEP` shapes, of the suite's
+    small model (tests/scripts/small_model.py: the data is the point)."""
     return [sys.executable, str(REPO / "train.py"), "--config", str(REPO / "configs/cityscapes.py"),
-            "--workdir", str(workdir), f"--config.data_dir={data_dir}", *SMALL_RECIPE_STEP,
+            "--workdir", str(workdir), f"--config.data_dir={data_dir}", *SMALL_RECIPE_STEP, *SMALL_MODEL_FLAGS,
             "--config.warmup_steps=1", "--config.log_every=1", *extra]
 
 

@@ -2,8 +2,10 @@
 an unreadable newest checkpoint, a second launch on a busy workdir, a changed config on resume,
 a full disk, and the stderr of every command's error path (one line, no traceback).
 
-The training runs are the demo config cut to 6 steps with checkpoints at steps 2, 4 and 6; they
-share the session's compilation cache (conftest.py) so that only the first compiles.
+The training runs are the demo config cut to 6 steps with checkpoints at steps 2, 4 and 6, of the
+suite's small model (tests/scripts/small_model.py: the faults are the loop's, not the model's)
+except on the full disk, whose sizes are the official model's; they share the session's
+compilation cache (conftest.py) so that only the first of each compiles.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import pytest
 
 from conftest import REPO, finish, start
 from dmvfn_jax import checkpoint as ckpt
+from small_model import SMALL_MODEL_FLAGS  # tests/scripts
 
 BASE = ["--config.num_train_steps=6", "--config.warmup_steps=2", "--config.checkpoint_every=2",
         "--config.log_every=1", "--config.image_every=0", "--config.eval.num_clips=0"]
@@ -34,13 +37,14 @@ def env():
     return {**os.environ, "CUDA_VISIBLE_DEVICES": ""}  # DMVFN_JAX_CACHE: the session's cache (conftest.py)
 
 
-def train_cmd(workdir, *extra):
+def train_cmd(workdir, *extra, small: bool = True):
     return [sys.executable, str(REPO / "train.py"), "--config", str(REPO / "configs/demo.py"),
-            "--workdir", str(workdir), *BASE, *extra]
+            "--workdir", str(workdir), *BASE, *(SMALL_MODEL_FLAGS if small else ()), *extra]
 
 
-def train(workdir, env, *extra):
-    return subprocess.run(train_cmd(workdir, *extra), capture_output=True, text=True, timeout=900, env=env)
+def train(workdir, env, *extra, small: bool = True):
+    return subprocess.run(train_cmd(workdir, *extra, small=small), capture_output=True, text=True, timeout=900,
+                          env=env)
 
 
 def ok(r):
@@ -185,20 +189,20 @@ def _mount_tmpfs(path: Path, size: str, remount: bool = False) -> None:
 
 @pytest.mark.slow
 def test_a_full_disk_stops_the_run_and_keeps_the_last_checkpoint(tmp_path, env):
-    """A 60 MiB file system: the step-2 checkpoint (about 41 MiB: parameters and both Adam
-    moments) fits, the step-4 one does not."""
+    """A 60 MiB file system: the step-2 checkpoint of the official model (about 41 MiB: parameters
+    and both Adam moments) fits, the step-4 one does not."""
     disk = tmp_path / "small"
     disk.mkdir()
     _mount_tmpfs(disk, "60m")
     try:
         run = disk / "run"
-        last = one_error_line(train(run, env))
+        last = one_error_line(train(run, env, small=False))
         assert f"no space left on the device of {run} while saving the checkpoint of step 4: a checkpoint " \
                "needs about 41 MiB" in last
         assert "the newest complete checkpoint is step 2, and running again resumes from it" in last
         assert steps(run) == [2]
         _mount_tmpfs(disk, "400m", remount=True)  # space freed
-        r = ok(train(run, env))
+        r = ok(train(run, env, small=False))
         assert f"resumed from {run / 'checkpoints' / '2'} at step 2" in r.log
         assert steps(run) == [2, 4, 6] and (run / "model" / "dmvfn.json").is_file()
     finally:
@@ -208,7 +212,7 @@ def test_a_full_disk_stops_the_run_and_keeps_the_last_checkpoint(tmp_path, env):
     tiny.mkdir()
     _mount_tmpfs(tiny, "20m")
     try:
-        last = one_error_line(train(tiny / "run", env))
+        last = one_error_line(train(tiny / "run", env, small=False))
         assert "while saving the checkpoint of step 2" in last
         assert "no checkpoint was completed, so running again starts from step 0" in last
     finally:

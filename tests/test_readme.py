@@ -198,7 +198,7 @@ def test_readme_own_videos_commands_run(tmp_path, real_data, official_pkl):
     convert_dmvfn(official_pkl, tmp_path / "checkpoints/dmvfn_city")  # stands in for the official weights
     for name in ("configs", "train.py", "eval.py"):
         (tmp_path / name).symlink_to(REPO / name)
-    # two steps at the shapes of the other recipe tests' training step (one compile between them)
+    # two steps at small shapes (those of the other recipe tests, which train the small model)
     quick = " " + " ".join(SMALL_RECIPE_STEP) + " --config.num_train_steps=2 --config.warmup_steps=1"
 
     def launch(cmd):

@@ -1,4 +1,5 @@
-"""Training a few steps from TFDS builds of real frames: Cityscapes (train.py), KITTI and Vimeo."""
+"""Training a few steps from TFDS builds of real frames: Cityscapes (train.py), KITTI and Vimeo, on
+the suite's small model (tests/scripts/small_model.py)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import numpy as np
 import pytest
 
 from conftest import cityscapes_train_cmd, finish, kill_at_checkpoint, model_params, start
+from small_model import SMALL_MODEL  # tests/scripts
 from dmvfn_jax.data.build import build
 from dmvfn_jax.data.resize import resize_linear
 from dmvfn_jax.image_io import load_image, save_png
@@ -60,6 +62,7 @@ def _train(config, workdir):
 
     config.batch_size, config.num_train_steps, config.warmup_steps = 2, 2, 1
     config.log_every, config.image_every = 1, 0
+    config.model.widths, config.model.scales = SMALL_MODEL["widths"], SMALL_MODEL["scales"]  # the data is the point
     return train_and_evaluate(config, workdir)
 
 

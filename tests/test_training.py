@@ -13,6 +13,7 @@ import pytest
 from flax import nnx
 
 from conftest import REPO, finish, kill_at_checkpoint, model_params, start
+from small_model import SMALL_MODEL, SMALL_MODEL_FLAGS  # tests/scripts
 from dmvfn_jax import checkpoint as ckpt
 from dmvfn_jax.data.sources import heldout_synthetic
 from dmvfn_jax.errors import InputError
@@ -24,16 +25,20 @@ from dmvfn_jax.train.optim import lr_schedule, make_train_optimizer
 sys.path.insert(0, str(REPO))
 from configs import cityscapes, demo, kitti, ucf101  # noqa: E402
 
+# The loop's mechanics (resuming, signals, checkpoints, bad updates) are checked on the suite's
+# small model (tests/scripts/small_model.py); learning and initial weights on the official nine.
 TINY = [
     "--config.num_train_steps=10", "--config.warmup_steps=2", "--config.log_every=1",
-    "--config.eval.num_clips=0", "--config.image_every=0",
+    "--config.eval.num_clips=0", "--config.image_every=0", *SMALL_MODEL_FLAGS,
 ]
 
 
-def tiny_config(**overrides):
+def tiny_config(small: bool = True, **overrides):
     c = demo.get_config()
     c.num_train_steps, c.warmup_steps, c.log_every, c.image_every = 10, 2, 1, 0
     c.eval.num_clips = 0
+    if small:
+        c.model.widths, c.model.scales = SMALL_MODEL["widths"], SMALL_MODEL["scales"]
     for k, v in overrides.items():
         c[k] = v
     return c
@@ -56,7 +61,7 @@ def heldout_scores(model, clips):
 @pytest.mark.slow
 @pytest.mark.command_precision  # the demo step of train.py's runs here
 def test_loss_falls_and_psnr_rises(tmp_path):
-    config = tiny_config(num_train_steps=60, warmup_steps=5, checkpoint_every=1000, image_every=30)
+    config = tiny_config(small=False, num_train_steps=60, warmup_steps=5, checkpoint_every=1000, image_every=30)
     before = loop.build_model(config)
     clips = heldout_synthetic(config.data.seed, 16, 3, 64, 64)
     loss0, psnr0 = heldout_scores(before, clips)
@@ -98,6 +103,13 @@ def test_resume_after_sigkill_is_bit_exact(tmp_path):
     assert re.search(r"resumed from .* at step (5|10)", r.stdout), r.stdout
     for a, b in zip(model_params(straight / "model"), model_params(killed / "model"), strict=True):
         np.testing.assert_array_equal(a, b)
+    # the trained model records its blocks, and loads as the model it is
+    from dmvfn_jax import Predictor
+
+    meta = ckpt.load_checkpoint(straight / "model")[1]
+    assert (tuple(meta["widths"]), tuple(meta["scales"])) == (SMALL_MODEL["widths"], SMALL_MODEL["scales"])
+    model = Predictor.from_checkpoint(straight / "model").model
+    assert (model.widths, model.scales) == (SMALL_MODEL["widths"], SMALL_MODEL["scales"])
 
 
 @pytest.mark.slow
@@ -119,7 +131,7 @@ def test_sigterm_saves_and_exits_cleanly(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.command_precision  # the demo step of train.py's runs here
+@pytest.mark.command_precision  # the small model's demo step of train.py's runs here
 def test_incomplete_checkpoint_is_never_the_latest(tmp_path):
     config = tiny_config(num_train_steps=4, checkpoint_every=1, keep_checkpoints=2)
     loop.train_and_evaluate(config, tmp_path)
@@ -163,10 +175,11 @@ def test_nonfinite_update_is_skipped_and_counted(jax_model):
 
 
 @pytest.mark.slow
-@pytest.mark.command_precision  # the demo step of train.py's runs here
-def test_training_stops_after_max_bad_steps(tmp_path, jax_model):
-    graphdef, params = nnx.split(jax_model, nnx.Param)
-    params = jax.tree.map(jnp.array, params)  # a copy: the fixture's model stays intact
+@pytest.mark.command_precision  # the small model's demo step of train.py's runs here
+def test_training_stops_after_max_bad_steps(tmp_path):
+    from dmvfn_jax.models import DMVFN
+
+    graphdef, params = nnx.split(DMVFN(rngs=nnx.Rngs(0), **SMALL_MODEL), nnx.Param)
     pure = nnx.to_pure_dict(params)
     pure["routing"]["l1"]["bias"] = np.full_like(np.asarray(pure["routing"]["l1"]["bias"]), np.nan)
     nnx.replace_by_pure_dict(params, pure)
@@ -205,6 +218,26 @@ def test_bad_config_is_refused_before_compute(tmp_path):
         loop.train_and_evaluate(tiny_config(data=dict(demo.get_config().data, height=50)), tmp_path)
     with pytest.raises(InputError, match="warmup_steps"):
         loop.train_and_evaluate(tiny_config(warmup_steps=20), tmp_path)
+    for model, match in ((dict(widths=(16, 16), scales=(1,)), r"config.model.widths \[16, 16\] and config.model.scales "
+                          r"\[1\] must be non-empty and of one length"),
+                         (dict(widths=(16, 18), scales=(2, 1)), r"config.model.widths \[16, 18\]: .*multiple of 4"),
+                         (dict(widths=(16, 16), scales=(3, 1)), r"config.model.scales \[3, 1\]: each must be 1, 2 or 4")):
+        with pytest.raises(InputError, match=match):
+            loop.train_and_evaluate(tiny_config(model=model), tmp_path)
+    assert not (tmp_path / "checkpoints").exists()
+
+
+def test_a_config_saved_before_config_model_existed_resumes_as_the_official_blocks():
+    """Runs saved their configs before `config.model` existed: resuming one with the official
+    blocks is no change, with other blocks a change that alters the run."""
+    from dmvfn_jax.train.resume import config_changes, config_snapshot
+
+    current = config_snapshot(tiny_config(small=False))
+    saved = {k: v for k, v in current.items() if k != "model"}
+    assert config_changes(saved, current) == ([], [])
+    breaking, _ = config_changes(saved, config_snapshot(tiny_config()))
+    assert breaking == ["model.scales: [4, 4, 4, 2, 2, 2, 1, 1, 1] -> [2, 1]",
+                        "model.widths: [160, 160, 160, 80, 80, 80, 44, 44, 44] -> [16, 16]"], breaking
 
 
 @pytest.mark.slow
@@ -217,9 +250,17 @@ def test_init_checkpoint_channel_order_must_match_the_data(tmp_path, converted_d
     with pytest.raises(InputError, match=r"init_checkpoint .* was trained on BGR frames, but config.data.channel_order "
                                          r"is RGB: .*--config.data.channel_order=BGR, or "
                                          r"--config.allow_channel_order_change=True"):
-        loop.train_and_evaluate(tiny_config(init_checkpoint=str(converted_dir)), tmp_path / "refused")
+        loop.train_and_evaluate(tiny_config(small=False, init_checkpoint=str(converted_dir)), tmp_path / "refused")
     assert not (tmp_path / "refused" / "checkpoints").exists()
-    config = tiny_config(init_checkpoint=str(converted_dir), allow_channel_order_change=True, num_train_steps=3)
+    # weights of other blocks than config.model's are refused, naming both
+    with pytest.raises(InputError, match=r"init_checkpoint .* has blocks of widths \[160, 160, 160, 80, 80, 80, 44, 44, "
+                                         r"44\] at scales \[4, 4, 4, 2, 2, 2, 1, 1, 1\], but config.model asks for "
+                                         r"widths \[16, 16\] at scales \[2, 1\]"):
+        loop.train_and_evaluate(tiny_config(init_checkpoint=str(converted_dir), data=dict(demo.get_config().data,
+                                            channel_order="BGR")), tmp_path / "other_blocks")
+    assert not (tmp_path / "other_blocks" / "checkpoints").exists()
+    config = tiny_config(small=False, init_checkpoint=str(converted_dir), allow_channel_order_change=True,
+                         num_train_steps=3)
     loop.train_and_evaluate(config, tmp_path / "asked")
     logged = (tmp_path / "asked" / "train.log").read_text()
     assert "was trained on BGR frames; training it on RGB frames (allow_channel_order_change)" in logged

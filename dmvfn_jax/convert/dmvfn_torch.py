@@ -160,7 +160,8 @@ def random_official_state(seed: int = 0, widths: Sequence[int] = WIDTHS) -> dict
     from dmvfn_jax.models.dmvfn import DMVFN
     from flax import nnx
 
-    shapes = flat_shapes(abstract_params(lambda: DMVFN(rngs=nnx.Rngs(0), widths=widths)))
+    # the scales do not shape any parameter
+    shapes = flat_shapes(abstract_params(lambda: DMVFN(rngs=nnx.Rngs(0), widths=widths, scales=(1,) * len(widths))))
     rng = np.random.default_rng(seed)
     out = {}
     for tkey, shape in torch_shapes(shapes, len(widths)).items():

@@ -87,6 +87,7 @@ class DMVFN(nnx.Module):
             raise ValueError(f"conv_form must be None or one of {mvfb.FORMS}, got {conv_form!r}")
         self.blocks = nnx.List([MVFB(nf, dtype=dtype, rngs=rngs) for nf in widths])
         self.routing = routing_lib.RoutingModule(len(widths), rngs=rngs)
+        self.widths = tuple(widths)
         self.scales = tuple(scales)
         self.conv_form = conv_form
 

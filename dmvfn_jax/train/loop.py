@@ -37,7 +37,7 @@ from dmvfn_jax.data.sources import make_source
 from dmvfn_jax.data.stream import close_iterator
 from dmvfn_jax.errors import InputError
 from dmvfn_jax.losses import check_pyramid_size
-from dmvfn_jax.models.dmvfn import DMVFN
+from dmvfn_jax.models.dmvfn import DMVFN, SCALES, WIDTHS
 from dmvfn_jax.train import optim
 from dmvfn_jax.train import step as step_lib
 from dmvfn_jax.progress import format_duration
@@ -89,10 +89,11 @@ def build_model(config, resuming: bool = False) -> DMVFN:
     `resuming`: the weights come from the run's checkpoint, so `init_checkpoint` is not read."""
     dtype = {"float32": None, "bfloat16": jnp.bfloat16}[config.get("compute_dtype", "float32")]
     order = config.data.channel_order
+    blocks = model_blocks(config)
     if resuming:
         log.info("resuming: the weights come from the run's checkpoint%s; frames reach the network as %s",
                  " (init_checkpoint is not read)" if config.get("init_checkpoint") else "", order)
-        return DMVFN(rngs=nnx.Rngs(jax.random.key(config.seed, impl="rbg")), dtype=dtype)
+        return DMVFN(rngs=nnx.Rngs(jax.random.key(config.seed, impl="rbg")), dtype=dtype, **blocks)
     if config.get("require_init_checkpoint") and not config.get("init_checkpoint"):
         raise InputError(f"config {config.name!r} fine-tunes existing weights: pass --config.init_checkpoint=DIR "
                          "(a `convert_weights.py dmvfn` output or a trained run's model/)")
@@ -108,12 +109,40 @@ def build_model(config, resuming: bool = False) -> DMVFN:
                 )
             log.warning("init_checkpoint %s was trained on %s frames; training it on %s frames "
                         "(allow_channel_order_change)", config.init_checkpoint, meta["channel_order"], order)
+        saved = {k: tuple(meta.get(k, default)) for k, default in (("widths", WIDTHS), ("scales", SCALES))}
+        if saved != blocks:
+            raise InputError(
+                f"init_checkpoint {config.init_checkpoint} has blocks of widths {list(saved['widths'])} at scales "
+                f"{list(saved['scales'])}, but config.model asks for widths {list(blocks['widths'])} at scales "
+                f"{list(blocks['scales'])}: set config.model to the checkpoint's, or leave init_checkpoint empty"
+            )
         log.info("initialising from %s (trained on %s frames); frames reach the network as %s",
                  config.init_checkpoint, meta["channel_order"], order)
-        return ckpt.build_with_params(lambda: DMVFN(rngs=nnx.Rngs(0), dtype=dtype), params, config.init_checkpoint)
-    log.info("a fresh model; frames reach the network as %s (config.data.channel_order)", order)
+        return ckpt.build_with_params(lambda: DMVFN(rngs=nnx.Rngs(0), dtype=dtype, **blocks), params,
+                                      config.init_checkpoint)
+    log.info("a fresh model%s; frames reach the network as %s (config.data.channel_order)",
+             "" if blocks == {"widths": WIDTHS, "scales": SCALES} else
+             f" of {len(blocks['widths'])} blocks (widths {list(blocks['widths'])}, scales {list(blocks['scales'])})",
+             order)
     # The 'rbg' PRNG initialises the 240 parameters several times faster than threefry on CPU.
-    return DMVFN(rngs=nnx.Rngs(jax.random.key(config.seed, impl="rbg")), dtype=dtype)
+    return DMVFN(rngs=nnx.Rngs(jax.random.key(config.seed, impl="rbg")), dtype=dtype, **blocks)
+
+
+def model_blocks(config) -> dict:
+    """`{"widths": ..., "scales": ...}` of `config.model` (the official nine blocks where a config
+    has none), checked: one scale per width, widths positive multiples of 4, scales 1, 2 or 4 (the
+    official ones)."""
+    model = config.get("model") or {}
+    widths = tuple(int(w) for w in model.get("widths", WIDTHS))
+    scales = tuple(int(s) for s in model.get("scales", SCALES))
+    if not widths or len(widths) != len(scales):
+        raise InputError(f"config.model.widths {list(widths)} and config.model.scales {list(scales)} must be "
+                         "non-empty and of one length (one width and one scale per block)")
+    if any(w <= 0 or w % 4 for w in widths):
+        raise InputError(f"config.model.widths {list(widths)}: each must be a positive multiple of 4")
+    if any(s not in (1, 2, 4) for s in scales):
+        raise InputError(f"config.model.scales {list(scales)}: each must be 1, 2 or 4")
+    return {"widths": widths, "scales": scales}
 
 
 def _build_vgg(config):
@@ -268,7 +297,8 @@ def export_model(model_params, graphdef, path: Path, channel_order: str, extra: 
     from dmvfn_jax.predictor import save_dmvfn
 
     model = nnx.merge(graphdef, model_params)
-    return save_dmvfn(path, ckpt.model_params(model), channel_order, extra, overwrite=True)
+    return save_dmvfn(path, ckpt.model_params(model), channel_order, extra, overwrite=True,
+                      widths=model.widths, scales=model.scales)
 
 
 class _Stopper:
@@ -511,3 +541,4 @@ def validate_config(config) -> None:
         raise InputError(f"compute_dtype must be 'float32' or 'bfloat16', got {config.compute_dtype!r}")
     if config.data.channel_order not in ckpt.CHANNEL_ORDERS:
         raise InputError(f"data.channel_order must be one of {ckpt.CHANNEL_ORDERS}")
+    model_blocks(config)

@@ -33,6 +33,11 @@ HARMLESS = (
     "accept_config_changes", "strict_resume",
 )
 UNREADABLE_DIR = "unreadable_checkpoints"
+# Fields added after runs had saved their configs: absent from a saved config, each had this value.
+ADDED_FIELDS = {
+    "model.widths": [160, 160, 160, 80, 80, 80, 44, 44, 44],
+    "model.scales": [4, 4, 4, 2, 2, 2, 1, 1, 1],
+}
 
 
 class CheckpointUnreadable(InputError):
@@ -66,7 +71,7 @@ def config_changes(saved: dict, current: dict) -> tuple[list[str], list[str]]:
     a, b = _flatten(saved), _flatten(current)
     breaking, harmless = [], []
     for key in sorted(a.keys() | b.keys()):
-        old, new = a.get(key, "<absent>"), b.get(key, "<absent>")
+        old, new = a.get(key, ADDED_FIELDS.get(key, "<absent>")), b.get(key, "<absent>")
         if old == new:
             continue
         line = f"{key}: {json.dumps(old)} -> {json.dumps(new)}"

@@ -1,14 +1,17 @@
 """Run as a script: compile training and evaluation steps on 8 fake CPU devices and print, one JSON
 line per program, the collectives of the compiled HLO (`dmvfn_jax.hlo`).
 
-    python tests/scripts/collectives_check.py VARIANT [VARIANT ...]
+    python tests/scripts/collectives_check.py [--official] VARIANT [VARIANT ...]
 
 VARIANT: `train:MODE:ESTIMATOR:DTYPE` (the training step of `shard_train_step`), `eval:MODE`
 (`evaluation.step.sharded_eval_step`, clean or official), or `gspmd:MODE` (the whole-batch
 training step under a plain `jax.jit` with the batch sharded: the formulation before
 `shard_map`, which the test expects to move activations between devices).
 
-Nothing runs: the programs are lowered from shapes and compiled. LLVM's optimisation level is
+Nothing runs: the programs are lowered from shapes and compiled, for the suite's small model
+(small_model.py: which collectives a step holds is fixed by `shard_map` and the step's structure,
+not by the number or width of the blocks), or with `--official` for the official nine blocks (the
+figures of BENCHMARKS.md, "Data parallelism"). LLVM's optimisation level is
 lowered to compile faster; the collectives are fixed by the HLO passes before LLVM sees the
 program (the test of this file checks both settings give the same collectives on one program).
 """
@@ -30,8 +33,11 @@ from dmvfn_jax import hlo, parallel  # noqa: E402
 from dmvfn_jax.models import DMVFN  # noqa: E402
 from dmvfn_jax.train import step as S  # noqa: E402
 from dmvfn_jax.train.optim import make_train_optimizer  # noqa: E402
+from small_model import SMALL_MODEL  # noqa: E402  (tests/scripts)
 
 BATCH, FRAMES, SIZE = 8, 4, 64  # 8 clips of 4 frames: 2 triplets, so update_per_triplet scans twice
+OFFICIAL = "--official" in sys.argv[1:]
+BLOCKS = {} if OFFICIAL else SMALL_MODEL  # DMVFN's keyword arguments: its defaults are the official blocks
 
 
 def shapes(tree):
@@ -39,7 +45,8 @@ def shapes(tree):
 
 
 def train_program(mode, estimator, dtype, gspmd=False):
-    model = nnx.eval_shape(lambda: DMVFN(rngs=nnx.Rngs(0), dtype={"float32": None, "bfloat16": jnp.bfloat16}[dtype]))
+    model = nnx.eval_shape(lambda: DMVFN(rngs=nnx.Rngs(0), dtype={"float32": None, "bfloat16": jnp.bfloat16}[dtype],
+                                          **BLOCKS))
     graphdef, params = nnx.split(model, nnx.Param)
     opt = make_train_optimizer()
     state = jax.eval_shape(lambda p: S.init_state(nnx.merge(graphdef, p), opt, 0)[1], params)
@@ -59,7 +66,7 @@ def eval_program(mode_name):
     from dmvfn_jax.evaluation.protocols import MODES, make_protocol
     from dmvfn_jax.evaluation.step import sharded_eval_step
 
-    model = nnx.eval_shape(lambda: DMVFN(rngs=nnx.Rngs(0)))
+    model = nnx.eval_shape(lambda: DMVFN(rngs=nnx.Rngs(0), **BLOCKS))
     graphdef, params = nnx.split(model)
     protocol = make_protocol("clip_folder", None, (0, 1), 2)
     fn = sharded_eval_step(parallel.data_mesh(), graphdef, None, protocol, MODES[mode_name], ["psnr", "ssim"],
@@ -89,4 +96,4 @@ def main(variants):
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    main([a for a in sys.argv[1:] if a != "--official"])

@@ -1,4 +1,5 @@
-"""Run as a script: a tiny training run as one process of `num_processes` (CPU, gloo collectives).
+"""Run as a script: a tiny training run of the suite's small model (small_model.py) as one process
+of `num_processes` (CPU, gloo collectives).
 
     python tests/scripts/multiprocess_train.py PROCESS_ID NUM_PROCESSES PORT WORKDIR LOCAL_DEVICES
 """
@@ -24,8 +25,10 @@ if nproc > 1:
 
 from configs import demo  # noqa: E402
 from dmvfn_jax.train.loop import train_and_evaluate  # noqa: E402
+from small_model import SMALL_MODEL  # noqa: E402  (tests/scripts)
 
 c = demo.get_config()
+c.model.widths, c.model.scales = SMALL_MODEL["widths"], SMALL_MODEL["scales"]  # what is checked is the processes
 c.num_train_steps, c.warmup_steps, c.log_every, c.image_every = 3, 1, 1, 0
 c.checkpoint_every = 2
 c.eval.num_clips = 0

@@ -1,4 +1,5 @@
-"""Run as a script: one training step on 1 device vs on N fake CPU devices, same global batch.
+"""Run as a script: one training step on 1 device vs on N fake CPU devices, same global batch,
+of the suite's small model (small_model.py: what is checked is the sharding, not the model).
 
     python tests/scripts/sharded_step_check.py N MODE
 Prints `max_abs_diff <value>` for the parameters after the step, and the losses.
@@ -27,12 +28,16 @@ from dmvfn_jax.data.synthetic import synthetic_clips  # noqa: E402
 from dmvfn_jax.models import DMVFN  # noqa: E402
 from dmvfn_jax.train import step as S  # noqa: E402
 from dmvfn_jax.train.optim import make_train_optimizer  # noqa: E402
+from small_model import SMALL_MODEL  # noqa: E402  (tests/scripts)
 
 
 def fresh_model():
-    build = lambda: DMVFN(rngs=nnx.Rngs(0))  # noqa: E731
+    """The suite's small DMVFN (small_model.py) with random weights in the official format."""
+    build = lambda: DMVFN(rngs=nnx.Rngs(0), **SMALL_MODEL)  # noqa: E731
     shapes = ckpt.flat_shapes(ckpt.abstract_params(build))
-    return ckpt.build_with_params(build, torch_to_jax(random_official_state(3), shapes))
+    n = len(SMALL_MODEL["widths"])
+    return ckpt.build_with_params(build, torch_to_jax(random_official_state(3, SMALL_MODEL["widths"]), shapes,
+                                                      num_blocks=n))
 
 
 def run(devices, clips, mode):
