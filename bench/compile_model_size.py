@@ -22,10 +22,13 @@ import subprocess
 import tempfile
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from dmvfn_jax.models.dmvfn import SCALES, WIDTHS  # noqa: E402
 
 # name: (widths, scales)
 MODELS = {
-    "official": ((160, 160, 160, 80, 80, 80, 44, 44, 44), (4, 4, 4, 2, 2, 2, 1, 1, 1)),
+    "official": (WIDTHS, SCALES),
     "nine_narrow": ((16,) * 9, (4, 4, 4, 2, 2, 2, 1, 1, 1)),
     "three": ((160, 80, 44), (4, 2, 1)),
     "three_narrow": ((16, 16, 16), (4, 2, 1)),

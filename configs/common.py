@@ -2,6 +2,8 @@
 
 import ml_collections
 
+from dmvfn_jax.models.dmvfn import SCALES, WIDTHS  # the official nine blocks
+
 
 def base_config() -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
@@ -22,8 +24,7 @@ def base_config() -> ml_collections.ConfigDict:
     # The blocks: each one's width (nf, a multiple of 4) and scale (downsampling). The official
     # nine; fewer or narrower blocks make a smaller DMVFN for quick experiments and tests. Trained
     # checkpoints record them; an init_checkpoint must have the same.
-    c.model = ml_collections.ConfigDict({"widths": (160, 160, 160, 80, 80, 80, 44, 44, 44),
-                                         "scales": (4, 4, 4, 2, 2, 2, 1, 1, 1)})
+    c.model = ml_collections.ConfigDict({"widths": WIDTHS, "scales": SCALES})
     c.vgg_checkpoint = ""  # `convert_weights.py vgg19` output; empty: Laplacian term alone
     c.init_checkpoint = ""  # start from converted weights instead of a fresh model
     # a data.channel_order other than the init_checkpoint's is refused unless this is set

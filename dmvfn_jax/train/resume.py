@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from dmvfn_jax.errors import InputError, quiet_orbax_noise
+from dmvfn_jax.models.dmvfn import SCALES, WIDTHS
 
 log = logging.getLogger("dmvfn_jax.train")
 
@@ -34,10 +35,7 @@ HARMLESS = (
 )
 UNREADABLE_DIR = "unreadable_checkpoints"
 # Fields added after runs had saved their configs: absent from a saved config, each had this value.
-ADDED_FIELDS = {
-    "model.widths": [160, 160, 160, 80, 80, 80, 44, 44, 44],
-    "model.scales": [4, 4, 4, 2, 2, 2, 1, 1, 1],
-}
+ADDED_FIELDS = {"model.widths": list(WIDTHS), "model.scales": list(SCALES)}
 
 
 class CheckpointUnreadable(InputError):

@@ -4,5 +4,5 @@ where the official nine take about 30, and step 8x faster (`python bench/compile
 The tests of the model itself, its parity and its learning keep the official nine."""
 
 SMALL_MODEL = {"widths": (16, 16), "scales": (2, 1)}
-# the same as `train.py` / `python -m dmvfn_jax.plan` overrides
-SMALL_MODEL_FLAGS = ("--config.model.widths=(16,16)", "--config.model.scales=(2,1)")
+# the same as `train.py` / `python -m dmvfn_jax.plan` overrides: --config.model.widths=(16,16,)
+SMALL_MODEL_FLAGS = tuple(f"--config.model.{k}=({','.join(map(str, v))},)" for k, v in SMALL_MODEL.items())
