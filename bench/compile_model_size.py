@@ -17,14 +17,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/: workloads.py
 
 import argparse
 import json
-import os
-import subprocess
-import tempfile
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from dmvfn_jax.models.dmvfn import SCALES, WIDTHS  # noqa: E402
+from workloads import run_fresh  # noqa: E402
 
 # name: (widths, scales)
 MODELS = {
@@ -46,7 +44,7 @@ from workloads import compile_and_time_step, train_step
 from dmvfn_jax.models import DMVFN
 
 widths, scales = json.loads(sys.argv[2])
-size, batch, out_file = int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
+size, batch = int(sys.argv[3]), int(sys.argv[4])
 model = DMVFN(rngs=nnx.Rngs(0), widths=tuple(widths), scales=tuple(scales))
 jitted, state, clips = train_step(model, batch, size)
 train_compile_s, step_ms, _ = compile_and_time_step(jitted, state, clips, repeats=3)
@@ -58,8 +56,8 @@ t = time.perf_counter()
 predict.lower(params, frames, frames, gates).compile()
 infer_compile_s = time.perf_counter() - t
 n_params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(params))
-json.dump({"params": n_params, "train_compile_s": train_compile_s, "step_ms": step_ms,
-           "infer_compile_s": infer_compile_s}, open(out_file, "w"))
+print(json.dumps({"params": n_params, "train_compile_s": train_compile_s, "step_ms": step_ms,
+                  "infer_compile_s": infer_compile_s}))
 """
 
 
@@ -69,20 +67,12 @@ def main(argv=None) -> int:
     p.add_argument("--batch", type=int, default=4, help="clips per training step (default 4, the demo's)")
     p.add_argument("--models", default=",".join(MODELS), help=f"comma-separated, of {', '.join(MODELS)}")
     args = p.parse_args(argv)
-    env = {**os.environ, "DMVFN_JAX_CACHE": "off", "JAX_ENABLE_COMPILATION_CACHE": "false"}
     print(f"training step (per_batch) at {args.size}x{args.size} batch {args.batch}, prediction at batch 1; "
           "cache off, a fresh process per model")
     print(f"{'model':14s} {'blocks':>6s} {'params':>9s} {'train compile s':>15s} {'step ms':>8s} {'predict compile s':>17s}")
     for name in args.models.split(","):
         widths, scales = MODELS[name]
-        with tempfile.TemporaryDirectory() as tmp:
-            out = Path(tmp) / "out.json"
-            r = subprocess.run([sys.executable, "-c", CHILD, str(REPO), json.dumps([widths, scales]), str(args.size),
-                                str(args.batch), str(out)], env=env, capture_output=True, text=True)
-            if r.returncode:
-                print(f"{name:14s} failed:\n{r.stderr[-3000:]}")
-                return 1
-            m = json.loads(out.read_text())
+        m = run_fresh(CHILD, json.dumps([widths, scales]), args.size, args.batch)
         print(f"{name:14s} {len(widths):6d} {m['params']:9d} {m['train_compile_s']:15.1f} {m['step_ms']:8.1f} "
               f"{m['infer_compile_s']:17.1f}", flush=True)
     return 0

@@ -79,3 +79,20 @@ def train_thunk(model, batch: int, size: int):
     return once
 
 
+def run_fresh(child_src: str, *args: str, timeout: float = 1800) -> dict:
+    """Runs `child_src` in a fresh Python process with the compilation cache off (so that every
+    compile is timed, never read back) as `python -c child_src REPO *args`, and returns the JSON
+    object the child prints on its last line of output; exits with the child's error if it fails."""
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "DMVFN_JAX_CACHE": "off", "JAX_ENABLE_COMPILATION_CACHE": "false"}
+    r = subprocess.run([sys.executable, "-c", child_src, str(repo), *map(str, args)], capture_output=True,
+                       text=True, env=env, timeout=timeout)
+    if r.returncode:
+        sys.exit(f"a fresh process failed ({' '.join(map(str, args))}):\n{r.stderr[-3000:]}")
+    return json.loads(r.stdout.strip().splitlines()[-1])

@@ -83,12 +83,13 @@ def compile_train_step(config, mesh, *, vgg: bool = False, precision: str = "def
     from dmvfn_jax.models.dmvfn import DMVFN
     from dmvfn_jax.train import optim
     from dmvfn_jax.train import step as step_lib
+    from dmvfn_jax.train.loop import model_blocks
 
     dtype = {"float32": None, "bfloat16": jnp.bfloat16}[config.get("compute_dtype", "float32")]
     optimizer = optim.make_train_optimizer(config.weight_decay)
     # Shapes only: the parameters and the optimiser state are never materialised. The convs run
     # plain, as on a TPU: the model would choose by the default backend, which is this CPU.
-    blocks = _model_blocks(config)
+    blocks = model_blocks(config)
     graphdef, params = nnx.split(nnx.eval_shape(lambda: DMVFN(rngs=nnx.Rngs(0), dtype=dtype, conv_form="plain", **blocks)),
                                  nnx.Param)
     abstract = jax.eval_shape(lambda p: step_lib.init_state(nnx.merge(graphdef, p), optimizer, config.seed)[1], params)
@@ -129,7 +130,7 @@ def plan(config, topology_name: str, *, per_chip_batch: int | None = None, vgg: 
     import numpy as np
 
     from dmvfn_jax import hlo, tpu
-    from dmvfn_jax.train.loop import validate_config
+    from dmvfn_jax.train.loop import model_blocks, validate_config
 
     topo = tpu.parse_topology(topology_name)
     if precision not in PRECISION_PASSES:
@@ -187,7 +188,7 @@ def plan(config, topology_name: str, *, per_chip_batch: int | None = None, vgg: 
                  "update_mode": config.update_mode, "updates_per_step": updates,
                  "estimator": config.routing.estimator, "compute_dtype": config.get("compute_dtype", "float32"),
                  "vgg": bool(vgg or config.get("vgg_checkpoint")),
-                 "model": {k: list(v) for k, v in _model_blocks(config).items()}},
+                 "model": {k: list(v) for k, v in model_blocks(config).items()}},
         "memory_per_chip": {
             "parameters": _tree_bytes(state.params), "optimizer": _tree_bytes(state.opt_state),
             "batch": _tree_bytes(batch) // n, "arguments": mem.argument_size_in_bytes,
@@ -236,12 +237,6 @@ def _duration(s: float) -> str:
     if s < 7200:
         return f"{s / 60:.1f} min"
     return f"{s / 3600:.1f} h"
-
-
-def _model_blocks(config) -> dict:
-    from dmvfn_jax.train.loop import model_blocks
-
-    return model_blocks(config)
 
 
 def _blocks_text(model: dict | None) -> str:

@@ -157,6 +157,13 @@ SMALL_RECIPE_STEP = ("--config.data.num_frames=4", "--config.data.height=64", "-
                      "--config.batch_size=2")
 
 
+def demo_train_cmd(workdir, *flags, small: bool = True) -> list[str]:
+    """`train.py --config configs/demo.py` with `flags`, of the suite's small model
+    (tests/scripts/small_model.py) unless `small=False` asks for the official nine."""
+    return [sys.executable, str(REPO / "train.py"), "--config", str(REPO / "configs/demo.py"),
+            "--workdir", str(workdir), *(SMALL_MODEL_FLAGS if small else ()), *flags]
+
+
 def cityscapes_train_cmd(workdir, data_dir, *extra) -> list[str]:
     """`train.py --config configs/cityscapes.py` at the `SMALL_RECIPE_STEP` shapes, of the suite's
     small model (tests/scripts/small_model.py: the data is the point)."""

@@ -24,9 +24,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import REPO, finish, start
+from conftest import REPO, demo_train_cmd, finish, start
 from dmvfn_jax import checkpoint as ckpt
-from small_model import SMALL_MODEL_FLAGS  # tests/scripts
 
 BASE = ["--config.num_train_steps=6", "--config.warmup_steps=2", "--config.checkpoint_every=2",
         "--config.log_every=1", "--config.image_every=0", "--config.eval.num_clips=0"]
@@ -38,8 +37,7 @@ def env():
 
 
 def train_cmd(workdir, *extra, small: bool = True):
-    return [sys.executable, str(REPO / "train.py"), "--config", str(REPO / "configs/demo.py"),
-            "--workdir", str(workdir), *BASE, *(SMALL_MODEL_FLAGS if small else ()), *extra]
+    return demo_train_cmd(workdir, *BASE, *extra, small=small)
 
 
 def train(workdir, env, *extra, small: bool = True):

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from conftest import REPO, finish, kill_at_checkpoint, model_params, start
-from small_model import SMALL_MODEL, SMALL_MODEL_FLAGS  # tests/scripts
+from conftest import REPO, demo_train_cmd, finish, kill_at_checkpoint, model_params, start
+from small_model import SMALL_MODEL  # tests/scripts
 from dmvfn_jax import checkpoint as ckpt
 from dmvfn_jax.data.sources import heldout_synthetic
 from dmvfn_jax.errors import InputError
@@ -27,10 +27,8 @@ from configs import cityscapes, demo, kitti, ucf101  # noqa: E402
 
 # The loop's mechanics (resuming, signals, checkpoints, bad updates) are checked on the suite's
 # small model (tests/scripts/small_model.py); learning and initial weights on the official nine.
-TINY = [
-    "--config.num_train_steps=10", "--config.warmup_steps=2", "--config.log_every=1",
-    "--config.eval.num_clips=0", "--config.image_every=0", *SMALL_MODEL_FLAGS,
-]
+TINY = ["--config.num_train_steps=10", "--config.warmup_steps=2", "--config.log_every=1",
+        "--config.eval.num_clips=0", "--config.image_every=0"]
 
 
 def tiny_config(small: bool = True, **overrides):
@@ -45,8 +43,7 @@ def tiny_config(small: bool = True, **overrides):
 
 
 def train_cmd(workdir, *extra):
-    return [sys.executable, str(REPO / "train.py"), "--config", str(REPO / "configs/demo.py"),
-            "--workdir", str(workdir), *TINY, *extra]
+    return demo_train_cmd(workdir, *TINY, *extra)
 
 
 @nnx.jit  # one program for the model before and after training (eagerly, op by op: ~30 s on 2 cores)

@@ -15,15 +15,13 @@ are unaffected; only the loop differs. BENCHMARKS.md, attempts.
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # bench/: timing.py
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # bench/: timing.py, workloads.py
 
 import argparse
 import json
-import os
-import subprocess
 import tempfile
 
-REPO = Path(__file__).resolve().parents[2]
+from workloads import run_fresh  # noqa: E402
 
 CHILD = r"""
 import json, sys, time
@@ -115,15 +113,10 @@ def main() -> None:
     ap.add_argument("--size", default="64x64", help="HxW of the training clips and the prediction")
     ap.add_argument("--batch", type=int, default=4)
     args = ap.parse_args()
-    env = {**os.environ, "DMVFN_JAX_CACHE": "off", "JAX_ENABLE_COMPILATION_CACHE": "false"}
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
         for variant in ("unrolled", "scan"):
-            r = subprocess.run([sys.executable, "-c", CHILD, str(REPO), variant, args.size, str(args.batch),
-                                f"{tmp}/{variant}.npy"], capture_output=True, text=True, env=env, timeout=1800)
-            if r.returncode:
-                sys.exit(f"{variant} failed:\n{r.stderr[-3000:]}")
-            results[variant] = json.loads(r.stdout.strip().splitlines()[-1])
+            results[variant] = run_fresh(CHILD, variant, args.size, args.batch, f"{tmp}/{variant}.npy")
             print(json.dumps(results[variant]), flush=True)
         import numpy as np
 

@@ -16,9 +16,9 @@ lowered to compile faster; the collectives are fixed by the HLO passes before LL
 program (the test of this file checks both settings give the same collectives on one program).
 """
 
+import argparse
 import json
 import os
-import sys
 
 from fast_xla import xla_flags  # tests/scripts, this script's folder
 
@@ -36,17 +36,16 @@ from dmvfn_jax.train.optim import make_train_optimizer  # noqa: E402
 from small_model import SMALL_MODEL  # noqa: E402  (tests/scripts)
 
 BATCH, FRAMES, SIZE = 8, 4, 64  # 8 clips of 4 frames: 2 triplets, so update_per_triplet scans twice
-OFFICIAL = "--official" in sys.argv[1:]
-BLOCKS = {} if OFFICIAL else SMALL_MODEL  # DMVFN's keyword arguments: its defaults are the official blocks
 
 
 def shapes(tree):
     return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), tree)
 
 
-def train_program(mode, estimator, dtype, gspmd=False):
+def train_program(blocks, mode, estimator, dtype, gspmd=False):
+    """`blocks`: DMVFN's keyword arguments for its blocks (none: its defaults, the official nine)."""
     model = nnx.eval_shape(lambda: DMVFN(rngs=nnx.Rngs(0), dtype={"float32": None, "bfloat16": jnp.bfloat16}[dtype],
-                                          **BLOCKS))
+                                          **blocks))
     graphdef, params = nnx.split(model, nnx.Param)
     opt = make_train_optimizer()
     state = jax.eval_shape(lambda p: S.init_state(nnx.merge(graphdef, p), opt, 0)[1], params)
@@ -62,11 +61,11 @@ def train_program(mode, estimator, dtype, gspmd=False):
     return jitted.lower(state, batch, jax.ShapeDtypeStruct((), jnp.float32)).compile()
 
 
-def eval_program(mode_name):
+def eval_program(blocks, mode_name):
     from dmvfn_jax.evaluation.protocols import MODES, make_protocol
     from dmvfn_jax.evaluation.step import sharded_eval_step
 
-    model = nnx.eval_shape(lambda: DMVFN(rngs=nnx.Rngs(0), **BLOCKS))
+    model = nnx.eval_shape(lambda: DMVFN(rngs=nnx.Rngs(0), **blocks))
     graphdef, params = nnx.split(model)
     protocol = make_protocol("clip_folder", None, (0, 1), 2)
     fn = sharded_eval_step(parallel.data_mesh(), graphdef, None, protocol, MODES[mode_name], ["psnr", "ssim"],
@@ -77,16 +76,21 @@ def eval_program(mode_name):
     return fn.lower(shapes(params), None, clips, mask, key).compile()
 
 
-def main(variants):
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--official", action="store_true", help="the official nine blocks, not the small model")
+    parser.add_argument("variants", nargs="+", metavar="VARIANT")
+    args = parser.parse_args(argv)
+    blocks = {} if args.official else SMALL_MODEL
     assert jax.device_count() == 8, jax.devices()
-    for variant in variants:
-        kind, *args = variant.split(":")
+    for variant in args.variants:
+        kind, *params = variant.split(":")
         if kind == "train":
-            compiled = train_program(*args)
+            compiled = train_program(blocks, *params)
         elif kind == "gspmd":
-            compiled = train_program(args[0], "bernoulli", "float32", gspmd=True)
+            compiled = train_program(blocks, params[0], "bernoulli", "float32", gspmd=True)
         elif kind == "eval":
-            compiled = eval_program(*args)
+            compiled = eval_program(blocks, *params)
         else:
             raise SystemExit(f"unknown variant {variant}")
         found = hlo.collectives(compiled.as_text())
@@ -96,4 +100,4 @@ def main(variants):
 
 
 if __name__ == "__main__":
-    main([a for a in sys.argv[1:] if a != "--official"])
+    main()
