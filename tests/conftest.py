@@ -130,6 +130,18 @@ def converted_dir(tmp_path_factory, official_pkl) -> Path:
     return convert_dmvfn(official_pkl, tmp_path_factory.mktemp("converted") / "ckpt")
 
 
+@pytest.fixture(scope="session")
+def small_checkpoint(tmp_path_factory) -> Path:
+    """An inference checkpoint of the suite's small model (tests/scripts/small_model.py) with random
+    weights and the official weights' BGR order: for the tests of commands and reports whose
+    point is not the model (the converted nine are `converted_dir`)."""
+    from dmvfn_jax.predictor import save_dmvfn
+    from small_model import SMALL_MODEL
+
+    model = DMVFN(rngs=nnx.Rngs(3), **SMALL_MODEL)
+    return save_dmvfn(tmp_path_factory.mktemp("small") / "ckpt", ckpt.model_params(model), "BGR", **SMALL_MODEL)
+
+
 def model_params(path) -> list:
     """The parameter arrays of an inference checkpoint, in a fixed order."""
     params, _ = ckpt.load_checkpoint(path)

@@ -90,14 +90,15 @@ def test_vimeo_protocol_with_a_converted_checkpoint(tmp_path, vimeo_tfds, conver
 
 
 @pytest.mark.slow
-def test_official_mode_feeds_bgr_to_the_metrics(vimeo_tfds, converted_dir, tmp_path):
+def test_official_mode_feeds_bgr_to_the_metrics(vimeo_tfds, small_checkpoint, tmp_path):
+    """Copy-last-frame's metrics in both modes (the model evaluated beside it is the suite's small one)."""
     from dmvfn_jax.convert import conversions
 
     torch.save({k: torch.from_numpy(v) for k, v in random_alexnet_state(5).items()}, tmp_path / "a.pth")
     torch.save({k: torch.from_numpy(v) for k, v in random_linear_state(6).items()}, tmp_path / "l.pth")
     lp = conversions.convert_lpips(tmp_path / "a.pth", tmp_path / "lpips", tmp_path / "l.pth")
-    clean = evaluate(converted_dir, "vimeo", vimeo_tfds, lpips=lp, progress=False)
-    official = evaluate(converted_dir, "vimeo", vimeo_tfds, mode="official", lpips=lp, progress=False)
+    clean = evaluate(small_checkpoint, "vimeo", vimeo_tfds, lpips=lp, progress=False)
+    official = evaluate(small_checkpoint, "vimeo", vimeo_tfds, mode="official", lpips=lp, progress=False)
     assert "BGR" in official["mode"]["description"] and "1234" in official["mode"]["description"]
     c, o = clean["results"]["copy_last"], official["results"]["copy_last"]
     # PSNR / SSIM / MS-SSIM do not depend on the channel order, LPIPS does
@@ -148,13 +149,13 @@ def generic_tfds(tmp_path_factory):
 
 
 @pytest.mark.slow
-def test_sharded_evaluation_counts_every_clip_once(tmp_path, generic_tfds, converted_dir):
+def test_sharded_evaluation_counts_every_clip_once(tmp_path, generic_tfds, small_checkpoint):
     """3 clips on 2 (fake) devices with a global batch of 2: the last batch is padded and masked;
-    the results equal the 1-device run's."""
+    the results equal the 1-device run's (of the suite's small model: the sharding is the point)."""
     def run(devices, batch, out, *extra):
         flags = xla_flags(f"--xla_force_host_platform_device_count={devices}", fast=FAST_XLA in os.environ.get("XLA_FLAGS", ""))
         env = {**os.environ, "XLA_FLAGS": flags}
-        cmd = [sys.executable, str(REPO / "eval.py"), "--checkpoint", str(converted_dir), "--dataset", "clip_folder",
+        cmd = [sys.executable, str(REPO / "eval.py"), "--checkpoint", str(small_checkpoint), "--dataset", "clip_folder",
                "--data_dir", str(generic_tfds), "--context", "1,2", "--horizon", "2", "--metrics", "psnr,ssim",
                "--batch-size", str(batch), "--output", str(out)] + list(extra)
         return start(cmd, env=env), out
@@ -270,9 +271,10 @@ def test_unusable_clips_stop_the_run_before_any_frame_is_decoded(mixed_tfds, con
 
 
 @pytest.mark.slow
-def test_mixed_sizes_are_evaluated_and_reported_per_size(tmp_path, mixed_tfds, converted_dir):
+def test_mixed_sizes_are_evaluated_and_reported_per_size(tmp_path, mixed_tfds, small_checkpoint):
+    """Of the suite's small model: the sizes and their report are the point."""
     data_dir, clips = mixed_tfds
-    res = evaluate(converted_dir, "clip_folder", data_dir, context=(1, 2), horizon=2, metrics=["psnr"],
+    res = evaluate(small_checkpoint, "clip_folder", data_dir, context=(1, 2), horizon=2, metrics=["psnr"],
                    skip_bad=True, output=tmp_path / "out", progress=False)
     assert res["clips"] == 3 and res["frame_size"] is None and res["gflops_per_frame"] is None
     assert res["skipped"] == {"too_short": [{"id": "test/short", "frames": 4}], "too_small_for_ms_ssim": []}
@@ -297,7 +299,7 @@ def test_mixed_sizes_are_evaluated_and_reported_per_size(tmp_path, mixed_tfds, c
     # resized on the fly: one size, the frames resized as `prepare` resizes them
     from dmvfn_jax.data.resize import resize_linear
 
-    one = evaluate(converted_dir, "clip_folder", data_dir, context=(1, 2), horizon=2, metrics=["psnr"],
+    one = evaluate(small_checkpoint, "clip_folder", data_dir, context=(1, 2), horizon=2, metrics=["psnr"],
                    skip_bad=True, size=(64, 48), progress=False)
     assert one["frame_size"] == [64, 48] == one["resized_to"] and [e["clips"] for e in one["sizes"]] == [3]
     assert one["gflops_per_frame"] == one["sizes"][0]["gflops_per_frame"]

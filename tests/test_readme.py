@@ -5,6 +5,8 @@ with `python` replaced by this interpreter.
 """
 
 import re
+import shlex
+import shutil
 import subprocess
 import sys
 
@@ -13,6 +15,7 @@ import pytest
 from PIL import Image
 
 from conftest import REPO, SMALL_RECIPE_STEP, finish, start
+from small_model import SMALL_MODEL_FLAGS  # tests/scripts
 
 
 def code_blocks(lang):
@@ -162,14 +165,14 @@ def test_readme_dataset_commands_run(tmp_path, real_data):
 
 
 @pytest.mark.slow
-def test_readme_own_videos_commands_run(tmp_path, real_data, official_pkl):
-    """"Your own videos" as written: videos of mixed sizes made from the real frames, a random
-    official-format checkpoint converted in place of the real one; the fine-tuning command with
-    overrides that make it a few seconds' CPU job."""
+def test_readme_own_videos_commands_run(tmp_path, real_data, small_checkpoint):
+    """"Your own videos" as written: videos of mixed sizes made from the real frames, the suite's
+    small model with random weights in the place of the converted official ones (the commands are
+    the point: converted weights are test_convert's and test_eval's), and overrides on the
+    fine-tuning command that make it a few seconds' CPU job of that model."""
     import json
 
     cv2 = pytest.importorskip("cv2")  # in the test extra
-    from dmvfn_jax.convert import convert_dmvfn
     from dmvfn_jax.image_io import load_image, save_png
 
     def frames(folder, pattern, first, count):
@@ -195,11 +198,11 @@ def test_readme_own_videos_commands_run(tmp_path, real_data, official_pkl):
     for name, fs in (("kitti", kitti), ("vimeo", vimeo), ("bedroom", bedroom[:10])):  # 7, 7 and 10 frames
         for t, f in enumerate(fs):
             save_png(tmp_path / "my_frames/test" / name / f"{t:04d}.png", f)
-    convert_dmvfn(official_pkl, tmp_path / "checkpoints/dmvfn_city")  # stands in for the official weights
+    shutil.copytree(small_checkpoint, tmp_path / "checkpoints/dmvfn_city")  # stands in for the official weights
     for name in ("configs", "train.py", "eval.py"):
         (tmp_path / name).symlink_to(REPO / name)
-    # two steps at small shapes (those of the other recipe tests, which train the small model)
-    quick = " " + " ".join(SMALL_RECIPE_STEP) + " --config.num_train_steps=2 --config.warmup_steps=1"
+    # two steps of the small model at small shapes (those of the other recipe tests)
+    quick = " " + shlex.join(SMALL_RECIPE_STEP + SMALL_MODEL_FLAGS) + " --config.num_train_steps=2 --config.warmup_steps=1"
 
     def launch(cmd):
         run = cmd + (quick if cmd.startswith("python train.py") else "")
