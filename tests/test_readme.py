@@ -78,14 +78,16 @@ def test_readme_python_examples_run(ran_tools, monkeypatch):
     assert len(scope["outs"]) == 9
 
 
-def run_export_command(tmp_path, real_data, converted_dir, fmt: str):
+def run_export_command(tmp_path, real_data, checkpoint, fmt: str):
     """Deploy: the README's export command for `fmt`, run in a folder laid out as the README
-    assumes (the checkpoint at checkpoints/dmvfn_random, ../shared/data/real); returns the folder."""
+    assumes (`checkpoint` at checkpoints/dmvfn_random, ../shared/data/real); returns the folder.
+    The tests give it the suite's small model: the commands are the point (the exports of the
+    converted nine are test_export's)."""
     import os
 
     work = tmp_path / "repo"
     (work / "checkpoints").mkdir(parents=True)
-    (work / "checkpoints" / "dmvfn_random").symlink_to(converted_dir)
+    (work / "checkpoints" / "dmvfn_random").symlink_to(checkpoint)
     (tmp_path / "shared" / "data").mkdir(parents=True)
     (tmp_path / "shared" / "data" / "real").symlink_to(real_data)
     (block,) = [b for b in code_blocks("bash") if "dmvfn_jax.export" in b and f"--format {fmt}" in b]
@@ -98,19 +100,19 @@ def run_export_command(tmp_path, real_data, converted_dir, fmt: str):
     return work
 
 
-def test_readme_deploy_example_runs(tmp_path, real_data, converted_dir, monkeypatch):
+def test_readme_deploy_example_runs(tmp_path, real_data, small_checkpoint, monkeypatch):
     """Deploy: the export command, then the plain-jax example, in a folder laid out as the README
     assumes; the prediction equals Predictor's, and a wrong size is refused as the README quotes."""
     from dmvfn_jax import Predictor
 
-    work = run_export_command(tmp_path, real_data, converted_dir, "stablehlo")
+    work = run_export_command(tmp_path, real_data, small_checkpoint, "stablehlo")
     (example,) = [b for b in code_blocks("python") if "jax.export" in b]
     monkeypatch.chdir(work)
     scope = {}
     exec(compile(example, "README.md", "exec"), scope)
     assert scope["nxt"].shape == (1, 256, 448, 3) and scope["meta"]["channel_order"] == "BGR"
     frames = [Image.open(real_data / f"official_sample_img_{i}.png").convert("RGB") for i in (0, 1)]
-    want = Predictor.from_checkpoint(converted_dir).predict(*frames)
+    want = Predictor.from_checkpoint(small_checkpoint).predict(*frames)
     np.testing.assert_allclose(scope["nxt"][0, ..., ::-1], want, rtol=0, atol=1e-5)
     quoted = re.search(r"e\.g\. `(Shape mismatch.*?)`", " ".join((REPO / "README.md").read_text().split())).group(1)
     with pytest.raises(ValueError) as e:
@@ -118,14 +120,14 @@ def test_readme_deploy_example_runs(tmp_path, real_data, converted_dir, monkeypa
     assert str(e.value) == quoted
 
 
-def test_readme_onnx_example_runs(tmp_path, real_data, converted_dir, monkeypatch):
+def test_readme_onnx_example_runs(tmp_path, real_data, small_checkpoint, monkeypatch):
     """Deploy, ONNX: the export command, then the onnxruntime example, laid out as the README
     assumes; the prediction is within 1e-4 of Predictor's, and a wrong size is refused as quoted."""
     import jax
 
     from dmvfn_jax import Predictor
 
-    work = run_export_command(tmp_path, real_data, converted_dir, "onnx")
+    work = run_export_command(tmp_path, real_data, small_checkpoint, "onnx")
     (example,) = [b for b in code_blocks("python") if "onnxruntime" in b]
     monkeypatch.chdir(work)
     scope = {}
@@ -133,7 +135,7 @@ def test_readme_onnx_example_runs(tmp_path, real_data, converted_dir, monkeypatc
     assert scope["nxt"].shape == (1, 256, 448, 3) and scope["meta"]["channel_order"] == "BGR"
     frames = [Image.open(real_data / f"official_sample_img_{i}.png").convert("RGB") for i in (0, 1)]
     with jax.default_matmul_precision("highest"):
-        want = Predictor.from_checkpoint(converted_dir).predict(*frames)
+        want = Predictor.from_checkpoint(small_checkpoint).predict(*frames)
     np.testing.assert_allclose(scope["nxt"][0, ..., ::-1], want, rtol=0, atol=1e-4)
     quoted = re.search(r"e\.g\. `(Got invalid dimensions.*?)`", " ".join((REPO / "README.md").read_text().split())).group(1)
     with pytest.raises(Exception) as e:
@@ -144,7 +146,8 @@ def test_readme_onnx_example_runs(tmp_path, real_data, converted_dir, monkeypatc
 @pytest.mark.slow
 def test_readme_dataset_commands_run(tmp_path, real_data):
     """Prepare and build as written, on the real Cityscapes clip laid out as leftImg8bit_sequence;
-    then the training command with overrides that make it a few seconds' CPU job."""
+    then the training command with overrides that make it a few seconds' CPU job: the recipe
+    tests' small model and shapes (conftest.cityscapes_train_cmd), whose step is compiled once."""
     (block,) = [b for b in code_blocks("bash") if "dmvfn_jax.data.prepare cityscapes" in b]
     prepare, build, train = commands(block)
     city = tmp_path / "leftImg8bit_sequence" / "train" / "aachen"
@@ -153,8 +156,7 @@ def test_readme_dataset_commands_run(tmp_path, real_data):
         (city / f.name).symlink_to(f)
     (tmp_path / "configs").symlink_to(REPO / "configs")
     (tmp_path / "train.py").symlink_to(REPO / "train.py")
-    quick = (" --config.batch_size=1 --config.num_train_steps=2 --config.warmup_steps=1"
-             " --config.data.num_frames=3 --config.data.height=64 --config.data.width=64")
+    quick = " " + shlex.join(SMALL_RECIPE_STEP + SMALL_MODEL_FLAGS) + " --config.num_train_steps=2 --config.warmup_steps=1"
     for cmd in (prepare, build, train + quick):
         r = subprocess.run(cmd.replace("python ", f"{sys.executable} ", 1), shell=True, cwd=tmp_path,
                            capture_output=True, text=True, timeout=600)
