@@ -4,7 +4,7 @@ a full disk, and the stderr of every command's error path (one line, no tracebac
 
 The training runs are the demo config cut to 6 steps with checkpoints at steps 2, 4 and 6, of the
 suite's small model (tests/scripts/small_model.py: the faults are the loop's, not the model's)
-except on the full disk, whose sizes are the official model's; they share the session's
+except on the full disk, whose checkpoints must be large (`WIDE`); they share the session's
 compilation cache (conftest.py) so that only the first of each compiles.
 """
 
@@ -34,6 +34,12 @@ BASE = ["--config.num_train_steps=6", "--config.warmup_steps=2", "--config.check
 @pytest.fixture(scope="module")
 def env():
     return {**os.environ, "CUDA_VISIBLE_DEVICES": ""}  # DMVFN_JAX_CACHE: the session's cache (conftest.py)
+
+
+# Two blocks of the official width at scales 4 and 1 (1.8 M parameters): checkpoints of about
+# 20 MiB, large enough for the sizes of a file system to tell one from two, from a step that
+# compiles in about the small model's time.
+WIDE = ("--config.model.widths=(160,160,)", "--config.model.scales=(4,1,)")
 
 
 def train_cmd(workdir, *extra, small: bool = True):
@@ -187,20 +193,20 @@ def _mount_tmpfs(path: Path, size: str, remount: bool = False) -> None:
 
 @pytest.mark.slow
 def test_a_full_disk_stops_the_run_and_keeps_the_last_checkpoint(tmp_path, env):
-    """A 60 MiB file system: the step-2 checkpoint of the official model (about 41 MiB: parameters
-    and both Adam moments) fits, the step-4 one does not."""
+    """A 30 MiB file system: the step-2 checkpoint of two blocks of the official width (`WIDE`:
+    about 20 MiB of parameters and both Adam moments) fits, the step-4 one does not."""
     disk = tmp_path / "small"
     disk.mkdir()
-    _mount_tmpfs(disk, "60m")
+    _mount_tmpfs(disk, "30m")
     try:
         run = disk / "run"
-        last = one_error_line(train(run, env, small=False))
+        last = one_error_line(train(run, env, *WIDE, small=False))
         assert f"no space left on the device of {run} while saving the checkpoint of step 4: a checkpoint " \
-               "needs about 41 MiB" in last
+               "needs about 20 MiB" in last
         assert "the newest complete checkpoint is step 2, and running again resumes from it" in last
         assert steps(run) == [2]
         _mount_tmpfs(disk, "400m", remount=True)  # space freed
-        r = ok(train(run, env, small=False))
+        r = ok(train(run, env, *WIDE, small=False))
         assert f"resumed from {run / 'checkpoints' / '2'} at step 2" in r.log
         assert steps(run) == [2, 4, 6] and (run / "model" / "dmvfn.json").is_file()
     finally:
@@ -208,9 +214,9 @@ def test_a_full_disk_stops_the_run_and_keeps_the_last_checkpoint(tmp_path, env):
     # too small for even the first checkpoint: nothing to resume from, and the line says so
     tiny = tmp_path / "tiny"
     tiny.mkdir()
-    _mount_tmpfs(tiny, "20m")
+    _mount_tmpfs(tiny, "10m")
     try:
-        last = one_error_line(train(tiny / "run", env, small=False))
+        last = one_error_line(train(tiny / "run", env, *WIDE, small=False))
         assert "while saving the checkpoint of step 2" in last
         assert "no checkpoint was completed, so running again starts from step 0" in last
     finally:
