@@ -1,5 +1,7 @@
 """Inference semantics: real block skipping under jit, per-sample gates, any frame size."""
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -9,6 +11,18 @@ from flax import nnx
 from conftest import random_frames
 from dmvfn_jax import ops
 from dmvfn_jax.models import mvfb
+
+
+@functools.partial(nnx.jit, static_argnames=("sequential", "first_decides"))
+def infer(model, a, b, gates=None, sequential=None, first_decides=False):
+    """`model.infer` as one compiled program: op by op, the nine blocks cost hundreds of small
+    compiles (the semantics are the same; the block skipping under jit is tested below)."""
+    return model.infer(a, b, gates, sequential=sequential, first_decides=first_decides)
+
+
+@nnx.jit
+def train_outputs(model, a, b, gates):
+    return model.train_outputs(a, b, gates)
 
 
 @pytest.fixture
@@ -50,8 +64,8 @@ def test_skipped_blocks_spend_no_compute_under_jit(jax_model, block_calls, seque
 def test_sequential_and_batched_inference_agree(jax_model, routing):
     a, b = random_frames(4, 3, 32, 48)
     g = None if routing == "all" else np.array([[1, 0, 1, 0, 1, 0, 1, 0, 1], [0] * 9, [1] * 9], np.float32)
-    seq = jax_model.infer(a, b, g, sequential=True)
-    bat = jax_model.infer(a, b, g, sequential=False)
+    seq = infer(jax_model, a, b, g, sequential=True)
+    bat = infer(jax_model, a, b, g, sequential=False)
     for x, y in zip(seq, bat):
         np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=0, atol=1e-5)
 
@@ -71,20 +85,20 @@ def test_gates_apply_per_sample(jax_model):
 def test_first_decides_is_the_official_quirk(jax_model):
     a, b = random_frames(2, 2, 32, 32)
     g = np.array([[1, 0, 0, 0, 0, 0, 1, 0, 0], [0, 1, 1, 1, 1, 1, 0, 1, 1]], np.float32)
-    quirk = np.asarray(jax_model.infer(a, b, g, first_decides=True).prediction)
-    sample1_with_g0 = np.asarray(jax_model.infer(a[1:], b[1:], g[:1]).prediction)
+    quirk = np.asarray(infer(jax_model, a, b, g, first_decides=True).prediction)
+    sample1_with_g0 = np.asarray(infer(jax_model, a[1:], b[1:], g[:1]).prediction)
     np.testing.assert_allclose(quirk[1:], sample1_with_g0, rtol=0, atol=1e-5)
 
 
 @pytest.mark.parametrize("h,w", [(50, 70), (17, 33)])
 def test_any_frame_size_pads_and_crops(jax_model, h, w):
     a, b = random_frames(3, 1, h, w)
-    res = jax_model.infer(jnp.asarray(a), jnp.asarray(b))
+    res = infer(jax_model, jnp.asarray(a), jnp.asarray(b))
     assert res.prediction.shape == (1, h, w, 3) and res.flow.shape == (1, h, w, 4)
     pa, pb = ops.pad_to_multiple(jnp.asarray(a), 16), ops.pad_to_multiple(jnp.asarray(b), 16)
-    padded = jax_model.infer(pa, pb).prediction
+    padded = infer(jax_model, pa, pb).prediction
     np.testing.assert_allclose(np.asarray(res.prediction), np.asarray(padded)[:, :h, :w], rtol=0, atol=1e-6)
-    outs = jax_model.train_outputs(a, b, np.ones((1, 9), np.float32))
+    outs = train_outputs(jax_model, a, b, np.ones((1, 9), np.float32))
     assert all(o.shape == (1, h, w, 3) for o in outs)
 
 
