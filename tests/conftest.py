@@ -130,6 +130,15 @@ def converted_dir(tmp_path_factory, official_pkl) -> Path:
     return convert_dmvfn(official_pkl, tmp_path_factory.mktemp("converted") / "ckpt")
 
 
+def small_dmvfn(seed: int = 0) -> DMVFN:
+    """The suite's small model (tests/scripts/small_model.py) with fresh random weights, drawn as
+    train.py draws them (an `rbg` key): in a fresh process the default key's initialisers compile
+    for ~10 s, the rbg ones for ~3."""
+    from small_model import SMALL_MODEL
+
+    return DMVFN(rngs=nnx.Rngs(jax.random.key(seed, impl="rbg")), **SMALL_MODEL)
+
+
 @pytest.fixture(scope="session")
 def small_checkpoint(tmp_path_factory) -> Path:
     """An inference checkpoint of the suite's small model (tests/scripts/small_model.py) with random
@@ -138,8 +147,7 @@ def small_checkpoint(tmp_path_factory) -> Path:
     from dmvfn_jax.predictor import save_dmvfn
     from small_model import SMALL_MODEL
 
-    model = DMVFN(rngs=nnx.Rngs(3), **SMALL_MODEL)
-    return save_dmvfn(tmp_path_factory.mktemp("small") / "ckpt", ckpt.model_params(model), "BGR", **SMALL_MODEL)
+    return save_dmvfn(tmp_path_factory.mktemp("small") / "ckpt", ckpt.model_params(small_dmvfn(3)), "BGR", **SMALL_MODEL)
 
 
 def model_params(path) -> list:

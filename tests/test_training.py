@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from conftest import REPO, demo_train_cmd, finish, kill_at_checkpoint, model_params, start
+from conftest import REPO, demo_train_cmd, finish, kill_at_checkpoint, model_params, small_dmvfn, start
 from small_model import SMALL_MODEL  # tests/scripts
 from dmvfn_jax import checkpoint as ckpt
 from dmvfn_jax.data.sources import heldout_synthetic
@@ -160,10 +160,8 @@ def test_incomplete_checkpoint_is_never_the_latest(tmp_path):
 @pytest.mark.slow
 @pytest.mark.command_precision  # as the bfloat16 test below, whose float32 step this is
 def test_nonfinite_update_is_skipped_and_counted():
-    from dmvfn_jax.models import DMVFN
-
     opt = make_train_optimizer()
-    graphdef, state = step_lib.init_state(DMVFN(rngs=nnx.Rngs(0), **SMALL_MODEL), opt, seed=0)  # the small model
+    graphdef, state = step_lib.init_state(small_dmvfn(), opt, seed=0)
     step = jax.jit(step_lib.make_train_step(graphdef, opt, update_mode="per_batch"))
     clips = heldout_synthetic(0, 4, 3, 64, 64)  # the float32 step of the bfloat16 test below: one compile
     bad_params = jax.tree.map(jnp.array, state.params)  # a copy: the good state stays intact
@@ -182,9 +180,7 @@ def test_nonfinite_update_is_skipped_and_counted():
 @pytest.mark.slow
 @pytest.mark.command_precision  # the small model's demo step of train.py's runs here
 def test_training_stops_after_max_bad_steps(tmp_path):
-    from dmvfn_jax.models import DMVFN
-
-    graphdef, params = nnx.split(DMVFN(rngs=nnx.Rngs(0), **SMALL_MODEL), nnx.Param)
+    graphdef, params = nnx.split(small_dmvfn(), nnx.Param)
     pure = nnx.to_pure_dict(params)
     pure["routing"]["l1"]["bias"] = np.full_like(np.asarray(pure["routing"]["l1"]["bias"]), np.nan)
     nnx.replace_by_pure_dict(params, pure)
@@ -298,7 +294,7 @@ def test_bfloat16_compute_tracks_float32(jax_model):
     held = {name: heldout_scores(ckpt.build_with_params(lambda: DMVFN(rngs=nnx.Rngs(0), dtype=dtype), nine), clips)[0]
             for name, dtype in (("f32", None), ("bf16", jnp.bfloat16))}
     assert abs(held["bf16"] - held["f32"]) <= 0.02 * held["f32"], held
-    params = ckpt.model_params(DMVFN(rngs=nnx.Rngs(0), **SMALL_MODEL))
+    params = ckpt.model_params(small_dmvfn())
     losses = {}
     for name, dtype in (("f32", None), ("bf16", jnp.bfloat16)):
         model = ckpt.build_with_params(lambda: DMVFN(rngs=nnx.Rngs(0), dtype=dtype, **SMALL_MODEL), params)

@@ -267,28 +267,20 @@ def test_gif_round_trip(tmp_path):
         viz.write_video(tmp_path / "a.avi", src)
 
 
-# -- the pictures training and the demo evaluation write ---------------------------------------
-@pytest.fixture(scope="module")
-def small_model():
-    from flax import nnx
-
-    from dmvfn_jax.models import DMVFN
-
-    return DMVFN(rngs=nnx.Rngs(3))
-
-
-def test_training_image_summary_is_the_labelled_strip(small_model):
+# -- the pictures training and the demo evaluation write (of the conftest's nine with random weights:
+# loaded, not initialised, which would compile an initialiser per parameter shape) ----------------
+def test_training_image_summary_is_the_labelled_strip(jax_model):
     import jax
     from flax import nnx
 
     from dmvfn_jax.data.synthetic import synthetic_video
     from dmvfn_jax.train.loop import _image_strip
 
-    graphdef, params = nnx.split(small_model)
+    graphdef, params = nnx.split(jax_model)
     strip_fn = jax.jit(lambda p, a, b: nnx.merge(graphdef, p).predict(a, b, "threshold"))
     clip = synthetic_video(5, 3, 64, 64)
     rgb = _image_strip(strip_fn, params, clip)
-    res = small_model.predict(clip[0:1].astype(np.float32) / 255, clip[1:2].astype(np.float32) / 255, "threshold")
+    res = strip_fn(params, clip[0:1].astype(np.float32) / 255, clip[1:2].astype(np.float32) / 255)
     f = clip.astype(np.float32) / 255
     want = viz.prediction_strip(f[0], f[1], np.asarray(res.prediction[0]), np.asarray(res.flow[0]),
                                 np.asarray(res.mask[0]), np.asarray(res.gates[0]), target=f[2])
@@ -300,14 +292,14 @@ def test_training_image_summary_is_the_labelled_strip(small_model):
     np.testing.assert_array_equal(bgr[band:band + 128, :128], np.repeat(np.repeat(clip[0], 2, 0), 2, 1))
 
 
-def test_demo_evaluation_writes_strips_and_rollouts(tmp_path, small_model):
+def test_demo_evaluation_writes_strips_and_rollouts(tmp_path, jax_model):
     import configs.demo
     from dmvfn_jax.train.evaluate import evaluate_synthetic
 
     c = configs.demo.get_config()
     c.eval.num_clips, c.eval.num_frames, c.eval.save_clips, c.eval.routings = 2, 4, 1, ("threshold",)
     c.data.height, c.data.width = 32, 48
-    results = evaluate_synthetic(small_model, c, tmp_path)
+    results = evaluate_synthetic(jax_model, c, tmp_path)
     assert set(results) == {"copy last frame", "DMVFN (threshold)"}
     out = tmp_path / "predictions"
     assert sorted(p.name for p in out.iterdir()) == ["clip00_rollout.gif", "clip00_strip.png", "clip00_t+1.png",
