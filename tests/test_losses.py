@@ -58,7 +58,7 @@ def run_cli(capsys, *argv) -> tuple[int, str, str]:
 @pytest.mark.parametrize("hw", [(64, 64), (64, 96)], ids=["64x64", "64x96"])
 def test_laplacian_bands_match_oracle(hw):
     (x,) = images(0, 2, *hw, n=1)
-    got = losses.laplacian_pyramid(jnp.asarray(x))
+    got = jax.jit(losses.laplacian_pyramid)(jnp.asarray(x))  # one program (op by op: ~200 small compiles)
     want = tl.laplacian_pyramid(to_nchw(x))
     assert len(got) == len(want) == 5
     h, w = hw
@@ -81,7 +81,7 @@ def test_laplacian_loss_value_and_grad_match_oracle(hw):
 
 def test_laplacian_loss_of_identical_images_is_zero_and_bad_sizes_raise():
     (x,) = images(2, 1, 64, 64, n=1)
-    assert float(losses.laplacian_loss(jnp.asarray(x), jnp.asarray(x))) == 0.0
+    assert float(jax.jit(losses.laplacian_loss)(jnp.asarray(x), jnp.asarray(x))) == 0.0
     for h, w in [(48, 64), (32, 32), (64, 80)]:  # not multiples of 32, or too small for 5 levels
         with pytest.raises(ValueError, match="multiples of 32"):
             losses.laplacian_pyramid(jnp.zeros((1, h, w, 3)))
@@ -195,13 +195,14 @@ def test_dmvfn_loss_matches_oracle(jax_vgg, torch_vgg):
 
 def test_dmvfn_loss_without_vgg_and_general_length():
     *outs, gt = images(6, 1, 64, 96, n=4)
-    total, terms = losses.dmvfn_loss([jnp.asarray(o) for o in outs], jnp.asarray(gt))
+    loss = jax.jit(losses.dmvfn_loss)  # one program per input structure (op by op: ~200 small compiles)
+    total, terms = loss([jnp.asarray(o) for o in outs], jnp.asarray(gt))
     want_total, want_lap, _ = tl.dmvfn_loss([to_nchw(o) for o in outs], to_nchw(gt))
     assert float(terms["vgg"]) == 0.0
     np.testing.assert_allclose(float(total), want_total.item(), rtol=RTOL)
     np.testing.assert_allclose(float(terms["lap"]), want_lap.item(), rtol=RTOL)
     # weights 0.8 ** (n - 1 - i): the last output counts most
-    stacked_total, _ = losses.dmvfn_loss(jnp.asarray(np.stack(outs)), jnp.asarray(gt))
+    stacked_total, _ = loss(jnp.asarray(np.stack(outs)), jnp.asarray(gt))
     np.testing.assert_allclose(float(stacked_total), float(total), rtol=1e-6)
     with pytest.raises(ValueError, match="output 1"):
         losses.dmvfn_loss([jnp.asarray(outs[0]), jnp.zeros((1, 64, 64, 3))], jnp.asarray(gt))
