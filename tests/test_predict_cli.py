@@ -3,6 +3,8 @@
 Runs `main([...])` in-process (each call loads the checkpoint and compiles once per frame
 shape and routing), and once as `python -m` to prove the module runs as a program. The real
 frames are read from ../shared/data/real in place; bad inputs are small images made here.
+The checkpoint is the suite's small model (conftest.small_checkpoint): the command is the point;
+the converted nine are the Predictor's and the converter's tests.
 """
 
 from __future__ import annotations
@@ -54,9 +56,9 @@ def make_image(path: Path, size=SMALL, mode="RGB", seed=0) -> Path:
 
 
 # -- outputs ------------------------------------------------------------------------------
-def test_two_files_to_png(tmp_path, converted_dir, pair, capsys):
+def test_two_files_to_png(tmp_path, small_checkpoint, pair, capsys):
     out = tmp_path / "next.png"
-    rc, stdout, err = run(capsys, converted_dir, pair, out)
+    rc, stdout, err = run(capsys, small_checkpoint, pair, out)
     assert rc == 0, err
     with Image.open(out) as im:
         assert im.format == "PNG" and im.mode == "RGB" and im.size == (W, H)
@@ -64,9 +66,9 @@ def test_two_files_to_png(tmp_path, converted_dir, pair, capsys):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["next.png"]  # no temporary files left
 
 
-def test_rollout_png_gif_and_npy_agree(tmp_path, converted_dir, pair, capsys):
+def test_rollout_png_gif_and_npy_agree(tmp_path, small_checkpoint, pair, capsys):
     out = tmp_path / "roll.png"
-    rc, _, err = run(capsys, converted_dir, pair, out, "--steps", 3)
+    rc, _, err = run(capsys, small_checkpoint, pair, out, "--steps", 3)
     assert rc == 0, err
     assert "] 3/3 frames predicted, done in " in err  # the progress bar of a rollout
     assert sorted(p.name for p in tmp_path.iterdir()) == ["roll.gif", "roll_01.png", "roll_02.png", "roll_03.png"]
@@ -77,7 +79,7 @@ def test_rollout_png_gif_and_npy_agree(tmp_path, converted_dir, pair, capsys):
         assert gif.n_frames == 5  # 2 inputs + 3 predictions
 
     npy = tmp_path / "roll.npy"
-    rc, _, err = run(capsys, converted_dir, pair, npy, "--steps", 3)
+    rc, _, err = run(capsys, small_checkpoint, pair, npy, "--steps", 3)
     assert rc == 0, err
     preds = np.load(npy)
     assert preds.dtype == np.float32 and preds.shape == (3, H, W, 3)
@@ -86,23 +88,23 @@ def test_rollout_png_gif_and_npy_agree(tmp_path, converted_dir, pair, capsys):
         np.testing.assert_array_equal(np.clip(np.rint(preds[k] * 255), 0, 255).astype(np.uint8), pngs[k])
 
 
-def test_folder_output(tmp_path, converted_dir, pair, capsys):
+def test_folder_output(tmp_path, small_checkpoint, pair, capsys):
     out = tmp_path / "preds"
-    rc, _, err = run(capsys, converted_dir, pair, out)
+    rc, _, err = run(capsys, small_checkpoint, pair, out)
     assert rc == 0, err
     assert out.is_dir()
     assert sorted(p.name for p in out.iterdir()) == ["pred_01.png"]  # one step: no rollout.gif
     assert png(out / "pred_01.png").shape == (H, W, 3)
 
 
-def test_frames_folder_uses_last_two_frames_by_name(tmp_path, converted_dir, real_data, capsys):
+def test_frames_folder_uses_last_two_frames_by_name(tmp_path, small_checkpoint, real_data, capsys):
     folder = real_data / "vimeo_00001_0002"
     names = sorted(p.name for p in folder.iterdir())
     assert names[-2:] == ["im6.png", "im7.png"]
-    rc, stdout, err = run(capsys, converted_dir, [folder], tmp_path / "from_folder.npy")
+    rc, stdout, err = run(capsys, small_checkpoint, [folder], tmp_path / "from_folder.npy")
     assert rc == 0, err
     assert "im6.png" in stdout and "im7.png" in stdout
-    rc, _, err = run(capsys, converted_dir, [folder / "im6.png", folder / "im7.png"], tmp_path / "explicit.npy")
+    rc, _, err = run(capsys, small_checkpoint, [folder / "im6.png", folder / "im7.png"], tmp_path / "explicit.npy")
     assert rc == 0, err
     a, b = np.load(tmp_path / "from_folder.npy"), np.load(tmp_path / "explicit.npy")
     assert a.shape == (1, H, W, 3)
@@ -111,20 +113,20 @@ def test_frames_folder_uses_last_two_frames_by_name(tmp_path, converted_dir, rea
 
 # -- routing ------------------------------------------------------------------------------
 @pytest.mark.parametrize("routing", ["all", "threshold"])
-def test_routing_choices_run(routing, tmp_path, converted_dir, pair, capsys):
+def test_routing_choices_run(routing, tmp_path, small_checkpoint, pair, capsys):
     out = tmp_path / "pred.npy"
-    rc, stdout, err = run(capsys, converted_dir, pair, out, "--routing", routing)
+    rc, stdout, err = run(capsys, small_checkpoint, pair, out, "--routing", routing)
     assert rc == 0, err
     assert f"routing={routing}" in stdout
     preds = np.load(out)
     assert preds.shape == (1, H, W, 3) and preds.min() >= 0.0 and preds.max() <= 1.0
 
 
-def test_sample_routing_is_reproducible_with_a_seed(tmp_path, converted_dir, pair, capsys):
+def test_sample_routing_is_reproducible_with_a_seed(tmp_path, small_checkpoint, pair, capsys):
     outs = []
     for k in range(2):
         out = tmp_path / f"sample_{k}.npy"
-        rc, stdout, err = run(capsys, converted_dir, pair, out, "--routing", "sample", "--seed", 5, "--steps", 2)
+        rc, stdout, err = run(capsys, small_checkpoint, pair, out, "--routing", "sample", "--seed", 5, "--steps", 2)
         assert rc == 0, err
         assert "routing=sample" in stdout
         outs.append(np.load(out))
@@ -133,22 +135,22 @@ def test_sample_routing_is_reproducible_with_a_seed(tmp_path, converted_dir, pai
 
 
 # -- odd sizes ----------------------------------------------------------------------------
-def test_odd_frame_size_keeps_its_size(tmp_path, converted_dir, capsys):
+def test_odd_frame_size_keeps_its_size(tmp_path, small_checkpoint, capsys):
     a = make_image(tmp_path / "a.png", seed=1)
     b = make_image(tmp_path / "b.png", seed=2)
     out = tmp_path / "odd.png"
-    rc, _, err = run(capsys, converted_dir, [a, b], out)
+    rc, _, err = run(capsys, small_checkpoint, [a, b], out)
     assert rc == 0, err
     with Image.open(out) as im:
         assert im.size == SMALL and im.mode == "RGB"
 
 
-def test_module_runs_as_a_program(tmp_path, converted_dir, capsys):
+def test_module_runs_as_a_program(tmp_path, small_checkpoint, capsys):
     a = make_image(tmp_path / "a.png", seed=1)
     b = make_image(tmp_path / "b.png", seed=2)
     out = tmp_path / "sub.npy"
     proc = subprocess.run(
-        [sys.executable, "-m", "dmvfn_jax.predict", "--checkpoint", str(converted_dir),
+        [sys.executable, "-m", "dmvfn_jax.predict", "--checkpoint", str(small_checkpoint),
          "--frames", str(a), str(b), "--output", str(out)],
         cwd=REPO, capture_output=True, text=True, timeout=300,
     )
@@ -157,7 +159,7 @@ def test_module_runs_as_a_program(tmp_path, converted_dir, capsys):
     sub = np.load(out)
     assert sub.shape == (1, SMALL[1], SMALL[0], 3) and sub.dtype == np.float32
     # the same frames in-process give the same numbers
-    rc, _, err = run(capsys, converted_dir, [a, b], tmp_path / "inproc.npy")
+    rc, _, err = run(capsys, small_checkpoint, [a, b], tmp_path / "inproc.npy")
     assert rc == 0, err
     np.testing.assert_allclose(np.load(tmp_path / "inproc.npy"), sub, rtol=0, atol=1e-6)
 
@@ -232,10 +234,10 @@ BAD = {
 
 @pytest.mark.parametrize("output", ["pred.png", "pred.npy", "pred_folder"])
 @pytest.mark.parametrize("case", list(BAD))
-def test_bad_input_fails_cleanly(case, output, tmp_path, converted_dir, capsys):
+def test_bad_input_fails_cleanly(case, output, tmp_path, small_checkpoint, capsys):
     inputs = tmp_path / "inputs"
     inputs.mkdir()
-    frames, checkpoint, culprit = BAD[case](inputs, converted_dir)
+    frames, checkpoint, culprit = BAD[case](inputs, small_checkpoint)
     outdir = tmp_path / "out"
     outdir.mkdir()
     rc, _, err = run(capsys, checkpoint, frames, outdir / output, "--steps", 2)
@@ -246,7 +248,7 @@ def test_bad_input_fails_cleanly(case, output, tmp_path, converted_dir, capsys):
     assert list(outdir.iterdir()) == []  # nothing written
 
 
-def test_steps_must_be_positive(tmp_path, converted_dir, pair, capsys):
-    rc, _, err = run(capsys, converted_dir, pair, tmp_path / "x.png", "--steps", 0)
+def test_steps_must_be_positive(tmp_path, small_checkpoint, pair, capsys):
+    rc, _, err = run(capsys, small_checkpoint, pair, tmp_path / "x.png", "--steps", 0)
     assert rc != 0 and "--steps" in err
     assert list(tmp_path.iterdir()) == []
