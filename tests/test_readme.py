@@ -17,6 +17,10 @@ from PIL import Image
 from conftest import REPO, SMALL_RECIPE_STEP, finish, start
 from small_model import SMALL_MODEL_FLAGS  # tests/scripts
 
+# Appended here to the README's training commands: two steps of the small model at the recipe
+# tests' shapes (conftest.SMALL_RECIPE_STEP), a few seconds' CPU job compiled once for all of them.
+QUICK_TRAIN = " " + shlex.join(SMALL_RECIPE_STEP + SMALL_MODEL_FLAGS) + " --config.num_train_steps=2 --config.warmup_steps=1"
+
 
 def code_blocks(lang):
     text = (REPO / "README.md").read_text()
@@ -156,8 +160,7 @@ def test_readme_dataset_commands_run(tmp_path, real_data):
         (city / f.name).symlink_to(f)
     (tmp_path / "configs").symlink_to(REPO / "configs")
     (tmp_path / "train.py").symlink_to(REPO / "train.py")
-    quick = " " + shlex.join(SMALL_RECIPE_STEP + SMALL_MODEL_FLAGS) + " --config.num_train_steps=2 --config.warmup_steps=1"
-    for cmd in (prepare, build, train + quick):
+    for cmd in (prepare, build, train + QUICK_TRAIN):
         r = subprocess.run(cmd.replace("python ", f"{sys.executable} ", 1), shell=True, cwd=tmp_path,
                            capture_output=True, text=True, timeout=600)
         assert r.returncode == 0, f"{cmd}\n{r.stdout[-2000:]}\n{r.stderr[-3000:]}"
@@ -203,11 +206,8 @@ def test_readme_own_videos_commands_run(tmp_path, real_data, small_checkpoint):
     shutil.copytree(small_checkpoint, tmp_path / "checkpoints/dmvfn_city")  # stands in for the official weights
     for name in ("configs", "train.py", "eval.py"):
         (tmp_path / name).symlink_to(REPO / name)
-    # two steps of the small model at small shapes (those of the other recipe tests)
-    quick = " " + shlex.join(SMALL_RECIPE_STEP + SMALL_MODEL_FLAGS) + " --config.num_train_steps=2 --config.warmup_steps=1"
-
     def launch(cmd):
-        run = cmd + (quick if cmd.startswith("python train.py") else "")
+        run = cmd + (QUICK_TRAIN if cmd.startswith("python train.py") else "")
         return start(run.replace("python ", f"{sys.executable} ", 1), shell=True, cwd=tmp_path)
 
     def done(proc):
