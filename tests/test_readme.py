@@ -206,6 +206,7 @@ def test_readme_own_videos_commands_run(tmp_path, real_data, small_checkpoint):
     shutil.copytree(small_checkpoint, tmp_path / "checkpoints/dmvfn_city")  # stands in for the official weights
     for name in ("configs", "train.py", "eval.py"):
         (tmp_path / name).symlink_to(REPO / name)
+
     def launch(cmd):
         run = cmd + (QUICK_TRAIN if cmd.startswith("python train.py") else "")
         return start(run.replace("python ", f"{sys.executable} ", 1), shell=True, cwd=tmp_path)
