@@ -12,7 +12,7 @@ import sys
 # settings of the test suite"). Useful when iterating on compile-bound tests.
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "scripts"))
 from fast_xla import xla_flags  # noqa: E402
-from small_model import SMALL_MODEL_FLAGS  # noqa: E402
+from small_model import SMALL_MODEL, SMALL_MODEL_FLAGS  # noqa: E402
 
 if os.environ.get("DMVFN_JAX_TEST_XLA", "default") == "fast":
     os.environ["XLA_FLAGS"] = xla_flags()
@@ -134,8 +134,6 @@ def small_dmvfn(seed: int = 0) -> DMVFN:
     """The suite's small model (tests/scripts/small_model.py) with fresh random weights, drawn as
     train.py draws them (an `rbg` key): in a fresh process the default key's initialisers compile
     for about 11 s, the rbg ones for about 4 (`python bench/init_cost.py`)."""
-    from small_model import SMALL_MODEL
-
     return DMVFN(rngs=nnx.Rngs(jax.random.key(seed, impl="rbg")), **SMALL_MODEL)
 
 
@@ -145,7 +143,6 @@ def small_checkpoint(tmp_path_factory) -> Path:
     weights and the official weights' BGR order: for the tests of commands and reports whose
     point is not the model (the converted nine are `converted_dir`)."""
     from dmvfn_jax.predictor import save_dmvfn
-    from small_model import SMALL_MODEL
 
     return save_dmvfn(tmp_path_factory.mktemp("small") / "ckpt", ckpt.model_params(small_dmvfn(3)), "BGR", **SMALL_MODEL)
 
