@@ -11,6 +11,7 @@ Parity with a PyTorch implementation written from the spec is checked in `tests/
 
 from __future__ import annotations
 
+import functools
 from typing import Sequence
 
 import jax
@@ -26,18 +27,66 @@ _TAPS = np.array([1.0, 4.0, 6.0, 4.0, 1.0], np.float32)
 GAUSS_KERNEL = (np.outer(_TAPS, _TAPS) / 256.0).astype(np.float32)
 
 
+# Each axis of the pyramid's two resamplings is linear, so it can run as one matrix product: the
+# reflect padding folded into the matrix's edge rows. XLA compiles a pyramid of those (and its
+# gradient) in a fraction of the time the shifted adds take, and on CPU runs it faster while the
+# axis is short; past `MATRIX_MAX` the dense matrix's work (n/2 multiply-adds per output) loses to
+# the five taps. BENCHMARKS.md, attempt 17; `python bench/decisions/laplacian.py`.
+MATRIX_MAX = 256  # the longest axis (the input's for the blur, the output's for the upsample) run as a matrix
+_HIGHEST = jax.lax.Precision.HIGHEST  # float32 products on every backend (no TF32 or bf16 passes)
+
+
+def _reflect(j: int, n: int) -> int:
+    """Index `j` of an axis of length n after PyTorch's 'reflect' padding (the edge not repeated)."""
+    return -j if j < 0 else 2 * (n - 1) - j if j >= n else j
+
+
+@functools.lru_cache(maxsize=None)
+def _blur_half_matrix(n: int) -> np.ndarray:
+    """(n/2, n): output m is `sum_k taps[k] / 16 * x[reflect(2m + k - 2)]`."""
+    matrix = np.zeros((n // 2, n), np.float32)
+    for m in range(n // 2):
+        for k, t in enumerate(_TAPS / 16.0):
+            matrix[m, _reflect(2 * m + k - 2, n)] += t
+    return matrix
+
+
+@functools.lru_cache(maxsize=None)
+def _upsample_matrix(n: int) -> np.ndarray:
+    """(2n, n): output 2m is `(x[m-1] + 6 x[m] + x[m+1]) / 8`, output 2m+1 is `(x[m] + x[m+1]) / 2`,
+    with `x[-1] = x[1]` and `x[n] = x[n-1]` (`_upsample_axis_taps`)."""
+    matrix = np.zeros((2 * n, n), np.float32)
+    for m in range(n):
+        prev, nxt = (m - 1 if m else 1), min(m + 1, n - 1)
+        for j, weight in ((prev, 0.125), (m, 0.75), (nxt, 0.125)):
+            matrix[2 * m, j] += weight
+        for j in (m, nxt):
+            matrix[2 * m + 1, j] += 0.5
+    return matrix
+
+
+def _along(matrix: np.ndarray, x: jax.Array, axis: int) -> jax.Array:
+    """`matrix` (m, n) applied to axis 1 or 2 (H or W, of length n) of an NHWC batch."""
+    spec = {1: "mh,bhwc->bmwc", 2: "mw,bhwc->bhmc"}[axis]
+    return jnp.einsum(spec, jnp.asarray(matrix, x.dtype), x, precision=_HIGHEST)
+
+
 def _upsample(x: jax.Array) -> jax.Array:
     """Zeros inserted (the values land on even rows and columns), then blurred with 4x the kernel.
 
-    Computed per output phase, without the zeros: along each axis, output `2m` is
-    `(x[m-1] + 6 x[m] + x[m+1]) / 8` and output `2m+1` is `(x[m] + x[m+1]) / 2`, where the reflect
-    padding of the zero-inserted image gives `x[-1] = x[1]` and `x[n] = x[n-1]`. The same sums
-    as blurring the zero-inserted image, a quarter of the work (BENCHMARKS.md, attempt 13).
+    Computed without the zeros: along each axis, output `2m` is `(x[m-1] + 6 x[m] + x[m+1]) / 8`
+    and output `2m+1` is `(x[m] + x[m+1]) / 2`, where the reflect padding of the zero-inserted
+    image gives `x[-1] = x[1]` and `x[n] = x[n-1]`. The same sums as blurring the zero-inserted
+    image, a quarter of the work (BENCHMARKS.md, attempt 13): as a matrix product, or on outputs
+    longer than `MATRIX_MAX` per output phase.
     """
-    return _upsample_axis(_upsample_axis(x, 1), 2)
+    for axis in (1, 2):
+        n = x.shape[axis]
+        x = _along(_upsample_matrix(n), x, axis) if 2 * n <= MATRIX_MAX else _upsample_axis_taps(x, axis)
+    return x
 
 
-def _upsample_axis(x: jax.Array, axis: int) -> jax.Array:
+def _upsample_axis_taps(x: jax.Array, axis: int) -> jax.Array:
     n = x.shape[axis]
     take = lambda start, stop: jax.lax.slice_in_dim(x, start, stop, axis=axis)  # noqa: E731
     prev = jnp.concatenate([take(1, 2), take(0, n - 1)], axis=axis)  # x[m-1], x[-1] = x[1]
@@ -53,15 +102,21 @@ def _blur_half(x: jax.Array) -> jax.Array:
     the rows and columns that are kept.
 
     The kernel is separable (outer([1, 4, 6, 4, 1] / 16, [1, 4, 6, 4, 1] / 16)), so it runs as
-    two 5-tap passes of shifted adds: elementwise work that XLA fuses, several times faster than
-    a depthwise conv on CPU (BENCHMARKS.md, attempts 3 and 13), and exact float32 on every
-    backend (no TF32). The full blur it shortcuts is in tests/test_losses.py.
+    one pass per axis: a matrix product, or on axes longer than `MATRIX_MAX` five shifted adds
+    (elementwise work that XLA fuses, several times faster than a depthwise conv on CPU:
+    BENCHMARKS.md, attempts 3 and 13). Exact float32 on every backend (no TF32). The full blur it
+    shortcuts is in tests/test_losses.py.
     """
-    _, h, w, _ = x.shape
-    taps = [float(t) / 16.0 for t in _TAPS]
-    padded = jnp.pad(x, ((0, 0), (2, 2), (2, 2), (0, 0)), mode="reflect")
-    rows = sum(t * padded[:, k : k + h : 2] for k, t in enumerate(taps))
-    return sum(t * rows[:, :, k : k + w : 2] for k, t in enumerate(taps))
+    for axis in (1, 2):
+        n = x.shape[axis]
+        x = _along(_blur_half_matrix(n), x, axis) if n <= MATRIX_MAX else _blur_half_axis_taps(x, axis)
+    return x
+
+
+def _blur_half_axis_taps(x: jax.Array, axis: int) -> jax.Array:
+    n = x.shape[axis]
+    padded = jnp.pad(x, [(2, 2) if a == axis else (0, 0) for a in range(x.ndim)], mode="reflect")
+    return sum(float(t) / 16.0 * jax.lax.slice_in_dim(padded, k, k + n, 2, axis) for k, t in enumerate(_TAPS))
 
 
 def check_pyramid_size(shape: tuple[int, ...], levels: int) -> None:

@@ -299,12 +299,38 @@ def full_blur(x: jax.Array, gain: float = 1.0) -> jax.Array:
     return out * gain if gain != 1.0 else out
 
 
+def taps_upsample(x: jax.Array) -> jax.Array:
+    return losses._upsample_axis_taps(losses._upsample_axis_taps(x, 1), 2)
+
+
+def taps_blur_half(x: jax.Array) -> jax.Array:
+    return losses._blur_half_axis_taps(losses._blur_half_axis_taps(x, 1), 2)
+
+
 def test_zero_free_upsample_and_half_blur_equal_the_plain_versions():
-    """The pyramid's shortcuts against what they replace: blurring a zero-inserted image with
-    4x the kernel, and blurring everything then keeping every second pixel."""
+    """The pyramid's shortcuts in their shifted-add form (the one of axes longer than
+    `losses.MATRIX_MAX`) against what they replace: blurring a zero-inserted image with 4x the
+    kernel, and blurring everything then keeping every second pixel."""
     x = jnp.asarray(np.random.default_rng(9).random((2, 8, 12, 3), dtype=np.float32))
     zero_inserted = jnp.zeros((2, 16, 24, 3), jnp.float32).at[:, ::2, ::2, :].set(x)
-    np.testing.assert_allclose(np.asarray(losses._upsample(x)), np.asarray(full_blur(zero_inserted, gain=4.0)),
+    np.testing.assert_allclose(np.asarray(taps_upsample(x)), np.asarray(full_blur(zero_inserted, gain=4.0)),
                                rtol=0, atol=1e-7)
-    np.testing.assert_allclose(np.asarray(losses._blur_half(x)), np.asarray(full_blur(x)[:, ::2, ::2]),
+    np.testing.assert_allclose(np.asarray(taps_blur_half(x)), np.asarray(full_blur(x)[:, ::2, ::2]),
                                rtol=0, atol=1e-7)
+
+
+@pytest.mark.parametrize("shape", [(2, 8, 12, 3), (1, losses.MATRIX_MAX + 4, 6, 2)], ids=["matrices", "long_rows"])
+def test_pyramid_resamplings_equal_the_plain_versions_to_the_bit(shape):
+    """`_upsample` and `_blur_half` as the pyramid calls them (matrix products on short axes; on
+    the second shape the rows take the shifted adds) against the plain versions, on frames with 8
+    fractional bits: every product and sum of those is exact in float32, whatever its order, so
+    any difference is a wrong weight or a wrong edge, not rounding."""
+    x = np.random.default_rng(3).integers(0, 256, shape).astype(np.float32) / 256
+    b, h, w, c = shape
+    zero_inserted = np.zeros((b, 2 * h, 2 * w, c), np.float32)
+    zero_inserted[:, ::2, ::2] = x
+    assert h > losses.MATRIX_MAX or 2 * max(h, w) <= losses.MATRIX_MAX  # the paths the ids name
+    np.testing.assert_array_equal(np.asarray(losses._upsample(jnp.asarray(x))),
+                                  np.asarray(full_blur(jnp.asarray(zero_inserted), gain=4.0)))
+    np.testing.assert_array_equal(np.asarray(losses._blur_half(jnp.asarray(x))),
+                                  np.asarray(full_blur(jnp.asarray(x))[:, ::2, ::2]))

@@ -1,11 +1,16 @@
-"""The Laplacian-pyramid loss: its blurs as a depthwise 5x5 conv over every pixel (the first
-version: the downsampling blur then every second pixel kept, the upsampling blur over the
-zero-inserted image) against what the package runs now (separable shifted adds, attempt 3, at
-the kept pixels only and without the zeros, attempt 13), forward and gradient, in one run.
+"""The Laplacian-pyramid loss in its three forms, forward and gradient, over a sweep of frame sizes
+in one run: its blurs as a depthwise 5x5 conv over every pixel (the first version: the
+downsampling blur then every second pixel kept, the upsampling blur over the zero-inserted
+image); as separable shifted adds at the kept pixels only and without the zeros (attempts 3 and
+13); and what the package runs now (attempt 17: each axis as one matrix product up to
+`losses.MATRIX_MAX`, the shifted adds on longer axes). For each form and size: the seconds XLA
+takes to compile the gradient (a fresh function, no compilation cache), and the median forward
+and gradient milliseconds.
 
-    python bench/decisions/laplacian.py [--batch 8] [--size 256]
+    python bench/decisions/laplacian.py [--sizes 64x64 256x256 ...] [--forms ...] [--pixels N]
 
-The loss of a training update: 9 outputs against the ground truth, (B, S, S, 3) each.
+The loss of a training update: 9 outputs against the ground truth, (B, H, W, 3) each, with B
+such that B*H*W is `--pixels` (8 clips at 256x256 by default; at least one clip).
 """
 
 import sys
@@ -14,6 +19,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # bench/: timing.py, workloads.py
 
 import argparse
+import time
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -41,30 +47,63 @@ def upsample_depthwise(x):
     return blur_depthwise_conv(jnp.zeros((b, 2 * h, 2 * w, c), x.dtype).at[:, ::2, ::2, :].set(x), gain=4.0)
 
 
+def shifted_adds_half(x):
+    return losses._blur_half_axis_taps(losses._blur_half_axis_taps(x, 1), 2)
+
+
+def shifted_adds_upsample(x):
+    return losses._upsample_axis_taps(losses._upsample_axis_taps(x, 1), 2)
+
+
+FORMS = {
+    "depthwise conv": (half_depthwise, upsample_depthwise),
+    "shifted adds": (shifted_adds_half, shifted_adds_upsample),
+    "package": (losses._blur_half, losses._upsample),
+}
+
+
 def total_loss(outputs, gt):
-    return sum(0.8 ** (8 - i) * losses.laplacian_loss(o, gt) for i, o in enumerate(outputs))
+    """The training loss's Laplacian term (`dmvfn_loss` without VGG: one pyramid over the 9 outputs
+    and gt stacked)."""
+    return losses.dmvfn_loss(outputs, gt)[0]
+
+
+def measure(form: str, x, gt) -> tuple[float, float, float, float]:
+    """(compile s of the gradient, forward ms, gradient ms, loss) of one form at x's shape."""
+    package = (losses._blur_half, losses._upsample)
+    losses._blur_half, losses._upsample = FORMS[form]
+    try:
+        # a new function per form and size: jax.jit caches compilations by function
+        f = lambda x: total_loss([x * (1 - 0.01 * i) for i in range(9)], gt)  # noqa: E731
+        t = time.perf_counter()
+        grad = jax.jit(jax.grad(f)).lower(x).compile()
+        compile_s = time.perf_counter() - t
+        forward = jax.jit(f).lower(x).compile()
+    finally:
+        losses._blur_half, losses._upsample = package
+    return compile_s, median_ms(forward, x), median_ms(grad, x), float(forward(x))
 
 
 def main():
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--batch", type=int, default=8)
-    p.add_argument("--size", type=int, default=256)
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--sizes", nargs="+", default=["64x64", "128x128", "256x256", "512x512", "256x832", "512x1024",
+                                                  "1024x1024"], help="HxW")
+    p.add_argument("--forms", nargs="+", choices=list(FORMS), default=list(FORMS))
+    p.add_argument("--pixels", type=int, default=8 * 256 * 256, help="clips x H x W per size")
     args = p.parse_args()
+    print(f"device {jax.devices()[0].device_kind}; 9 outputs of (B, H, W, 3); MATRIX_MAX {losses.MATRIX_MAX}; "
+          "median ms of 5")
+    print("| H x W | B | form | gradient compile s | forward ms | gradient ms | loss |")
+    print("| --- | --- | --- | --- | --- | --- | --- |")
     rng = np.random.default_rng(0)
-    x = jnp.asarray(rng.random((args.batch, args.size, args.size, 3), dtype=np.float32))
-    gt = jnp.asarray(rng.random((args.batch, args.size, args.size, 3), dtype=np.float32))
-    rows = {}
-    package = (losses._blur_half, losses._upsample)
-    for name, (half, up) in (("depthwise conv", (half_depthwise, upsample_depthwise)), ("package", package)):
-        losses._blur_half, losses._upsample = half, up
-        # a new function per variant: jax.jit caches compilations by function
-        f = lambda x: total_loss([x * (1 - 0.01 * i) for i in range(9)], gt)  # noqa: E731
-        jf = jax.jit(f)
-        rows[name] = (median_ms(jf, x), median_ms(jax.jit(jax.grad(f)), x), float(jf(x)))
-    losses._blur_half, losses._upsample = package
-    print(f"device {jax.devices()[0].device_kind}; 9 outputs of {args.batch}x{args.size}x{args.size}x3; median ms of 5")
-    for name, (fwd, grad, val) in rows.items():
-        print(f"{name:15s} forward {fwd:8.1f} ms   gradient {grad:8.1f} ms   loss {val:.6f}")
+    for size in args.sizes:
+        h, w = (int(v) for v in size.split("x"))
+        batch = max(1, args.pixels // (h * w))
+        x = jnp.asarray(rng.random((batch, h, w, 3), dtype=np.float32))
+        gt = jnp.asarray(rng.random((batch, h, w, 3), dtype=np.float32))
+        for form in args.forms:
+            compile_s, fwd, grad, val = measure(form, x, gt)
+            print(f"| {h}x{w} | {batch} | {form} | {compile_s:.2f} | {fwd:.1f} | {grad:.1f} | {val:.6f} |", flush=True)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
-"""Attempts 10-14 of BENCHMARKS.md, undone and redone one at a time, in one run.
+"""Attempts 10-14 and 17 of BENCHMARKS.md, undone and redone one at a time, in one run.
 
-    python bench/decisions/train_parts.py [--rounds 5] [--batch 8]
+    python bench/decisions/train_parts.py [--rounds 5] [--batch 8] [--variants 5 6] [--training-only]
 
 Each variant switches on one more change than the one before:
 
@@ -10,11 +10,12 @@ Each variant switches on one more change than the one before:
   2. + the routing module's window sums (`routing.mean_of_conv3x3`);
   3. + the sub-pixel input gradient of the stride-2 convs (`ops.conv3x3_stride2`);
   4. + the pyramid's zero-free upsample (`losses._upsample`);
-  5. + the blocks' resizes as slices and adds (`ops.resize_by`): the package as it is.
+  5. + the blocks' resizes as slices and adds (`ops.resize_by`);
+  6. + the pyramid's axes as matrix products (attempt 17): the package as it is.
 
 For each variant it compiles one training step (8x256x256, random official-format weights, the
 official optimiser, as `bench/run.py` times it) and inference at 1x512x1024 with all blocks and
-with threshold routing. Then it times them in interleaved rounds (variant 0, 1, ..., 5, then
+with threshold routing (`--training-only`: the step alone). Then it times them in interleaved rounds (variant 0, 1, ..., 5, then
 again), so a slow patch of the machine hits every variant alike, and prints the median and
 the minimum per variant. The old code paths are swapped in by replacing the package's functions
 while each variant is traced; the compiled programs keep what they were traced with.
@@ -38,10 +39,11 @@ from flax import nnx
 
 from dmvfn_jax import losses, ops
 from dmvfn_jax.models import routing as routing_lib
-from workloads import interleaved_times, random_dmvfn, train_thunk  # bench/workloads.py
+from timing import interleaved_times  # bench/timing.py
+from workloads import random_dmvfn, train_thunk  # bench/workloads.py
 
 NAMES = ("0 before", "1 + sub-pixel transposed conv", "2 + routing window sums", "3 + stride-2 input gradient",
-         "4 + zero-free upsample", "5 + resizes as slices (now)")
+         "4 + zero-free upsample", "5 + resizes as slices", "6 + pyramid as matrix products (now)")
 
 
 # -- the old code paths -----------------------------------------------------------------------
@@ -80,6 +82,16 @@ def _blur_then_subsample(x):
     return _full_blur(x)[:, ::2, ::2]
 
 
+def _blur_half_shifted_adds(x):
+    """`losses._blur_half` before attempt 17: five shifted adds per axis."""
+    return losses._blur_half_axis_taps(losses._blur_half_axis_taps(x, 1), 2)
+
+
+def _upsample_phases(x):
+    """`losses._upsample` before attempt 17: both output phases per axis, stacked."""
+    return losses._upsample_axis_taps(losses._upsample_axis_taps(x, 1), 2)
+
+
 def _resize_by_interpolation_matrices(x, factor):
     _, h, w, _ = x.shape
     return ops.resize_bilinear(x, round(h * factor), round(w * factor))
@@ -93,6 +105,7 @@ CHANGES = (
     ((ops, "conv3x3_stride2", _stride2_xla_gradient),),
     ((losses, "_upsample", _upsample_zero_inserted), (losses, "_blur_half", _blur_then_subsample)),
     ((ops, "resize_by", _resize_by_interpolation_matrices),),
+    ((losses, "_upsample", _upsample_phases), (losses, "_blur_half", _blur_half_shifted_adds)),
 )
 
 
@@ -100,7 +113,7 @@ def traced_with(k: int, fn):
     """Calls `fn()` with changes k, k+1, ... undone, and restores the package afterwards."""
     saved = [(m, a, getattr(m, a)) for change in CHANGES[k:] for m, a, _ in change]
     try:
-        for change in CHANGES[k:]:
+        for change in reversed(CHANGES[k:]):  # the earliest change undone last, so its old form wins
             for m, a, old in change:
                 setattr(m, a, old)
         return fn()
@@ -113,6 +126,8 @@ def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--variants", type=int, nargs="+", choices=range(len(NAMES)), default=list(range(len(NAMES))))
+    p.add_argument("--training-only", action="store_true", help="the training step only, no inference")
     args = p.parse_args()
     model = random_dmvfn()
     rng = np.random.default_rng(0)
@@ -120,10 +135,10 @@ def main():
     graphdef, params = nnx.split(model)
 
     cases = {}  # (case, variant) -> a thunk that runs the compiled program once
-    for k in range(len(NAMES)):
+    for k in args.variants:
         def compile_all(k=k):
-            out = {"training step 8x256x256": train_thunk(model, args.batch, 256)}
-            for routing in ("all", "threshold"):
+            out = {f"training step {args.batch}x256x256": train_thunk(model, args.batch, 256)}
+            for routing in () if args.training_only else ("all", "threshold"):
                 run = jax.jit(lambda p, x, y, r=routing: nnx.merge(graphdef, p).predict(x, y, r).prediction)
                 compiled = run.lower(params, a, b).compile()
                 out[f"inference 1x512x1024, {routing}"] = lambda c=compiled: jax.block_until_ready(c(params, a, b))
@@ -140,9 +155,9 @@ def main():
     print(f"\ndevice {jax.devices()[0].device_kind}; {args.rounds} interleaved rounds; ms median (min)")
     for case in dict.fromkeys(c for c, _ in cases):
         print(case)
-        for k, name in enumerate(NAMES):
-            ts = times[(case, k)]
-            print(f"  {name:34s} {1e3 * statistics.median(ts):8.0f} ({1e3 * min(ts):.0f})")
+        for k in args.variants:
+            name, ts = NAMES[k], times[(case, k)]
+            print(f"  {name:38s} {1e3 * statistics.median(ts):8.0f} ({1e3 * min(ts):.0f})")
 
 
 if __name__ == "__main__":
