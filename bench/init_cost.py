@@ -8,11 +8,14 @@ Eagerly, every parameter shape's initialiser compiles a program of its own on fi
 threefry ones compile slowly on XLA's CPU backend.
 """
 
+import json
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/: workloads.py
+REPO = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(REPO / "bench"), str(REPO / "tests" / "scripts")]  # workloads.py; the suite's small model
 
+from small_model import SMALL_MODEL  # noqa: E402  (what it measures is the test suite's model)
 from workloads import run_fresh  # noqa: E402
 
 CHILD = r"""
@@ -21,8 +24,7 @@ sys.path.insert(0, sys.argv[1])
 import jax
 from flax import nnx
 from dmvfn_jax.models import DMVFN
-key, model = sys.argv[2], sys.argv[3]
-blocks = {} if model == "official" else {"widths": (16, 16), "scales": (2, 1)}
+key, blocks = sys.argv[2], {k: tuple(v) for k, v in json.loads(sys.argv[3]).items()}
 t = time.perf_counter()
 rngs = nnx.Rngs(0) if key == "threefry" else nnx.Rngs(jax.random.key(0, impl="rbg"))
 m = DMVFN(rngs=rngs, **blocks)
@@ -37,9 +39,10 @@ print(json.dumps({"first_s": first, "second_s": time.perf_counter() - t}))
 def main() -> None:
     print("| model | key | first model s | second model s |")
     print("| --- | --- | --- | --- |")
-    for model in ("official", "small (16, 16 at 2, 1)"):
+    small = f"small ({', '.join(map(str, SMALL_MODEL['widths']))} at {', '.join(map(str, SMALL_MODEL['scales']))})"
+    for model, blocks in (("official", {}), (small, SMALL_MODEL)):
         for key in ("threefry", "rbg"):
-            r = run_fresh(CHILD, key, model.split()[0])
+            r = run_fresh(CHILD, key, json.dumps(blocks))
             print(f"| {model} | {key} | {r['first_s']:.1f} | {r['second_s']:.2f} |", flush=True)
 
 

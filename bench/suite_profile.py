@@ -10,7 +10,7 @@ process killed by a signal (the tests' SIGKILLs) writes none, and a test that st
 with an environment of its own without PYTHONPATH is not seen. The in-process rows are the
 workers' JAX events while that test was current (their CPU time is in the workers' rows); the
 `sub` rows are the commands the test started (their CPU time is theirs). Without pytest
-arguments it runs `make test`'s selection (`-n 2 --dist loadscope tests`) with a fresh cache.
+arguments it runs `make test`'s selection (the Makefile's XDIST workers over `tests`) with a fresh cache.
 """
 
 from __future__ import annotations
@@ -28,6 +28,14 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 HOOK = Path(__file__).resolve().parent / "suite_hook"
 COMPILE, TRACE, CACHE = "backend_compile_duration", "jaxpr_trace_duration", "cache_retrieval_time_sec"
+
+
+def make_test_args() -> list[str]:
+    """pytest's arguments as `make test` gives them: the Makefile's `XDIST := ...` over `tests`."""
+    for line in (REPO / "Makefile").read_text().splitlines():
+        if line.startswith("XDIST") and ":=" in line:
+            return ["-q", *line.split(":=", 1)[1].split(), "-p", "no:cacheprovider", "tests"]
+    raise SystemExit(f"{REPO / 'Makefile'}: no `XDIST := ...` line to take make test's arguments from")
 
 
 def summarise(folder: Path, top: int) -> None:
@@ -69,8 +77,10 @@ def main(argv=None) -> int:
         return 0
     if not args.out:
         p.error("give --out DIR (a new run) or --summary DIR")
-    args.out.mkdir(parents=True, exist_ok=False)
-    pytest_args = args.pytest_args or ["-q", "-n", "2", "--dist", "loadscope", "-p", "no:cacheprovider", "tests"]
+    if args.out.exists():
+        p.error(f"--out {args.out} exists: give a new folder (its records would mix with an earlier run's)")
+    args.out.mkdir(parents=True)
+    pytest_args = args.pytest_args or make_test_args()
     with tempfile.TemporaryDirectory(prefix="suite_profile_cache_") as cache:
         env = {**os.environ, "SUITE_PROFILE_OUT": str(args.out.resolve()), "DMVFN_JAX_TEST_CACHE": cache,
                "PYTHONPATH": os.pathsep.join(filter(None, [str(HOOK), os.environ.get("PYTHONPATH")]))}

@@ -43,11 +43,11 @@ def main(argv=None) -> int:
     config.data.height = config.data.width = args.size
     rows = []
     config.batch_size = args.clips
-    compiled, _, _ = plan.compile_train_step(config, parallel.data_mesh(jax.devices()[:1]))
+    compiled = plan.compile_train_step(config, parallel.data_mesh(jax.devices()[:1])).compiled
     rows.append(("CPU, 1 device", *cost(compiled)))
     topo = tpu.parse_topology("v5e:2x2")
     config.batch_size = args.clips * topo.chips
-    compiled, _, _ = plan.compile_train_step(config, Mesh(np.asarray(tpu.compile_only_devices(topo)), ("data",)))
+    compiled = plan.compile_train_step(config, Mesh(np.asarray(tpu.compile_only_devices(topo)), ("data",))).compiled
     rows.append(("TPU v5e, per chip", *cost(compiled)))
     print(f"per-device program: {args.clips} clip(s) x 3 frames at {args.size}x{args.size}, per_batch, float32")
     print(f"{'target':20s} {'GFLOP':>8s} {'GB accessed':>12s}")

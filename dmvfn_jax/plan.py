@@ -41,6 +41,7 @@ import json
 import math
 import sys
 from pathlib import Path
+from typing import Any, NamedTuple
 
 from dmvfn_jax.errors import InputError
 
@@ -71,11 +72,18 @@ def _tree_bytes(tree) -> int:
     return int(sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(tree)))
 
 
-def compile_train_step(config, mesh, *, vgg: bool = False, precision: str = "default"):
-    """Compiles the training step of `config` over `mesh` without running it.
+class CompiledStep(NamedTuple):
+    """A training step compiled without running it: the state and batch as `jax.ShapeDtypeStruct`s,
+    and the blocks (`{"widths": ..., "scales": ...}`) of the model it was compiled for."""
 
-    Returns `(compiled, abstract_state, batch)`: the state and batch as `jax.ShapeDtypeStruct`s.
-    """
+    compiled: Any
+    state: Any
+    batch: Any
+    blocks: dict
+
+
+def compile_train_step(config, mesh, *, vgg: bool = False, precision: str = "default") -> CompiledStep:
+    """Compiles the training step of `config` over `mesh` without running it."""
     import jax
     import jax.numpy as jnp
     from flax import nnx
@@ -113,7 +121,7 @@ def compile_train_step(config, mesh, *, vgg: bool = False, precision: str = "def
                 raise
             reason = str(e).split("RESOURCE_EXHAUSTED:", 1)[1].strip().splitlines()[0]
             raise DoesNotFit(reason) from None
-    return compiled, abstract, batch
+    return CompiledStep(compiled, abstract, batch, blocks)
 
 
 def _cost(compiled) -> dict:
@@ -130,7 +138,7 @@ def plan(config, topology_name: str, *, per_chip_batch: int | None = None, vgg: 
     import numpy as np
 
     from dmvfn_jax import hlo, tpu
-    from dmvfn_jax.train.loop import model_blocks, validate_config
+    from dmvfn_jax.train.loop import validate_config
 
     topo = tpu.parse_topology(topology_name)
     if precision not in PRECISION_PASSES:
@@ -152,7 +160,7 @@ def plan(config, topology_name: str, *, per_chip_batch: int | None = None, vgg: 
     hosts = len({d.process_index for d in devices})
     mesh = Mesh(np.asarray(devices), ("data",))
     try:
-        compiled, state, batch = compile_train_step(config, mesh, vgg=vgg, precision=precision)
+        compiled, state, batch, blocks = compile_train_step(config, mesh, vgg=vgg, precision=precision)
     except DoesNotFit as e:
         raise DoesNotFit(f"the step does not fit on {topo.cloud_name} ({config.batch_size // topo.chips} clips of "
                          f"{config.data.num_frames} frames at {config.data.height}x{config.data.width} per chip): "
@@ -188,7 +196,7 @@ def plan(config, topology_name: str, *, per_chip_batch: int | None = None, vgg: 
                  "update_mode": config.update_mode, "updates_per_step": updates,
                  "estimator": config.routing.estimator, "compute_dtype": config.get("compute_dtype", "float32"),
                  "vgg": bool(vgg or config.get("vgg_checkpoint")),
-                 "model": {k: list(v) for k, v in model_blocks(config).items()}},
+                 "model": {k: list(v) for k, v in blocks.items()}},
         "memory_per_chip": {
             "parameters": _tree_bytes(state.params), "optimizer": _tree_bytes(state.opt_state),
             "batch": _tree_bytes(batch) // n, "arguments": mem.argument_size_in_bytes,

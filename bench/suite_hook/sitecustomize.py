@@ -5,11 +5,12 @@ and JAX's compile, trace and cache-read durations, attributed to the test that w
 when each happened. Standard library only; JAX is hooked once something else imported it."""
 
 import atexit
+import importlib.abc
+import importlib.util
 import json
 import os
 import resource
 import sys
-import threading
 import time
 
 _OUT = os.environ.get("SUITE_PROFILE_OUT")
@@ -26,13 +27,23 @@ def _listen(name, secs, **_):
         entry[1] += secs
 
 
-def _hook_jax():
-    while True:  # until JAX's monitoring module is imported (by whatever imports jax)
-        m = sys.modules.get("jax._src.monitoring")
-        if m is not None and hasattr(m, "register_event_duration_secs_listener"):
-            m.register_event_duration_secs_listener(_listen)
-            return
-        time.sleep(0.02)
+class _HookJax(importlib.abc.MetaPathFinder):
+    """Registers `_listen` as soon as JAX's monitoring module is imported (by whatever imports
+    jax), and costs nothing in a process that never imports it."""
+
+    def find_spec(self, name, path, target=None):
+        if name != "jax._src.monitoring":
+            return None
+        sys.meta_path.remove(self)  # the real finders find it; this one steps aside for good
+        spec = importlib.util.find_spec(name)
+        run = spec.loader.exec_module
+
+        def exec_module(module):
+            run(module)
+            module.register_event_duration_secs_listener(_listen)
+
+        spec.loader.exec_module = exec_module
+        return spec
 
 
 def _dump():
@@ -44,5 +55,5 @@ def _dump():
 
 
 if _OUT:
-    threading.Thread(target=_hook_jax, daemon=True).start()
+    sys.meta_path.insert(0, _HookJax())
     atexit.register(_dump)
