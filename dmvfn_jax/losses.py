@@ -76,9 +76,9 @@ def _upsample(x: jax.Array) -> jax.Array:
 
     Computed without the zeros: along each axis, output `2m` is `(x[m-1] + 6 x[m] + x[m+1]) / 8`
     and output `2m+1` is `(x[m] + x[m+1]) / 2`, where the reflect padding of the zero-inserted
-    image gives `x[-1] = x[1]` and `x[n] = x[n-1]`. The same sums as blurring the zero-inserted
-    image, a quarter of the work (BENCHMARKS.md, attempt 13): as a matrix product, or on outputs
-    longer than `MATRIX_MAX` per output phase.
+    image gives `x[-1] = x[1]` and `x[n] = x[n-1]`: the same sums as blurring the zero-inserted
+    image. Along axes whose output is up to `MATRIX_MAX` long, as a matrix product (attempt 17);
+    along longer ones per output phase, a quarter of the blur's work (BENCHMARKS.md, attempt 13).
     """
     for axis in (1, 2):
         n = x.shape[axis]
