@@ -133,7 +133,7 @@ def converted_dir(tmp_path_factory, official_pkl) -> Path:
 def small_dmvfn(seed: int = 0) -> DMVFN:
     """The suite's small model (tests/scripts/small_model.py) with fresh random weights, drawn as
     train.py draws them (an `rbg` key): in a fresh process the default key's initialisers compile
-    for about 11 s, the rbg ones for about 4 (`python bench/init_cost.py`)."""
+    about three times as long as the rbg ones (`python bench/init_cost.py`)."""
     return DMVFN(rngs=nnx.Rngs(jax.random.key(seed, impl="rbg")), **SMALL_MODEL)
 
 
