@@ -99,12 +99,12 @@ def _condition_bound(instructions) -> int | None:
     return None
 
 
-def collectives(text: str) -> list[Collective]:
-    """Every collective of the program in `text` (the HLO of one device's program).
+def _runs(comps: dict, entry: str | None) -> dict[str, int]:
+    """computation -> times one call of the program runs it (0: not reached from the entry).
 
     A while loop runs its body `known_trip_count` times (XLA's annotation, CPU) or, without it
-    (TPU), N times when its condition is `i < N` for a constant N; otherwise once."""
-    comps, entry = _parse(text)
+    (TPU), N times when its condition is `i < N` for a constant N; otherwise once. A conditional's
+    branches are counted as if each were taken."""
     calls: dict[str, list[tuple[str, int]]] = defaultdict(list)  # caller -> [(callee, times per call)]
     for comp, instructions in comps.items():
         for _, _, opcode, rest in instructions:
@@ -135,6 +135,14 @@ def collectives(text: str) -> list[Collective]:
 
     if entry is not None:
         visit(entry, 1)
+    return runs
+
+
+def collectives(text: str) -> list[Collective]:
+    """Every collective of the program in `text` (the HLO of one device's program), with the times
+    one call runs it (`_runs`: loop bodies by their trip counts)."""
+    comps, entry = _parse(text)
+    runs = _runs(comps, entry)
     found = []
     for comp, instructions in comps.items():
         for name, shape, opcode, _ in instructions:
@@ -158,3 +166,163 @@ def summary(found: list[Collective]) -> dict[str, dict[str, int]]:
 def forbidden(found: list[Collective]) -> list[Collective]:
     """The collectives that are not all-reduces."""
     return [c for c in found if c.kind in FORBIDDEN]
+
+
+# -- buffers and their tiles ----------------------------------------------------------------
+# A TPU lays out an array's two minor dimensions (in its layout's order) in tiles, (8, 128) for
+# 32-bit values: an HLO layout `{3,2,1,0:T(8,128)}` rounds the minor dimension up to a multiple of
+# 128 lanes and the next to 8 sublanes. A 3-channel frame with channels minor fills 3 of 128 lanes.
+_ARRAY_LAYOUT = re.compile(r"\b([a-z][a-z0-9]*)\[([0-9,]*)\](\{[^}]*\})?")
+_TILE = re.compile(r"T\(([0-9,]+)\)")
+_SPACE = re.compile(r"S\((\d+)\)")
+_OP_NAME = re.compile(r'op_name="([^"]*)"')
+_CYCLES = re.compile(r'"estimated_cycles":"(\d+)"')
+# Instructions that name or alias a buffer made elsewhere, or hold no data of their own.
+_NO_BUFFER = frozenset({"parameter", "get-tuple-element", "tuple", "bitcast", "constant", "after-all", "while",
+                        "conditional", "call", "copy-start", "opt-barrier", "partition-id", "replica-id",
+                        "add-dependency", "domain"})
+
+
+def arrays(shape: str) -> list[tuple[str, int, int, int]]:
+    """Each array of an HLO shape with its layout (one, or a tuple's): `(text, written, tiled,
+    memory space)` in bytes.
+
+    written: the elements times their size; tiled: with the dimensions, taken in the layout's
+    minor-to-major order, rounded up to its first tile (`T(8,128)`; no tile: as written); memory
+    space: 0 for HBM (no `S(n)`), 1 for the TPU's on-chip memory."""
+    out = []
+    for m in _ARRAY_LAYOUT.finditer(shape):
+        dtype, dims_text, layout = m.groups()
+        if dtype not in DTYPE_BYTES:
+            continue
+        dims = [int(d) for d in dims_text.split(",") if d]
+        size = DTYPE_BYTES[dtype]
+        padded, space = list(dims), 0
+        if layout:
+            order_text, _, tiles = layout[1:-1].partition(":")
+            order = [int(d) for d in order_text.split(",") if d]
+            tile = _TILE.search(tiles)
+            if tile and sorted(order) == list(range(len(dims))):
+                padded = [dims[i] for i in reversed(order)]  # major to minor
+                for k, step in enumerate(reversed([int(v) for v in tile.group(1).split(",")]), start=1):
+                    if k <= len(padded):
+                        padded[-k] = -(-padded[-k] // step) * step
+            sm = _SPACE.search(tiles)
+            space = int(sm.group(1)) if sm else 0
+        out.append((m.group(0), int(math.prod(dims) * size), int(math.prod(padded) * size), space))
+    return out
+
+
+@dataclasses.dataclass(frozen=True)
+class Buffer:
+    """The output of one instruction outside a fusion: what the program writes to memory."""
+
+    name: str
+    opcode: str
+    shape: str  # with its layout
+    op_name: str  # the JAX operation that made it (metadata), "" if none
+    written_bytes: int  # per run, of its arrays in HBM
+    tiled_bytes: int  # per run, of its arrays in HBM, as tiled
+    largest: str  # its largest array in HBM by tiled bytes ("" if none)
+    runs: int  # times one call of the program writes it
+    computation: str
+    estimated_cycles: int  # per run: the TPU compiler's own estimate for the instruction (0: none given)
+
+
+def _fused(comps: dict) -> set[str]:
+    """The computations that are the bodies of fusions or of reductions: their instructions write
+    no buffers of their own."""
+    inner = set()
+    for instructions in comps.values():
+        for _, _, opcode, rest in instructions:
+            for role, callee in _CALLEE.findall(rest):
+                if role == "to_apply" or (role == "calls" and opcode in ("fusion", "custom-call")):
+                    inner.add(callee)
+    return inner
+
+
+def buffers(text: str) -> list[Buffer]:
+    """Every buffer the program in `text` writes: the outputs of the instructions of its
+    non-fused computations that are reached from the entry, each with the times one call runs it
+    (loop bodies by their trip counts, as `collectives`)."""
+    comps, entry = _parse(text)
+    runs = _runs(comps, entry)
+    inner = _fused(comps)
+    found = []
+    for comp, instructions in comps.items():
+        if comp in inner or not runs.get(comp):
+            continue
+        for name, shape, opcode, rest in instructions:
+            if opcode in _NO_BUFFER:
+                continue
+            hbm = [a for a in arrays(shape) if a[3] == 0]
+            m = _OP_NAME.search(rest)
+            cycles = _CYCLES.search(rest)
+            found.append(Buffer(name, opcode, shape, m.group(1) if m else "", sum(a[1] for a in hbm),
+                                sum(a[2] for a in hbm), max(hbm, key=lambda a: a[2])[0] if hbm else "",
+                                runs[comp], comp, int(cycles.group(1)) if cycles else 0))
+    return found
+
+
+_WRAPPER = re.compile(r"\b(?:jit|pjit|jvp|vmap|transpose|remat|checkpoint|custom_jvp_call|custom_vjp_call|"
+                      r"shard_map|while|body|cond|cond_fun|body_fun|branch_\d+_fun)\b\(?")
+
+
+def source(op_name: str) -> str:
+    """A buffer's op_name without JAX's transform wrappers and jit names: the named scopes and the
+    primitive (`transpose(jvp(jit(warp)))/gather` -> `grad warp/gather`), "grad" where the op is
+    part of a gradient."""
+    if not op_name:
+        return "(no op_name)"
+    grad = "transpose(" in op_name
+    parts = []
+    for part in op_name.split("/"):
+        inner = part
+        while True:
+            m = re.match(r"^\s*([\w.<>-]+)\((.*)\)\s*$", inner)
+            if not m:
+                break
+            if m.group(1) in ("jit", "pjit") and m.group(2) and "(" not in m.group(2):
+                inner = ""  # jit(fn): the jitted function's name, not a scope
+                break
+            inner = m.group(2)
+        inner = inner.split(";")[0].strip()
+        if inner and inner not in ("shard_map", "while", "body", "cond", "main", "checkpoint", "remat"):
+            parts.append(inner)
+    text = "/".join(parts) or "(jit)"
+    return f"grad {text}" if grad else text
+
+
+@dataclasses.dataclass(frozen=True)
+class SourceBytes:
+    """The buffers one JAX operation (`source`) wrote in one call of the program."""
+
+    source: str
+    written_bytes: int
+    tiled_bytes: int
+    buffers: int  # instructions
+    example: str  # the largest array's shape with its layout
+    estimated_cycles: int  # the TPU compiler's estimate for its instructions, on chip or not
+
+    @property
+    def ratio(self) -> float:
+        return self.tiled_bytes / self.written_bytes if self.written_bytes else float("inf")
+
+
+def by_source(found: list[Buffer]) -> list[SourceBytes]:
+    """HBM bytes written per call, grouped by `source(op_name)`, the most tiled bytes first."""
+    groups: dict[str, list[Buffer]] = defaultdict(list)
+    for b in found:
+        groups[source(b.op_name)].append(b)
+    out = []
+    for key, items in groups.items():
+        largest = max(items, key=lambda b: b.tiled_bytes)
+        out.append(SourceBytes(key, sum(b.written_bytes * b.runs for b in items),
+                               sum(b.tiled_bytes * b.runs for b in items), len(items), largest.largest,
+                               sum(b.estimated_cycles * b.runs for b in items)))
+    return sorted(out, key=lambda s: (-s.tiled_bytes, -s.estimated_cycles))
+
+
+def padding_totals(found: list[Buffer]) -> tuple[int, int]:
+    """(written, tiled) bytes of the HBM buffers one call writes."""
+    return sum(b.written_bytes * b.runs for b in found), sum(b.tiled_bytes * b.runs for b in found)

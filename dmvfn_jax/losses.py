@@ -285,16 +285,18 @@ def dmvfn_loss(
             raise ValueError(f"dmvfn_loss: output {i} has shape {outputs[i].shape}, gt has {gt.shape}")
     # One pyramid over all outputs and gt stacked along the batch: one blur per level, not n + 1.
     b = gt.shape[0]
-    stacked = jnp.concatenate([outputs[i] for i in range(n)] + [gt], axis=0)
-    per_output = 0.0
-    for band in laplacian_pyramid(stacked):
-        band = band.reshape((n + 1, b) + band.shape[1:])
-        per_output = per_output + jnp.mean(jnp.abs(band[:n] - band[n:]), axis=(1, 2, 3, 4))  # (n,)
-    weights = jnp.asarray([LAP_DECAY ** (n - 1 - i) for i in range(n)], per_output.dtype)
-    lap = jnp.sum(weights * per_output)
+    with jax.named_scope("laplacian_loss"):
+        stacked = jnp.concatenate([outputs[i] for i in range(n)] + [gt], axis=0)
+        per_output = 0.0
+        for band in laplacian_pyramid(stacked):
+            band = band.reshape((n + 1, b) + band.shape[1:])
+            per_output = per_output + jnp.mean(jnp.abs(band[:n] - band[n:]), axis=(1, 2, 3, 4))  # (n,)
+        weights = jnp.asarray([LAP_DECAY ** (n - 1 - i) for i in range(n)], per_output.dtype)
+        lap = jnp.sum(weights * per_output)
     if vgg is None:
         vgg_term = jnp.zeros((), lap.dtype)
     else:
-        vgg_term = VGG_SCALE * perceptual_loss(vgg, outputs[-1], gt)
+        with jax.named_scope("perceptual_loss"):
+            vgg_term = VGG_SCALE * perceptual_loss(vgg, outputs[-1], gt)
     total = lap + vgg_term
     return total, {"lap": lap, "vgg": vgg_term, "total": total}

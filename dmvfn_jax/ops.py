@@ -25,8 +25,11 @@ if WARP_IMPL not in WARP_IMPLS:
 
 
 def warp(img: jax.Array, flow: jax.Array) -> jax.Array:
-    """Backward warp with the implementation `WARP_IMPL` names (`warp_map_coordinates` or `warp_gather`)."""
-    return warp_gather(img, flow) if WARP_IMPL == "gather" else warp_map_coordinates(img, flow)
+    """Backward warp with the implementation `WARP_IMPL` names (`warp_map_coordinates` or `warp_gather`).
+
+    Its operations are named `warp` in the compiled program (`dmvfn_jax.hlo.source`)."""
+    with jax.named_scope("warp"):
+        return warp_gather(img, flow) if WARP_IMPL == "gather" else warp_map_coordinates(img, flow)
 
 
 def _check_warp_args(img, flow) -> None:

@@ -23,6 +23,10 @@ per chip:
   tiles), and an estimate of the all-reduce time over the inter-chip links (it may overlap the
   compute);
 - the implied wall time of the config's schedule (a lower bound: steps x step bound);
+- where the HBM goes: the buffers the step writes to HBM (`dmvfn_jax.hlo.buffers`), as written and
+  as laid out in the TPU's (8, 128) tiles, grouped by the JAX operation that made them (its named
+  scope: `block3`, `warp`, `laplacian_loss`, ...), the most tiled bytes first, each with the
+  TPU compiler's own cycle estimate for its instructions (`--top N` rows; all in the JSON);
 - the clips per second each host's input must deliver at that speed, against the clips/s of one
   input process measured by `bench/input_pipeline.py` (`--input-rate`, default: the rate in
   `bench/input_pipeline_cpu.json`), so the input processes a host needs (at most this many: the
@@ -131,6 +135,24 @@ def _cost(compiled) -> dict:
     return dict(cost or {})
 
 
+def hbm_report(text: str, updates: int = 1) -> dict:
+    """Where a compiled TPU program's HBM buffers go (`hlo.buffers` of `compiled.as_text()`), per step.
+
+    `updates`: the step's updates, for the totals' per-update figures; the rows count every run of
+    a loop body already (`hlo.buffers`)."""
+    from dmvfn_jax import hlo
+
+    found = hlo.buffers(text)
+    written, tiled = hlo.padding_totals(found)
+    rows = [{"source": r.source, "written_bytes": r.written_bytes, "tiled_bytes": r.tiled_bytes,
+             "ratio": round(r.ratio, 2) if r.written_bytes else None, "instructions": r.buffers,
+             "largest": r.example, "estimated_cycles": r.estimated_cycles} for r in hlo.by_source(found)]
+    return {"written_bytes": written, "tiled_bytes": tiled, "updates": updates,
+            "estimated_cycles": sum(b.estimated_cycles * b.runs for b in found),
+            "kind": "compiled program (HLO layouts and tiles; cycles: the TPU compiler's estimates)",
+            "by_source": rows}
+
+
 def plan(config, topology_name: str, *, per_chip_batch: int | None = None, vgg: bool = False,
          precision: str = "default", input_rate: float | None = None, input_source: str = "") -> dict:
     """Compiles the training step of `config` for a TPU topology and returns the plan (see the module doc)."""
@@ -206,6 +228,7 @@ def plan(config, topology_name: str, *, per_chip_batch: int | None = None, vgg: 
         "per_chip": {"flops": flops, "hbm_bytes": bytes_accessed,
                      "kind": "compiler estimates (cost_analysis, x the step's updates: it counts a loop body once)"},
         "collectives": coll,
+        "hbm_report": hbm_report(compiled.as_text(), updates),
         "precision": {"setting": precision, "bf16_passes": 1 if compute_bf16 else passes,
                       "note": _precision_note(compute_bf16, precision)},
         "roofline": {"compute_s": t_compute, "memory_s": t_memory, "step_lower_bound_s": t_step,
@@ -255,7 +278,21 @@ def _blocks_text(model: dict | None) -> str:
     return f"{len(model['widths'])} blocks (widths {model['widths']}, scales {model['scales']}), "
 
 
-def format_plan(p: dict) -> str:
+def format_hbm_report(report: dict, top: int = 10) -> list[str]:
+    """The plan's lines for `hbm_report`: totals and the `top` sources by tiled bytes."""
+    w, t = report["written_bytes"], report["tiled_bytes"]
+    lines = [f"where the HBM goes ({report['kind']}): the step writes {w / 1e9:.3f} GB of buffers to HBM, "
+             f"{t / 1e9:.3f} GB as tiled ({t / w if w else float('nan'):.1f}x); "
+             f"{report['estimated_cycles'] / 1e6:.2f} M cycles estimated; largest sources:"]
+    lines.append(f"  {'tiled MB':>10s} {'written MB':>10s} {'ratio':>6s} {'M cycles':>8s}  source (largest buffer)")
+    for r in report["by_source"][:top]:
+        ratio = f"{r['ratio']:.1f}x" if r["ratio"] is not None else "-"
+        lines.append(f"  {r['tiled_bytes'] / 1e6:10.1f} {r['written_bytes'] / 1e6:10.1f} {ratio:>6s} "
+                     f"{r['estimated_cycles'] / 1e6:8.3f}  {r['source']} ({r['largest']})")
+    return lines
+
+
+def format_plan(p: dict, top: int = 10) -> str:
     t, s, m, r = p["topology"], p["step"], p["memory_per_chip"], p["roofline"]
     lines = [
         f"plan: {p['config'] or 'config'} on {t['cloud']} ({t['libtpu']}, {t['device_kind']}): {t['chips']} chips, "
@@ -289,6 +326,8 @@ def format_plan(p: dict) -> str:
     else:
         lines.append(f"input: each host must deliver <= {i['clips_per_s_per_host']:.1f} clips/s "
                      "(pass --input-rate to size the input processes)")
+    if "hbm_report" in p:  # plans written before the report have none
+        lines += format_hbm_report(p["hbm_report"], top)
     lines.append(f"source of the chip figures: {r['source']}")
     return "\n".join(lines)
 
@@ -306,6 +345,7 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     p.add_argument("--input-rate", type=float, default=None,
                    help="clips/s of one input process (default: bench/input_pipeline_cpu.json)")
     p.add_argument("--json", default=None, help="also write the plan as JSON to this file")
+    p.add_argument("--top", type=int, default=10, help="rows of the where-the-HBM-goes report (default 10)")
     return p
 
 
@@ -343,9 +383,11 @@ def main(argv=None, prog: str | None = None) -> int:
                 rate, source = found
         elif rate <= 0:
             raise InputError(f"--input-rate must be > 0, got {rate}")
+        if args.top < 0:
+            raise InputError(f"--top must be >= 0, got {args.top}")
         result = plan(config, args.topology, per_chip_batch=args.per_chip_batch, vgg=args.vgg,
                       precision=args.precision, input_rate=rate, input_source=source)
-        print(format_plan(result), flush=True)
+        print(format_plan(result, args.top), flush=True)
         if args.json:
             Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
         m = result["memory_per_chip"]

@@ -58,3 +58,82 @@ def test_shape_bytes():
     assert hlo.shape_bytes("f32[3559944]{0:T(1024)S(1)}") == 4 * 3559944
     assert hlo.shape_bytes("(f32[2,3]{1,0}, bf16[4]{0}, s32[])") == 24 + 8 + 4
     assert hlo.shape_bytes("pred[16,9]{0,1:T(8,128)(4,1)}") == 144
+
+
+# -- buffers, their tiles and where they come from --------------------------------------------
+
+def test_arrays_round_the_two_minor_dimensions_of_the_layout_up_to_the_tile():
+    # channels minor: 3 of 128 lanes
+    [(text, written, tiled, space)] = hlo.arrays("f32[2,64,64,3]{3,2,1,0:T(8,128)}")
+    assert (written, tiled, space) == (2 * 64 * 64 * 3 * 4, 2 * 64 * 64 * 128 * 4, 0)
+    # the same array with width minor (the layout's order, not the shape's, says which is minor)
+    [(_, written, tiled, _)] = hlo.arrays("f32[2,64,64,3]{2,1,3,0:T(8,128)}")
+    assert (written, tiled) == (2 * 64 * 64 * 3 * 4, 2 * 3 * 64 * 128 * 4)
+    # second-minor rounded to 8, bfloat16's (2,1) packing adds nothing, S(1) is on-chip memory
+    [(_, written, tiled, space)] = hlo.arrays("bf16[5,130]{1,0:T(8,128)(2,1)S(1)}")
+    assert (written, tiled, space) == (5 * 130 * 2, 8 * 256 * 2, 1)
+    assert [a[1:] for a in hlo.arrays("(f32[1000]{0:T(1024)}, s32[]{:T(128)}, pred[4]{0})")] == [
+        (4000, 4096, 0), (4, 4, 0), (4, 4, 0)]
+    assert hlo.arrays("f32[7,3]")[0][1:] == (84, 84, 0)  # no layout: as written
+
+
+BUFFERS = """HloModule jit_step
+
+%fused_computation (p0: f32[2,64,64,3]) -> f32[2,64,64,3] {
+  %p0 = f32[2,64,64,3]{3,2,1,0:T(8,128)} parameter(0)
+  ROOT %inner = f32[2,64,64,3]{3,2,1,0:T(8,128)} multiply(%p0, %p0), metadata={op_name="jit(step)/inner"}
+}
+
+%cond (p: (s32[], f32[2,64,64,3])) -> pred[] {
+  %c = s32[]{:T(128)} constant(28)
+  %p = (s32[], f32[2,64,64,3]) parameter(0)
+  %i = s32[]{:T(128)} get-tuple-element(%p), index=0
+  ROOT %lt = pred[]{:T(512)} compare(%i, %c), direction=LT
+}
+
+%body (q: (s32[], f32[2,64,64,3])) -> (s32[], f32[2,64,64,3]) {
+  %q = (s32[], f32[2,64,64,3]) parameter(0)
+  %x = f32[2,64,64,3]{3,2,1,0:T(8,128)} get-tuple-element(%q), index=1
+  %warped = f32[2,64,64,3]{3,2,1,0:T(8,128)} fusion(%x), kind=kLoop, calls=%fused_computation, metadata={op_name="jit(step)/shard_map/transpose(jvp(block3))/warp/vmap(jit(_map_coordinates))/gather" stack_frame_id=3}, backend_config={"estimated_cycles":"100"}
+  %scratch = f32[2,64,64,3]{2,1,3,0:T(8,128)S(1)} copy(%warped), metadata={op_name="jit(step)/shard_map/block3/copy"}
+  %j = s32[] get-tuple-element(%q), index=0
+  ROOT %t = (s32[], f32[2,64,64,3]) tuple(%j, %warped)
+}
+
+ENTRY %main (x: f32[2,64,64,3]) -> f32[2,64,64,3] {
+  %x = f32[2,64,64,3]{3,2,1,0:T(8,128)} parameter(0)
+  %zero = s32[] constant(0)
+  %init = (s32[], f32[2,64,64,3]) tuple(%zero, %x)
+  %w = (s32[], f32[2,64,64,3]) while(%init), condition=%cond, body=%body
+  %out = f32[2,64,64,3]{3,2,1,0:T(8,128)} get-tuple-element(%w), index=1
+  ROOT %flat = f32[2,64,64,3]{2,1,3,0:T(8,128)} copy(%out), metadata={op_name="jit(step)/jit(main)/loss/copy"}
+}
+"""
+
+
+def test_buffers_are_the_outputs_outside_fusions_counted_per_run():
+    found = {b.name: b for b in hlo.buffers(BUFFERS)}
+    # the fusion's inner multiply, parameters, tuples, constants and the loop itself write nothing
+    assert set(found) == {"warped", "scratch", "lt", "flat"}
+    w = found["warped"]
+    assert (w.runs, w.written_bytes, w.tiled_bytes, w.estimated_cycles) == (28, 98304, 2 * 64 * 64 * 128 * 4, 100)
+    assert w.largest == "f32[2,64,64,3]{3,2,1,0:T(8,128)}"
+    assert found["scratch"].written_bytes == 0 and found["scratch"].largest == ""  # on-chip, not HBM
+    assert (found["flat"].runs, found["flat"].tiled_bytes) == (1, 2 * 3 * 64 * 128 * 4)
+    rows = {r.source: r for r in hlo.by_source(list(found.values()))}
+    grad_warp = rows["grad block3/warp/gather"]
+    assert (grad_warp.written_bytes, grad_warp.tiled_bytes, grad_warp.estimated_cycles) == (
+        28 * 98304, 28 * 2 * 64 * 64 * 128 * 4, 2800)
+    assert grad_warp.ratio == 128 / 3
+    assert list(rows)[0] == "grad block3/warp/gather"  # the most tiled bytes first
+    written, tiled = hlo.padding_totals(list(found.values()))
+    # + the loop condition's one-byte predicate, 28 times
+    assert written == 29 * 98304 + 28 and tiled == 28 * 2 * 64 * 64 * 128 * 4 + 2 * 3 * 64 * 128 * 4 + 28
+
+
+def test_source_drops_jax_wrappers_and_keeps_the_named_scopes():
+    assert hlo.source("jit(body)/shard_map/jvp(advance)/warp/vmap(vmap(jit(_map_coordinates)))/gather") == \
+        "advance/warp/gather"
+    assert hlo.source("jit(body)/shard_map/transpose(jvp(block8))/add_any") == "grad block8/add_any"
+    assert hlo.source("jit(body)/shard_map/optimizer/jit(_where)/select_n") == "optimizer/select_n"
+    assert hlo.source("") == "(no op_name)"

@@ -59,6 +59,17 @@ def test_a_small_step_fits_and_only_all_reduces(plans):
     assert "2 blocks (widths [16, 16], scales [2, 1]), bernoulli routing" in stdout
     assert "one bfloat16 pass" in stdout and "JAX_DEFAULT_MATMUL_PRECISION=highest" in stdout
     assert stderr.strip() == "", stderr[-2000:]  # libtpu's start-up warnings are kept quiet
+    # where the HBM goes: the step's HBM buffers by the named scope that made them, tiled >= written
+    h = p["hbm_report"]
+    assert 0 < h["written_bytes"] < h["tiled_bytes"] and h["estimated_cycles"] > 0
+    rows = h["by_source"]
+    assert sum(r["tiled_bytes"] for r in rows) == h["tiled_bytes"]
+    assert [r["tiled_bytes"] for r in rows] == sorted((r["tiled_bytes"] for r in rows), reverse=True)
+    sources = {r["source"] for r in rows}
+    for scope in ("advance/warp/", "merge/warp/", "block0/", "block1/", "grad block1/", "laplacian_loss/", "routing/",
+                  "optimizer/"):
+        assert any(s.startswith(scope) for s in sources), (scope, sorted(sources))
+    assert "where the HBM goes" in stdout and "advance/warp/" in json.dumps(rows)
 
 
 def test_an_oversized_step_fails_with_one_line(plans):

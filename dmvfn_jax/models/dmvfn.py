@@ -46,9 +46,10 @@ class InferenceResult(NamedTuple):
 
 def merge(img0, img1, flow, mask):
     """clamp(sigmoid(m) * warp(img0, f[:2]) + (1 - sigmoid(m)) * warp(img1, f[2:]), 0, 1)."""
-    m = jax.nn.sigmoid(mask)
-    out = m * ops.warp(img0, flow[..., 0:2]) + (1 - m) * ops.warp(img1, flow[..., 2:4])
-    return jnp.clip(out, 0.0, 1.0)
+    with jax.named_scope("merge"):
+        m = jax.nn.sigmoid(mask)
+        out = m * ops.warp(img0, flow[..., 0:2]) + (1 - m) * ops.warp(img1, flow[..., 2:4])
+        return jnp.clip(out, 0.0, 1.0)
 
 
 def _check_frames(img0, img1):
@@ -99,7 +100,8 @@ class DMVFN(nnx.Module):
     def routing_probs(self, img0: jax.Array, img1: jax.Array) -> jax.Array:
         """Routing probabilities v (B, n) on the unpadded frames."""
         _check_frames(img0, img1)
-        return self.routing(img0, img1)
+        with jax.named_scope("routing"):
+            return self.routing(img0, img1)
 
     def _initial_state(self, img0, img1) -> FlowState:
         b, h, w, _ = img0.shape
@@ -132,15 +134,18 @@ class DMVFN(nnx.Module):
         return [tuple(p) for p in parts]
 
     def _block_update(self, i, img0, img1, state: FlowState, parts=None):
-        """Block i's `(flow_d, mask_d)`; `parts`: `_frame_parts`' list (None: the plain form)."""
-        x13 = jnp.concatenate([img0, img1, state.warped0, state.warped1, state.mask], axis=-1)
-        return self.blocks[i](x13, state.flow, self.scales[i], (None, None) if parts is None else parts[i])
+        """Block i's `(flow_d, mask_d)`; `parts`: `_frame_parts`' list (None: the plain form). Its
+        operations are named `block<i>` in the compiled program."""
+        with jax.named_scope(f"block{i}"):
+            x13 = jnp.concatenate([img0, img1, state.warped0, state.warped1, state.mask], axis=-1)
+            return self.blocks[i](x13, state.flow, self.scales[i], (None, None) if parts is None else parts[i])
 
     @staticmethod
     def _advance(img0, img1, state: FlowState, flow_d, mask_d, gate) -> FlowState:
-        flow = state.flow + gate * flow_d
-        mask = state.mask + gate * mask_d
-        return FlowState(flow, mask, ops.warp(img0, flow[..., 0:2]), ops.warp(img1, flow[..., 2:4]))
+        with jax.named_scope("advance"):
+            flow = state.flow + gate * flow_d
+            mask = state.mask + gate * mask_d
+            return FlowState(flow, mask, ops.warp(img0, flow[..., 0:2]), ops.warp(img1, flow[..., 2:4]))
 
     def block_alone(self, i: int, img0: jax.Array, img1: jax.Array) -> FlowState:
         """Block `i` applied once to the frames from the initial state (zero flow and mask), its

@@ -96,15 +96,17 @@ def make_train_step(
         rows = parallel.batch_rows(img0.shape[0], axis_name)
         (loss, (terms, rates, mse)), grads = grad_fn(params, img0, img1, gt, key, rows)
         if axis_name is not None:  # means of equal shards = the whole batch's means; one all-reduce
-            loss, terms, rates, mse, grads = parallel.pmean_packed((loss, terms, rates, mse, grads), axis_name)
-        gnorm = optax.tree.norm(grads)
-        ok = jnp.isfinite(loss) & jnp.isfinite(gnorm)
-        opt_state = set_learning_rate(opt_state, lr)
-        updates, new_opt = optimizer.update(grads, opt_state, params)
-        new_params = optax.apply_updates(params, updates)
-        params, opt_state = _select(ok, new_params, params), _select(ok, new_opt, opt_state)
-        bad_streak = jnp.where(ok, 0, bad_streak + 1)
-        skipped = skipped + (~ok).astype(jnp.int32)
+            with jax.named_scope("all_reduce"):
+                loss, terms, rates, mse, grads = parallel.pmean_packed((loss, terms, rates, mse, grads), axis_name)
+        with jax.named_scope("optimizer"):
+            gnorm = optax.tree.norm(grads)
+            ok = jnp.isfinite(loss) & jnp.isfinite(gnorm)
+            opt_state = set_learning_rate(opt_state, lr)
+            updates, new_opt = optimizer.update(grads, opt_state, params)
+            new_params = optax.apply_updates(params, updates)
+            params, opt_state = _select(ok, new_params, params), _select(ok, new_opt, opt_state)
+            bad_streak = jnp.where(ok, 0, bad_streak + 1)
+            skipped = skipped + (~ok).astype(jnp.int32)
         metrics = {**terms, "grad_norm": gnorm, "mse": mse, "routing_rate": rates}
         return (params, opt_state, bad_streak, skipped), metrics
 
