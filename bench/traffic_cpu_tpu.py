@@ -1,18 +1,31 @@
-"""XLA's cost analysis of the same per-device training step compiled for the CPU and for a TPU.
+"""XLA's cost analysis of the same per-device programs compiled for the CPU and for a TPU chip.
 
-    .venv/bin/python bench/traffic_cpu_tpu.py [--clips 2] [--size 64]
+    .venv/bin/python bench/traffic_cpu_tpu.py                       # the demo step (2 clips at 64x64)
+    .venv/bin/python bench/traffic_cpu_tpu.py --cases warp warp_grad forward train demo
 
-One device's program of the demo step (per_batch, `--clips` clips of 3 frames, float32,
-Laplacian loss): on this machine's CPU (one device, `--clips` clips) and on a v5e:2x2 slice
-(compile-only libtpu devices, 4 x `--clips` clips, so each chip gets `--clips`). Prints the
-FLOPs and the HBM/memory bytes each compiler estimates; BENCHMARKS.md ("TPU plan") uses it to
-say how far the TPU traffic estimate, which sets the plan's roofline bound, departs from the
-CPU's for identical work.
+Each case is one device's program, compiled on this machine's CPU and for one chip of a v5e:2x2
+slice (libtpu's compile-only devices; nothing runs), and printed with the FLOPs and the bytes
+accessed each compiler estimates (`compiled.cost_analysis()`), their ratio, and the bytes of
+the buffers the TPU program writes to HBM as written and as tiled (`dmvfn_jax.hlo.buffers`):
+
+- `demo`: the demo config's training step, `--clips` clips of 3 frames at `--size` (per_batch,
+  Laplacian loss, float32; on the TPU 4 x `--clips` clips over the 4 chips, so each gets `--clips`);
+- `train`: one update of the official nine (the Cityscapes config, Laplacian loss, no VGG)
+  on 2 clips x 3 frames at `--big` (256) per chip, per_batch;
+- `forward`: the nine's inference forward (`infer`, every block on) on 2 frame pairs at `--big`;
+- `warp`, `warp_grad`: `ops.warp` alone on 2 frames at `--big` (3 channels), and its gradient
+  with respect to image and flow.
+
+These are the figures of issue "make the TPU move data, not padding" and BENCHMARKS.md's TPU
+plan. Every figure is the compiler's estimate, not a measurement: no TPU was used. XLA's cost
+analysis counts a while loop's body once; the TPU compiler turns some gathers into loops, so each
+row also prints the while loops of the TPU program (`loops`) as a warning sign.
 """
 
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from pathlib import Path
 
@@ -22,40 +35,100 @@ import jax  # noqa: E402
 
 jax.config.update("jax_platforms", "cpu")
 
+import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
-from jax.sharding import Mesh  # noqa: E402
+from flax import nnx  # noqa: E402
+from jax.sharding import Mesh, NamedSharding, PartitionSpec  # noqa: E402
 
-from configs import demo  # noqa: E402
-from dmvfn_jax import parallel, plan, tpu  # noqa: E402
+from configs import cityscapes, demo  # noqa: E402
+from dmvfn_jax import hlo, ops, parallel, plan, tpu  # noqa: E402
+from dmvfn_jax.models.dmvfn import DMVFN  # noqa: E402
+
+CASES = ("demo", "train", "forward", "warp", "warp_grad")
+TOPOLOGY = "v5e:2x2"
 
 
-def cost(compiled) -> tuple[float, float]:
+def _figures(compiled) -> dict:
     c = plan._cost(compiled)
-    return float(c["flops"]), float(c["bytes accessed"])
+    text = compiled.as_text()
+    written, tiled = hlo.padding_totals(hlo.buffers(text))
+    return {"flops": float(c.get("flops", 0.0)), "bytes": float(c.get("bytes accessed", 0.0)),
+            "written": written, "tiled": tiled, "loops": len(re.findall(r"\swhile\(", text))}
+
+
+def _step_case(config, clips: int, size: int) -> tuple[dict, dict]:
+    config.data.height = config.data.width = size
+    config.update_mode = "per_batch"
+    config.data.num_frames = 3
+    config.batch_size = clips
+    cpu = plan.compile_train_step(config, parallel.data_mesh(jax.devices()[:1])).compiled
+    topo = tpu.parse_topology(TOPOLOGY)
+    config.batch_size = clips * topo.chips
+    devices = tpu.compile_only_devices(topo)
+    tpu_step = plan.compile_train_step(config, Mesh(np.asarray(devices), ("data",))).compiled
+    return _figures(cpu), _figures(tpu_step)
+
+
+def _one_device(fn, *shapes) -> tuple[dict, dict]:
+    """`fn` compiled for the CPU and for one TPU chip, on abstract arguments: float32 arrays of the
+    given shapes (tuples) or pytrees of `jax.ShapeDtypeStruct`s."""
+    args = [s if not isinstance(s, tuple) else jax.ShapeDtypeStruct(s, jnp.float32) for s in shapes]
+    cpu = jax.jit(fn).lower(*args).compile()
+    chip = tpu.compile_only_devices(tpu.parse_topology(TOPOLOGY))[0]
+    replicated = NamedSharding(Mesh(np.asarray([chip]), ("d",)), PartitionSpec())
+    on_tpu = jax.jit(fn, in_shardings=replicated, out_shardings=replicated).lower(*args).compile()
+    return _figures(cpu), _figures(on_tpu)
+
+
+def run_case(name: str, clips: int, size: int, big: int) -> tuple[str, dict, dict]:
+    frames, flow = (2, big, big, 3), (2, big, big, 2)
+    if name == "demo":
+        return f"demo step, {clips} clip(s) x 3 frames at {size}x{size}", *_step_case(demo.get_config(), clips, size)
+    if name == "train":
+        config = cityscapes.get_config()
+        config.vgg_checkpoint = ""
+        return f"the nine's update, 2 clips x 3 frames at {big}x{big}", *_step_case(config, 2, big)
+    if name == "forward":
+        graphdef, state = nnx.split(nnx.eval_shape(lambda: DMVFN(rngs=nnx.Rngs(0), conv_form="plain")))
+
+        def forward(img0, img1, s=state):
+            return nnx.merge(graphdef, s).infer(img0, img1, None, sequential=False).prediction
+
+        # the parameters enter as constants' shapes: an argument of the program, like the frames
+        def with_params(s, img0, img1):
+            return forward(img0, img1, s)
+
+        return f"the nine's forward, 2 pairs at {big}x{big}", *_one_device(with_params, state, frames, frames)
+    if name == "warp":
+        return f"ops.warp ({ops.WARP_IMPL}), 2 frames at {big}x{big}", *_one_device(ops.warp, frames, flow)
+    if name == "warp_grad":
+        def grad(img, fl):
+            return jax.grad(lambda i, f: jnp.sum(ops.warp(i, f) ** 2), argnums=(0, 1))(img, fl)
+
+        return f"ops.warp and its gradient, 2 frames at {big}x{big}", *_one_device(grad, frames, flow)
+    raise ValueError(f"unknown case {name!r}; cases: {', '.join(CASES)}")
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--clips", type=int, default=2)
-    ap.add_argument("--size", type=int, default=64)
+    ap.add_argument("--cases", nargs="+", default=["demo"], choices=CASES)
+    ap.add_argument("--clips", type=int, default=2, help="the demo step's clips per device")
+    ap.add_argument("--size", type=int, default=64, help="the demo step's frame size")
+    ap.add_argument("--big", type=int, default=256, help="the frame size of the other cases")
     args = ap.parse_args(argv)
-    config = demo.get_config()
-    config.data.height = config.data.width = args.size
-    rows = []
-    config.batch_size = args.clips
-    compiled = plan.compile_train_step(config, parallel.data_mesh(jax.devices()[:1])).compiled
-    rows.append(("CPU, 1 device", *cost(compiled)))
-    topo = tpu.parse_topology("v5e:2x2")
-    config.batch_size = args.clips * topo.chips
-    compiled = plan.compile_train_step(config, Mesh(np.asarray(tpu.compile_only_devices(topo)), ("data",))).compiled
-    rows.append(("TPU v5e, per chip", *cost(compiled)))
-    print(f"per-device program: {args.clips} clip(s) x 3 frames at {args.size}x{args.size}, per_batch, float32")
-    print(f"{'target':20s} {'GFLOP':>8s} {'GB accessed':>12s}")
-    for name, flops, nbytes in rows:
-        print(f"{name:20s} {flops / 1e9:8.2f} {nbytes / 1e9:12.2f}")
-    print(f"TPU / CPU bytes: {rows[1][2] / rows[0][2]:.1f}x; FLOPs: {rows[1][1] / rows[0][1]:.2f}x")
+    print(f"cost analysis of one device's program: this CPU against one {TPU_NAME} chip (compiler estimates)")
+    print(f"{'case':52s} {'CPU GFLOP':>9s} {'TPU GFLOP':>9s} {'CPU GB':>8s} {'TPU GB':>8s} {'TPU/CPU':>8s} "
+          f"{'HBM bufs GB written/tiled':>26s} {'loops':>5s}")
+    for name in args.cases:
+        what, cpu, on_tpu = run_case(name, args.clips, args.size, args.big)
+        ratio = on_tpu["bytes"] / cpu["bytes"] if cpu["bytes"] else float("nan")
+        bufs = f"{on_tpu['written'] / 1e9:.3f} / {on_tpu['tiled'] / 1e9:.3f}"
+        print(f"{what:52s} {cpu['flops'] / 1e9:9.2f} {on_tpu['flops'] / 1e9:9.2f} {cpu['bytes'] / 1e9:8.3f} "
+              f"{on_tpu['bytes'] / 1e9:8.3f} {ratio:7.1f}x {bufs:>26s} {on_tpu['loops']:5d}", flush=True)
     return 0
 
+
+TPU_NAME = "v5e (TPU v5 lite)"
 
 if __name__ == "__main__":
     sys.exit(main())
