@@ -1,4 +1,9 @@
-"""What a compiled XLA program does across devices, read from its HLO text (`compiled.as_text()`).
+"""What a compiled XLA program does, read from its HLO text (`compiled.as_text()`): the buffers
+it writes and their tiles, its collectives.
+
+`buffers(text)` lists every buffer the program writes, with its bytes as written and as laid
+out in the TPU's tiles, and `by_source` groups them by the JAX operation (named scope) that made
+them: `dmvfn_jax.plan`'s where-the-HBM-goes report.
 
 `collectives(text)` lists every collective instruction of the program with its kind, the bytes
 of its result and how many times one call of the program runs it: an instruction inside a
@@ -264,14 +269,11 @@ def buffers(text: str) -> list[Buffer]:
     return found
 
 
-_WRAPPER = re.compile(r"\b(?:jit|pjit|jvp|vmap|transpose|remat|checkpoint|custom_jvp_call|custom_vjp_call|"
-                      r"shard_map|while|body|cond|cond_fun|body_fun|branch_\d+_fun)\b\(?")
-
-
 def source(op_name: str) -> str:
-    """A buffer's op_name without JAX's transform wrappers and jit names: the named scopes and the
-    primitive (`transpose(jvp(jit(warp)))/gather` -> `grad warp/gather`), "grad" where the op is
-    part of a gradient."""
+    """A buffer's op_name without JAX's transform wrappers and jitted functions' names: the named
+    scopes and the primitive, "grad" before it where the op is part of a gradient
+    (`jit(body)/shard_map/transpose(jvp(block3))/warp/vmap(jit(_map_coordinates))/gather` ->
+    `grad block3/warp/gather`)."""
     if not op_name:
         return "(no op_name)"
     grad = "transpose(" in op_name
