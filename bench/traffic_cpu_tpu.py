@@ -17,7 +17,9 @@ the buffers the TPU program writes to HBM as written and as tiled (`dmvfn_jax.hl
   with respect to image and flow.
 
 These are the figures of issue "make the TPU move data, not padding" and BENCHMARKS.md's TPU
-plan. Every figure is the compiler's estimate, not a measurement: no TPU was used. XLA's cost
+plan. Every figure is the compiler's estimate, not a measurement: no TPU was used. On the TPU the
+warp is the form `ops.warp_impl_for` chooses there (the Pallas kernel of `dmvfn_jax.tpu_warp`),
+whose own cost is what the kernel declares (`tpu_warp._cost`), not the compiler's estimate. XLA's cost
 analysis counts a while loop's body once; the TPU compiler turns some gathers into loops, so each
 row also prints the while loops of the TPU program (`loops`) as a warning sign.
 """
@@ -73,10 +75,11 @@ def _one_device(fn, *shapes) -> tuple[dict, dict]:
     """`fn` compiled for the CPU and for one TPU chip, on abstract arguments: float32 arrays of the
     given shapes (tuples) or pytrees of `jax.ShapeDtypeStruct`s."""
     args = [s if not isinstance(s, tuple) else jax.ShapeDtypeStruct(s, jnp.float32) for s in shapes]
-    cpu = jax.jit(fn).lower(*args).compile()
+    cpu = jax.jit(lambda *a: fn(*a)).lower(*args).compile()
     chip = tpu.compile_only_devices(tpu.parse_topology(TOPOLOGY))[0]
     replicated = NamedSharding(Mesh(np.asarray([chip]), ("d",)), PartitionSpec())
-    on_tpu = jax.jit(fn, in_shardings=replicated, out_shardings=replicated).lower(*args).compile()
+    with ops.compiling_for("tpu"):  # the warp's form for a TPU (`ops.warp_impl_for`), traced anew
+        on_tpu = jax.jit(lambda *a: fn(*a), in_shardings=replicated, out_shardings=replicated).lower(*args).compile()
     return _figures(cpu), _figures(on_tpu)
 
 
@@ -100,7 +103,7 @@ def run_case(name: str, clips: int, size: int, big: int) -> tuple[str, dict, dic
 
         return f"the nine's forward, 2 pairs at {big}x{big}", *_one_device(with_params, state, frames, frames)
     if name == "warp":
-        return f"ops.warp ({ops.WARP_IMPL}), 2 frames at {big}x{big}", *_one_device(ops.warp, frames, flow)
+        return f"ops.warp, 2 frames at {big}x{big}", *_one_device(ops.warp, frames, flow)
     if name == "warp_grad":
         def grad(img, fl):
             return jax.grad(lambda i, f: jnp.sum(ops.warp(i, f) ** 2), argnums=(0, 1))(img, fl)
@@ -116,7 +119,11 @@ def main(argv=None) -> int:
     ap.add_argument("--size", type=int, default=64, help="the demo step's frame size")
     ap.add_argument("--big", type=int, default=256, help="the frame size of the other cases")
     args = ap.parse_args(argv)
-    print(f"cost analysis of one device's program: this CPU against one {TPU_NAME} chip (compiler estimates)")
+    print(f"cost analysis of one device's program: this CPU against one {TPU_NAME} chip (compiler estimates; the "
+          "warp's Pallas kernel counts what it declares); warp on the TPU: "
+          f"{ops.warp_impl_for('tpu', 3, args.big, args.big)} "
+          f"at {args.big}x{args.big}, {ops.warp_impl_for('tpu', 3, args.size, args.size)} at {args.size}x{args.size}; "
+          f"on the CPU: {ops.warp_impl_for('cpu', 3, args.big, args.big)}")
     print(f"{'case':52s} {'CPU GFLOP':>9s} {'TPU GFLOP':>9s} {'CPU GB':>8s} {'TPU GB':>8s} {'TPU/CPU':>8s} "
           f"{'HBM bufs GB written/tiled':>26s} {'loops':>5s}")
     for name in args.cases:

@@ -39,6 +39,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from dmvfn_jax import ops
 from dmvfn_jax.errors import InputError, run_command
 
 FORMATS = ("stablehlo", "onnx")
@@ -53,6 +54,10 @@ DEFAULT_PLATFORMS = ("cpu", "cuda", "tpu")
 # batches > 1, would be a loop on an accelerator). Neither changes the values beyond float rounding.
 CONV_FORM = "plain"
 BATCH_MODE = "batched"
+# The same for the warp: traced for no platform in particular (`ops.compiling_for(WARP_TARGET)`),
+# so XLA's map_coordinates, which every backend runs, not the TPU's Pallas kernel; DMVFN_WARP set
+# when exporting still forces its form, and FILE.json records the one traced (`warp_form`).
+WARP_TARGET = "any"
 METADATA_FORMAT = "dmvfn-jax-export"
 METADATA_VERSION = 1
 ONNX_OPSET = 21  # GridSample (16) and everything jax2onnx emits for the model; onnxruntime >= 1.18
@@ -93,8 +98,15 @@ def export_predictor(model, height: int, width: int, routing: str = "threshold",
     dmvfn_next_frame = next_frame_fn(model, routing)
     frame = jax.ShapeDtypeStruct(jax.export.symbolic_shape(f"b, {height}, {width}, 3"), jnp.float32)
     # the precision is read while tracing and written into every conv and matmul of the module
-    with jax.default_matmul_precision(precision):
+    with jax.default_matmul_precision(precision), ops.compiling_for(WARP_TARGET):
         return jax.export.export(jax.jit(dmvfn_next_frame), platforms=tuple(platforms))(frame, frame)
+
+
+def warp_form(height: int, width: int) -> str:
+    """The warp's form an export of this size traces (`ops.warp_impl_for` for `WARP_TARGET`)."""
+    from dmvfn_jax.models.dmvfn import SIZE_MULTIPLE
+
+    return ops.warp_impl_for(WARP_TARGET, 3, *(-(-n // SIZE_MULTIPLE) * SIZE_MULTIPLE for n in (height, width)))
 
 
 def _require_jax2onnx():
@@ -163,7 +175,7 @@ def export_onnx(model, height: int, width: int, routing: str = "threshold", warp
         warp_form = warp_as_grid_sample()
     else:
         warp_form = contextlib.nullcontext()
-    with _jax2onnx_quirks(), warp_form, jax.default_matmul_precision("highest"):
+    with _jax2onnx_quirks(), warp_form, jax.default_matmul_precision("highest"), ops.compiling_for(WARP_TARGET):
         proto = jax2onnx.to_onnx(dmvfn_next_frame, [frame, frame], model_name="dmvfn_next_frame",
                                  opset=ONNX_OPSET, input_names=["prev", "cur"], output_names=["next"])
     return _drop_unused_initializers(proto)
@@ -207,6 +219,7 @@ def artifact_metadata(exported: jax.export.Exported, *, channel_order: str, rout
         "serialization": "jax.export.Exported.serialize",
         "load": "jax.export.deserialize(bytes).call(prev, cur)",
         "matmul_precision": precision,
+        "warp": warp_form(*exported.in_avals[0].shape[1:3]),
         "platforms": list(exported.platforms),
         "calling_convention_version": exported.calling_convention_version,
         "jax_version": jax.__version__,

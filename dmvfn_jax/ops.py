@@ -9,6 +9,7 @@ slow, the op is written another way that computes the same values; BENCHMARKS.md
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 
@@ -16,20 +17,59 @@ import jax
 import jax.numpy as jnp
 from jax.scipy.ndimage import map_coordinates
 
-# Which backward warp the model uses: "map_coordinates" (default; faster on CPU, see
-# BENCHMARKS.md) or "gather". Both are tested for parity against PyTorch's grid_sample.
-WARP_IMPLS = ("map_coordinates", "gather")
-WARP_IMPL = os.environ.get("DMVFN_WARP", "map_coordinates")
-if WARP_IMPL not in WARP_IMPLS:
+# The backward warp's forms, all tested against PyTorch's grid_sample:
+#   "map_coordinates": jax.scipy's per channel (the CPU's and GPU's; faster on CPU, BENCHMARKS.md);
+#   "gather": four gathers of whole pixels;
+#   "pallas": the corners picked by one-hot products in a Pallas TPU kernel (`dmvfn_jax.tpu_warp`;
+#             TPU only): XLA's TPU gathers fetch a tile per scalar;
+#   "pallas_interpret": the same kernel in Pallas's interpret mode, on any backend (the tests).
+# `warp_impl_for` chooses per platform; DMVFN_WARP forces one everywhere.
+WARP_IMPLS = ("map_coordinates", "gather", "pallas", "pallas_interpret")
+WARP_IMPL = os.environ.get("DMVFN_WARP") or None
+if WARP_IMPL is not None and WARP_IMPL not in WARP_IMPLS:
     raise ValueError(f"DMVFN_WARP must be one of {WARP_IMPLS}, got {WARP_IMPL!r}")
+_TARGETS: list[str] = []  # the platforms `compiling_for` names, innermost last
+
+
+@contextlib.contextmanager
+def compiling_for(platform: str):
+    """Warps traced inside are chosen for `platform` ("cpu", "gpu", "tpu") instead of JAX's default
+    backend: for programs compiled ahead of time for other devices (`dmvfn_jax.plan` traces on a CPU
+    host for compile-only TPU devices)."""
+    _TARGETS.append(platform)
+    try:
+        yield
+    finally:
+        _TARGETS.pop()
+
+
+def warp_impl_for(platform: str, channels: int, height: int, width: int) -> str:
+    """The warp's form for an image of this size on `platform`: DMVFN_WARP if set; on a TPU the
+    Pallas kernel where the image fits its on-chip memory (`tpu_warp.fits`), else map_coordinates."""
+    if WARP_IMPL is not None:
+        return WARP_IMPL
+    if platform == "tpu":
+        from dmvfn_jax import tpu_warp  # noqa: PLC0415 (Pallas is imported only where it is used)
+
+        if tpu_warp.fits(channels, -(-height // tpu_warp.TILE_ROWS) * tpu_warp.TILE_ROWS, width):
+            return "pallas"
+    return "map_coordinates"
 
 
 def warp(img: jax.Array, flow: jax.Array) -> jax.Array:
-    """Backward warp with the implementation `WARP_IMPL` names (`warp_map_coordinates` or `warp_gather`).
+    """Backward warp in the form `warp_impl_for` chooses for the platform being compiled for
+    (`warp_map_coordinates`, `warp_gather` or `warp_pallas`; the same values).
 
     Its operations are named `warp` in the compiled program (`dmvfn_jax.hlo.source`)."""
     with jax.named_scope("warp"):
-        return warp_gather(img, flow) if WARP_IMPL == "gather" else warp_map_coordinates(img, flow)
+        _check_warp_args(img, flow)
+        platform = _TARGETS[-1] if _TARGETS else jax.default_backend()
+        impl = warp_impl_for(platform, img.shape[3], img.shape[1], img.shape[2])
+        if impl == "gather":
+            return warp_gather(img, flow)
+        if impl in ("pallas", "pallas_interpret"):
+            return warp_pallas(img, flow, interpret=impl == "pallas_interpret")
+        return warp_map_coordinates(img, flow)
 
 
 def _check_warp_args(img, flow) -> None:
@@ -61,6 +101,42 @@ def warp_gather(img: jax.Array, flow: jax.Array) -> jax.Array:
     top = at(y0i, x0i) * (1 - wx) + at(y0i, x1i) * wx
     bottom = at(y1i, x0i) * (1 - wx) + at(y1i, x1i) * wx
     return top * (1 - wy) + bottom * wy
+
+
+def _corner_indices(img, flow):
+    """Coordinates clamped to [0, W-1] x [0, H-1] (grid_sample's border mode): the bilinear weights
+    (B, H, W) and the corners' int32 indices x0, x1, y0, y1 (B, H, W)."""
+    _, h, w, _ = img.shape
+    ys = jnp.arange(h, dtype=flow.dtype)[:, None]
+    xs = jnp.arange(w, dtype=flow.dtype)[None, :]
+    x = jnp.clip(xs + flow[..., 0], 0, w - 1)
+    y = jnp.clip(ys + flow[..., 1], 0, h - 1)
+    x0, y0 = jnp.floor(x), jnp.floor(y)
+    x0i, y0i = x0.astype(jnp.int32), y0.astype(jnp.int32)
+    return (x - x0).astype(img.dtype), (y - y0).astype(img.dtype), x0i, jnp.minimum(x0i + 1, w - 1), y0i, \
+        jnp.minimum(y0i + 1, h - 1)
+
+
+def warp_pallas(img: jax.Array, flow: jax.Array, interpret: bool = False) -> jax.Array:
+    """The same backward warp as `warp_gather`, its four corners picked by `tpu_warp.corners` (a
+    Pallas kernel: compiled for a TPU, or in interpret mode anywhere) from the image as planes
+    (B, C, H, W), and blended there with `warp_gather`'s arithmetic. Rows are padded to a multiple
+    of the kernel's tile (never read: the corners' rows are clamped to the image)."""
+    from dmvfn_jax import tpu_warp  # noqa: PLC0415 (Pallas is imported only where it is used)
+
+    _check_warp_args(img, flow)
+    _, h, w, _ = img.shape
+    wx, wy, x0, x1, y0, y1 = _corner_indices(img, flow)
+    pad = -h % tpu_warp.TILE_ROWS
+    planes = jnp.transpose(img, (0, 3, 1, 2))
+    if pad:
+        planes = jnp.pad(planes, ((0, 0), (0, 0), (0, pad), (0, 0)))
+        x0, x1, y0, y1 = (jnp.pad(a, ((0, 0), (0, pad), (0, 0)), mode="edge") for a in (x0, x1, y0, y1))
+    v = tpu_warp.corners(planes, y0, y1, x0, x1, interpret)[:, :, :, :h]  # (B, 4, C, H, W)
+    wx, wy = wx[:, None], wy[:, None]
+    top = v[:, 0] * (1 - wx) + v[:, 1] * wx
+    bottom = v[:, 2] * (1 - wx) + v[:, 3] * wx
+    return jnp.transpose(top * (1 - wy) + bottom * wy, (0, 2, 3, 1))
 
 
 def warp_map_coordinates(img: jax.Array, flow: jax.Array) -> jax.Array:

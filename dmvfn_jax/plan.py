@@ -84,15 +84,18 @@ class CompiledStep(NamedTuple):
     state: Any
     batch: Any
     blocks: dict
+    warp: str  # the warp's form traced for the mesh's platform (`ops.warp_impl_for`)
 
 
 def compile_train_step(config, mesh, *, vgg: bool = False, precision: str = "default") -> CompiledStep:
-    """Compiles the training step of `config` over `mesh` without running it."""
+    """Compiles the training step of `config` over `mesh` without running it, its warps in the form
+    chosen for the mesh's platform (`ops.compiling_for`)."""
     import jax
     import jax.numpy as jnp
     from flax import nnx
 
-    from dmvfn_jax.models.dmvfn import DMVFN
+    from dmvfn_jax import ops
+    from dmvfn_jax.models.dmvfn import DMVFN, SIZE_MULTIPLE
     from dmvfn_jax.train import optim
     from dmvfn_jax.train import step as step_lib
     from dmvfn_jax.train.loop import model_blocks
@@ -116,7 +119,10 @@ def compile_train_step(config, mesh, *, vgg: bool = False, precision: str = "def
     jitted, _ = step_lib.shard_train_step(step_fn, mesh, abstract)
     d = config.data
     batch = jax.ShapeDtypeStruct((config.batch_size, d.num_frames, d.height, d.width, 3), jnp.uint8)
-    with jax.default_matmul_precision(None if precision == "default" else precision):
+    platform = mesh.devices.flat[0].platform
+    padded = [-(-n // SIZE_MULTIPLE) * SIZE_MULTIPLE for n in (d.height, d.width)]
+    warp = ops.warp_impl_for(platform, 3, *padded)
+    with jax.default_matmul_precision(None if precision == "default" else precision), ops.compiling_for(platform):
         lowered = jitted.lower(abstract, batch, jax.ShapeDtypeStruct((), jnp.float32))
         try:
             compiled = lowered.compile()
@@ -125,7 +131,7 @@ def compile_train_step(config, mesh, *, vgg: bool = False, precision: str = "def
                 raise
             reason = str(e).split("RESOURCE_EXHAUSTED:", 1)[1].strip().splitlines()[0]
             raise DoesNotFit(reason) from None
-    return CompiledStep(compiled, abstract, batch, blocks)
+    return CompiledStep(compiled, abstract, batch, blocks, warp)
 
 
 def _cost(compiled) -> dict:
@@ -182,7 +188,7 @@ def plan(config, topology_name: str, *, per_chip_batch: int | None = None, vgg: 
     hosts = len({d.process_index for d in devices})
     mesh = Mesh(np.asarray(devices), ("data",))
     try:
-        compiled, state, batch, blocks = compile_train_step(config, mesh, vgg=vgg, precision=precision)
+        compiled, state, batch, blocks, warp = compile_train_step(config, mesh, vgg=vgg, precision=precision)
     except DoesNotFit as e:
         raise DoesNotFit(f"the step does not fit on {topo.cloud_name} ({config.batch_size // topo.chips} clips of "
                          f"{config.data.num_frames} frames at {config.data.height}x{config.data.width} per chip): "
@@ -218,7 +224,7 @@ def plan(config, topology_name: str, *, per_chip_batch: int | None = None, vgg: 
                  "update_mode": config.update_mode, "updates_per_step": updates,
                  "estimator": config.routing.estimator, "compute_dtype": config.get("compute_dtype", "float32"),
                  "vgg": bool(vgg or config.get("vgg_checkpoint")),
-                 "model": {k: list(v) for k, v in blocks.items()}},
+                 "model": {k: list(v) for k, v in blocks.items()}, "warp": warp},
         "memory_per_chip": {
             "parameters": _tree_bytes(state.params), "optimizer": _tree_bytes(state.opt_state),
             "batch": _tree_bytes(batch) // n, "arguments": mem.argument_size_in_bytes,
@@ -300,7 +306,7 @@ def format_plan(p: dict, top: int = 10) -> str:
         f"step: global batch {s['global_batch']} ({s['per_chip_batch']} per chip) x {s['frames']} frames at "
         f"{s['size'][0]}x{s['size'][1]}, {s['update_mode']} ({s['updates_per_step']} update(s) per step), "
         f"{_blocks_text(s.get('model'))}{s['estimator']} routing, {s['compute_dtype']}, "
-        f"{'Laplacian + VGG' if s['vgg'] else 'Laplacian'} loss",
+        f"{'Laplacian + VGG' if s['vgg'] else 'Laplacian'} loss" + (f", warp: {s['warp']}" if "warp" in s else ""),
         f"precision: {p['precision']['note']}",
         f"memory per chip ({m['kind']}): parameters {_gib(m['parameters'])}, optimiser {_gib(m['optimizer'])}, "
         f"batch {_gib(m['batch'])}, temporaries {_gib(m['temporaries'])}; total {_gib(m['total'])} of "

@@ -118,6 +118,8 @@ def test_metadata_sidecar_and_printed_convention(artifacts, converted_dir):
     assert (meta["routing"], meta["conv_form"], meta["batch_mode"], meta["matmul_precision"]) == (
         "threshold", "plain", "batched", "highest")
     assert meta["platforms"] == ["cpu", "cuda", "tpu"] == list(load(path).platforms)
+    # the portable warp, not the TPU's kernel, even though the artifact carries TPU code
+    assert meta["warp"] == "map_coordinates" and "tpu_custom_call" not in load(path).mlir_module()
     assert meta["checkpoint"] == str(converted_dir)
     assert f"float32 (b, {H}, {W}, 3) NHWC" in out and "values in [0, 1], BGR channel order" in out
     assert f"wrote {path}" in out and f"wrote {export.metadata_path(path)}" in out

@@ -14,7 +14,12 @@ from dmvfn_jax import ops
 TOL = dict(rtol=0, atol=1e-5)
 
 
-WARPS = [ops.warp_map_coordinates, ops.warp_gather]
+def warp_pallas_interpret(img, flow):
+    """The TPU kernel's warp (`ops.warp_pallas`) in Pallas's interpret mode, on this CPU."""
+    return ops.warp_pallas(img, flow, interpret=True)
+
+
+WARPS = [ops.warp_map_coordinates, ops.warp_gather, warp_pallas_interpret]
 
 
 @pytest.mark.parametrize("warp", WARPS, ids=lambda f: f.__name__)

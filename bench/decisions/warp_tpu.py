@@ -11,6 +11,9 @@ loops. All figures are compiler estimates.
 Forms:
 - `map_coordinates`, `gather`: `ops.warp_map_coordinates` and `ops.warp_gather`, the two forms
   the model can use (both exact for any flow);
+- `pallas`: `ops.warp_pallas`, the Pallas TPU kernel the model uses on a TPU (`dmvfn_jax.tpu_warp`);
+  its TPU bytes and FLOPs are what the kernel declares (`tpu_warp._cost`), and its CPU column is
+  `warp_gather`'s program (the same values; the kernel runs on a CPU only in interpret mode);
 - `band`: an experiment, not a form the model can use: every 8 output rows read a window of
   `--band-rows` source rows (a dynamic slice), and the four corners are picked from it by one-hot
   matrix products (columns: over the full width; rows: over the window). Exact only where every
@@ -73,22 +76,26 @@ def band_warp(img: jax.Array, flow: jax.Array, rows: int = 8, window: int = 24) 
     return top * (1 - wy) + bottom * wy
 
 
-FORMS = {"map_coordinates": ops.warp_map_coordinates, "gather": ops.warp_gather, "band": band_warp}
+FORMS = {"map_coordinates": ops.warp_map_coordinates, "gather": ops.warp_gather, "pallas": ops.warp_pallas,
+         "band": band_warp}
 
 
 def _chip():
     return tpu.compile_only_devices(tpu.parse_topology("v5e:2x2"))[0]
 
 
-def figures(fn, *args) -> tuple[dict, dict]:
-    """`fn` compiled for the CPU and one v5e chip: bytes accessed, HBM buffers, while loops."""
+def figures(fn, *args, cpu_fn=None) -> tuple[dict, dict]:
+    """`cpu_fn` (default `fn`) compiled for the CPU and `fn` for one v5e chip: bytes accessed, FLOPs,
+    HBM buffers, while loops."""
     out = []
     replicated = NamedSharding(Mesh(np.asarray([_chip()]), ("d",)), PartitionSpec())
-    for jitted in (jax.jit(fn), jax.jit(fn, in_shardings=replicated, out_shardings=replicated)):
+    for jitted in (jax.jit(cpu_fn or fn), jax.jit(fn, in_shardings=replicated, out_shardings=replicated)):
         compiled = jitted.lower(*args).compile()
         text = compiled.as_text()
         written, tiled = hlo.padding_totals(hlo.buffers(text))
-        out.append({"bytes": float(plan._cost(compiled).get("bytes accessed", 0.0)), "written": written,
+        cost = plan._cost(compiled)
+        out.append({"bytes": float(cost.get("bytes accessed", 0.0)), "flops": float(cost.get("flops", 0.0)),
+                    "written": written,
                     "tiled": tiled, "loops": len(re.findall(r"\swhile\(", text))})
     return out[0], out[1]
 
@@ -119,7 +126,7 @@ def main(argv=None) -> int:
         probe()
     print("ops.warp forms, 2 frames x 3 channels (compiler estimates; MB: bytes accessed; HBM buffers written/tiled)")
     print(f"{'size':>5s} {'form':16s} {'pass':8s} {'CPU MB':>9s} {'TPU MB':>9s} {'TPU/CPU':>8s} "
-          f"{'TPU bufs MB':>17s} {'loops':>5s}")
+          f"{'TPU bufs MB':>17s} {'loops':>5s} {'TPU GFLOP':>9s}")
     for size in args.sizes:
         img = jax.ShapeDtypeStruct((2, size, size, 3), jnp.float32)
         flow = jax.ShapeDtypeStruct((2, size, size, 2), jnp.float32)
@@ -127,12 +134,16 @@ def main(argv=None) -> int:
             fn = FORMS[name]
             if name == "band":
                 fn = lambda i, f, k=min(args.band_rows, size): band_warp(i, f, window=k)  # noqa: E731
+            cpu_fn = ops.warp_gather if name == "pallas" else fn
             grad = lambda i, f, fn=fn: jax.grad(lambda a, b: jnp.sum(fn(a, b) ** 2), argnums=(0, 1))(i, f)  # noqa: E731
-            for label, program in (("forward", fn), ("gradient", grad)):
-                cpu, on_tpu = figures(program, img, flow)
+            cpu_grad = lambda i, f, fn=cpu_fn: jax.grad(  # noqa: E731
+                lambda a, b: jnp.sum(fn(a, b) ** 2), argnums=(0, 1))(i, f)
+            for label, program, on_cpu in (("forward", fn, cpu_fn), ("gradient", grad, cpu_grad)):
+                cpu, on_tpu = figures(program, img, flow, cpu_fn=on_cpu)
                 bufs = f"{on_tpu['written'] / 1e6:.1f}/{on_tpu['tiled'] / 1e6:.1f}"
                 print(f"{size:5d} {name:16s} {label:8s} {cpu['bytes'] / 1e6:9.2f} {on_tpu['bytes'] / 1e6:9.2f} "
-                      f"{on_tpu['bytes'] / cpu['bytes']:7.1f}x {bufs:>17s} {on_tpu['loops']:5d}", flush=True)
+                      f"{on_tpu['bytes'] / cpu['bytes']:7.1f}x {bufs:>17s} {on_tpu['loops']:5d} "
+                      f"{on_tpu['flops'] / 1e9:9.2f}", flush=True)
     return 0
 
 
