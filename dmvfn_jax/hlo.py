@@ -182,6 +182,8 @@ _TILE = re.compile(r"T\(([0-9,]+)\)")
 _SPACE = re.compile(r"S\((\d+)\)")
 _OP_NAME = re.compile(r'op_name="([^"]*)"')
 _CYCLES = re.compile(r'"estimated_cycles":"(\d+)"')
+_MOVES = frozenset({"copy", "copy-start", "copy-done", "slice-start", "slice-done", "bitcast", "get-tuple-element",
+                    "dynamic-slice", "slice"})
 # Instructions that name or alias a buffer made elsewhere, or hold no data of their own.
 _NO_BUFFER = frozenset({"parameter", "get-tuple-element", "tuple", "bitcast", "constant", "after-all", "while",
                         "conditional", "call", "copy-start", "opt-barrier", "partition-id", "replica-id",
@@ -225,7 +227,7 @@ class Buffer:
     name: str
     opcode: str
     shape: str  # with its layout
-    op_name: str  # the JAX operation that made it (metadata), "" if none
+    op_name: str  # the JAX operation that made it (metadata; for the compiler's copies, their operand's)
     written_bytes: int  # per run, of its arrays in HBM
     tiled_bytes: int  # per run, of its arrays in HBM, as tiled
     largest: str  # its largest array in HBM by tiled bytes ("" if none)
@@ -246,6 +248,30 @@ def _fused(comps: dict) -> set[str]:
     return inner
 
 
+def _op_names(instructions) -> dict[str, str]:
+    """instruction -> its op_name; where it has none and only moves or reshapes data the compiler
+    made it for (an async copy or slice between HBM and on-chip memory, a copy, a bitcast), the
+    op_name of the operand it moves, followed back through such instructions."""
+    own, first_operand = {}, {}
+    for name, _, opcode, rest in instructions:
+        m = _OP_NAME.search(rest)
+        if m:
+            own[name] = m.group(1)
+        elif opcode in _MOVES:
+            operand = re.search(r"%([\w.\-]+)", rest.split(")", 1)[0])
+            if operand:
+                first_operand[name] = operand.group(1)
+    resolved = dict(own)
+    for name in first_operand:
+        seen, current = set(), name
+        while current not in own and current in first_operand and current not in seen:
+            seen.add(current)
+            current = first_operand[current]
+        if current in own:
+            resolved[name] = own[current]
+    return resolved
+
+
 def buffers(text: str) -> list[Buffer]:
     """Every buffer the program in `text` writes: the outputs of the instructions of its
     non-fused computations that are reached from the entry, each with the times one call runs it
@@ -257,13 +283,13 @@ def buffers(text: str) -> list[Buffer]:
     for comp, instructions in comps.items():
         if comp in inner or not runs.get(comp):
             continue
+        op_names = _op_names(instructions)
         for name, shape, opcode, rest in instructions:
             if opcode in _NO_BUFFER:
                 continue
             hbm = [a for a in arrays(shape) if a[3] == 0]
-            m = _OP_NAME.search(rest)
             cycles = _CYCLES.search(rest)
-            found.append(Buffer(name, opcode, shape, m.group(1) if m else "", sum(a[1] for a in hbm),
+            found.append(Buffer(name, opcode, shape, op_names.get(name, ""), sum(a[1] for a in hbm),
                                 sum(a[2] for a in hbm), max(hbm, key=lambda a: a[2])[0] if hbm else "",
                                 runs[comp], comp, int(cycles.group(1)) if cycles else 0))
     return found
@@ -289,7 +315,7 @@ def source(op_name: str) -> str:
                 break
             inner = m.group(2)
         inner = inner.split(";")[0].strip()
-        if inner and inner not in ("shard_map", "while", "body", "cond", "main", "checkpoint", "remat"):
+        if inner and inner not in ("shard_map", "while", "body", "cond", "main", "checkpoint", "remat", "closed_call"):
             parts.append(inner)
     text = "/".join(parts) or "(jit)"
     return f"grad {text}" if grad else text

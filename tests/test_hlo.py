@@ -136,4 +136,24 @@ def test_source_drops_jax_wrappers_and_keeps_the_named_scopes():
         "advance/warp/gather"
     assert hlo.source("jit(body)/shard_map/transpose(jvp(block8))/add_any") == "grad block8/add_any"
     assert hlo.source("jit(body)/shard_map/optimizer/jit(_where)/select_n") == "optimizer/select_n"
+    assert hlo.source("jit(body)/shard_map/while/body/closed_call/perceptual_loss/conv_general_dilated") == \
+        "perceptual_loss/conv_general_dilated"  # a scan's body
     assert hlo.source("") == "(no op_name)"
+
+
+def test_the_compilers_copies_take_the_name_of_what_they_move():
+    text = """HloModule m
+
+ENTRY %main (x: f32[4,128]) -> f32[4,128] {
+  %x = f32[4,128]{1,0:T(8,128)} parameter(0)
+  %made = f32[4,128]{1,0:T(8,128)} exponential(%x), metadata={op_name="jit(f)/block2/exp"}
+  %cs = (f32[4,128]{1,0:T(8,128)S(1)}, f32[4,128]{1,0:T(8,128)}, u32[]{:S(2)}) copy-start(%made)
+  %cd = f32[4,128]{1,0:T(8,128)} copy-done(%cs)
+  %odd = f32[4,128]{1,0:T(8,128)} add(%cd, %x)
+  ROOT %back = f32[4,128]{1,0:T(8,128)} copy(%odd)
+}
+"""
+    names = {b.name: hlo.source(b.op_name) for b in hlo.buffers(text)}
+    # copies follow their operand back to a named instruction (copy-start's tuple aliases its
+    # buffers: not one of its own); an unnamed computation stays unnamed, and so do its copies
+    assert names == {"made": "block2/exp", "cd": "block2/exp", "odd": "(no op_name)", "back": "(no op_name)"}
