@@ -4,6 +4,7 @@ several slices, in float32 and bfloat16, one subprocess per plan.
     .venv/bin/python bench/tpu_plan.py [--topologies v4-8,v5e-8,...] [--dtypes float32,bfloat16] [--out FILE]
     .venv/bin/python bench/tpu_plan.py --table bench/tpu_plan.json
     .venv/bin/python bench/tpu_plan.py --assemble DIR [DIR ...] --out FILE   # rows from saved plan JSONs
+    .venv/bin/python bench/tpu_plan.py --merge NEW.json [NEW.json ...] --out FILE  # NEW's rows replace FILE's
 
 The recipe: configs/cityscapes.py with 8 clips of 30 frames at 256x256 per chip (the official 8
 per GPU; `--per-chip-batch 8`, the schedule scaled to the same 300 epochs), update per triplet
@@ -85,11 +86,21 @@ def main(argv=None) -> int:
     ap.add_argument("--dtypes", default=",".join(DTYPES))
     ap.add_argument("--out", type=Path, default=None, help="write the rows as JSON")
     ap.add_argument("--table", type=Path, default=None, help="print the table of a saved --out file and exit")
+    ap.add_argument("--merge", type=Path, nargs="+", default=None,
+                    help="--out files of later runs: their rows replace --out's rows of the same slice and dtype "
+                         "(each row keeps the date of its run; where-the-HBM-goes reports cut to their top 20)")
     ap.add_argument("--assemble", type=Path, nargs="+", default=None,
                     help="folders of TOPOLOGY_DTYPE.json plans (from an interrupted run): write --out from them")
     args = ap.parse_args(argv)
     if args.table:
         print(table(json.loads(args.table.read_text())["rows"]))
+        return 0
+    if args.merge:
+        if args.out is None:
+            ap.error("--merge needs --out (the file whose rows the new ones replace)")
+        merged = merge(json.loads(args.out.read_text()), [json.loads(p.read_text()) for p in args.merge])
+        print(table(merged["rows"]))
+        args.out.write_text(json.dumps(merged, indent=2) + "\n")
         return 0
     if args.assemble:
         found = {p.stem: p for d in args.assemble for p in d.glob("*_*.json")}
@@ -114,6 +125,30 @@ def main(argv=None) -> int:
         args.out.write_text(json.dumps({"command": " ".join(["bench/tpu_plan.py", *(argv or sys.argv[1:])]),
                                         "date": time.strftime("%Y-%m-%d"), "rows": rows}, indent=2) + "\n")
     return 0
+
+
+def merge(base: dict, later: list[dict], top: int = 20) -> dict:
+    """`base`'s rows with those of the `later` runs in place of the same (topology, dtype), each row
+    stamped with its run's date and its plan's where-the-HBM-goes report cut to `top` sources."""
+    def stamp(row, date):
+        row = {"date": row.get("date", date), **row}
+        report = row.get("plan", {}).get("hbm_report")
+        if report and len(report["by_source"]) > top:
+            report["by_source"] = report["by_source"][:top]
+            report["cut_to"] = top
+        return row
+
+    rows = [stamp(r, base.get("date", "")) for r in base["rows"]]
+    for run in later:
+        for new in run["rows"]:
+            new = stamp(new, run.get("date", ""))
+            new.pop("stdout", None)
+            keys = [i for i, r in enumerate(rows) if (r["topology"], r["dtype"]) == (new["topology"], new["dtype"])]
+            if keys:
+                rows[keys[0]] = new
+            else:
+                rows.append(new)
+    return {"command": "bench/tpu_plan.py (rows of several runs, each with its date)", "rows": rows}
 
 
 if __name__ == "__main__":
