@@ -58,7 +58,8 @@ def table(rows: list[dict]) -> str:
     warp column is the form the plan compiled (`step.warp`; "-" for plans made before it was
     recorded: XLA's gathers) and the date the row's run (`--merge`)."""
     clips = official_clips()
-    head = ("| planned | warp | slice | dtype | chips (hosts) | HBM per chip: total / capacity (compiler) | fits | collectives per step "
+    head = ("| planned | warp | slice | dtype | chips (hosts) | HBM per chip: total / capacity (compiler) | fits | "
+            "collectives per step "
             "(compiler) | TFLOP per chip-step (compiler) | step time, lower bound | official schedule, lower bound "
             "| input processes per host, at most |")
     lines = [head, "|" + "|".join([" --- "] * 12) + "|"]
@@ -73,7 +74,8 @@ def table(rows: list[dict]) -> str:
                          for k, v in p["collectives"].items())
         procs = p["input"]["processes_per_host"]
         lines.append(
-            f"| {row.get('date', '')} | {p['step'].get('warp', '-')} | {t['cloud']} ({t['libtpu']}) | {row['dtype']} | {t['chips']} ({t['hosts']}) | "
+            f"| {row.get('date', '')} | {p['step'].get('warp', '-')} | {t['cloud']} ({t['libtpu']}) | {row['dtype']} | "
+            f"{t['chips']} ({t['hosts']}) | "
             f"{m['total'] / 2**30:.2f} / {m['hbm'] / 2**30:.2f} GiB | {'yes' if m['fits'] else '**no**'} | {coll} | "
             f"{p['per_chip']['flops'] / 1e12:.2f} | {r['step_lower_bound_s']:.2f} s "
             f"({'compute' if r['compute_s'] >= r['memory_s'] else 'HBM'}) | "
