@@ -40,7 +40,7 @@ jax.config.update("jax_platforms", "cpu")
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 from flax import nnx  # noqa: E402
-from jax.sharding import Mesh, NamedSharding, PartitionSpec  # noqa: E402
+from jax.sharding import Mesh  # noqa: E402
 
 from configs import cityscapes, demo  # noqa: E402
 from dmvfn_jax import hlo, ops, parallel, plan, tpu  # noqa: E402
@@ -76,8 +76,7 @@ def _one_device(fn, *shapes) -> tuple[dict, dict]:
     given shapes (tuples) or pytrees of `jax.ShapeDtypeStruct`s."""
     args = [s if not isinstance(s, tuple) else jax.ShapeDtypeStruct(s, jnp.float32) for s in shapes]
     cpu = jax.jit(lambda *a: fn(*a)).lower(*args).compile()
-    chip = tpu.compile_only_devices(tpu.parse_topology(TOPOLOGY))[0]
-    replicated = NamedSharding(Mesh(np.asarray([chip]), ("d",)), PartitionSpec())
+    replicated = tpu.one_chip(TOPOLOGY)
     with ops.compiling_for("tpu"):  # the warp's form for a TPU (`ops.warp_impl_for`), traced anew
         on_tpu = jax.jit(lambda *a: fn(*a), in_shardings=replicated, out_shardings=replicated).lower(*args).compile()
     return _figures(cpu), _figures(on_tpu)
@@ -94,14 +93,10 @@ def run_case(name: str, clips: int, size: int, big: int) -> tuple[str, dict, dic
     if name == "forward":
         graphdef, state = nnx.split(nnx.eval_shape(lambda: DMVFN(rngs=nnx.Rngs(0), conv_form="plain")))
 
-        def forward(img0, img1, s=state):
-            return nnx.merge(graphdef, s).infer(img0, img1, None, sequential=False).prediction
+        def forward(params, img0, img1):  # the parameters an argument of the program, like the frames
+            return nnx.merge(graphdef, params).infer(img0, img1, None, sequential=False).prediction
 
-        # the parameters enter as constants' shapes: an argument of the program, like the frames
-        def with_params(s, img0, img1):
-            return forward(img0, img1, s)
-
-        return f"the nine's forward, 2 pairs at {big}x{big}", *_one_device(with_params, state, frames, frames)
+        return f"the nine's forward, 2 pairs at {big}x{big}", *_one_device(forward, state, frames, frames)
     if name == "warp":
         return f"ops.warp, 2 frames at {big}x{big}", *_one_device(ops.warp, frames, flow)
     if name == "warp_grad":
@@ -119,7 +114,7 @@ def main(argv=None) -> int:
     ap.add_argument("--size", type=int, default=64, help="the demo step's frame size")
     ap.add_argument("--big", type=int, default=256, help="the frame size of the other cases")
     args = ap.parse_args(argv)
-    print(f"cost analysis of one device's program: this CPU against one {TPU_NAME} chip (compiler estimates; the "
+    print(f"cost analysis of one device's program: this CPU against one {TOPOLOGY} chip (compiler estimates; the "
           "warp's Pallas kernel counts what it declares); warp on the TPU: "
           f"{ops.warp_impl_for('tpu', 3, args.big, args.big)} "
           f"at {args.big}x{args.big}, {ops.warp_impl_for('tpu', 3, args.size, args.size)} at {args.size}x{args.size}; "
@@ -134,8 +129,6 @@ def main(argv=None) -> int:
               f"{on_tpu['bytes'] / 1e9:8.3f} {ratio:7.1f}x {bufs:>26s} {on_tpu['loops']:5d}", flush=True)
     return 0
 
-
-TPU_NAME = "v5e (TPU v5 lite)"
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -103,10 +103,10 @@ def export_predictor(model, height: int, width: int, routing: str = "threshold",
 
 
 def warp_form(height: int, width: int) -> str:
-    """The warp's form an export of this size traces (`ops.warp_impl_for` for `WARP_TARGET`)."""
-    from dmvfn_jax.models.dmvfn import SIZE_MULTIPLE
+    """The warp's form an export of this size traces (`dmvfn.warp_form` for `WARP_TARGET`)."""
+    from dmvfn_jax.models import dmvfn
 
-    return ops.warp_impl_for(WARP_TARGET, 3, *(-(-n // SIZE_MULTIPLE) * SIZE_MULTIPLE for n in (height, width)))
+    return dmvfn.warp_form(WARP_TARGET, height, width)
 
 
 def _require_jax2onnx():

@@ -85,27 +85,19 @@ def warp_gather(img: jax.Array, flow: jax.Array) -> jax.Array:
     """
     _check_warp_args(img, flow)
     b, h, w, c = img.shape
-    ys = jnp.arange(h, dtype=flow.dtype)[:, None]
-    xs = jnp.arange(w, dtype=flow.dtype)[None, :]
-    x = jnp.clip(xs + flow[..., 0], 0, w - 1)
-    y = jnp.clip(ys + flow[..., 1], 0, h - 1)
-    x0, y0 = jnp.floor(x), jnp.floor(y)
-    wx, wy = (x - x0)[..., None].astype(img.dtype), (y - y0)[..., None].astype(img.dtype)
-    x0i, y0i = x0.astype(jnp.int32), y0.astype(jnp.int32)
-    x1i, y1i = jnp.minimum(x0i + 1, w - 1), jnp.minimum(y0i + 1, h - 1)
+    wx, wy, x0, x1, y0, y1 = corner_indices(img, flow)
     flat = img.reshape(b, h * w, c)
 
     def at(yi, xi):
         return jnp.take_along_axis(flat, (yi * w + xi).reshape(b, h * w, 1), axis=1).reshape(b, h, w, c)
 
-    top = at(y0i, x0i) * (1 - wx) + at(y0i, x1i) * wx
-    bottom = at(y1i, x0i) * (1 - wx) + at(y1i, x1i) * wx
-    return top * (1 - wy) + bottom * wy
+    return bilinear(at(y0, x0), at(y0, x1), at(y1, x0), at(y1, x1), wx[..., None], wy[..., None])
 
 
-def _corner_indices(img, flow):
-    """Coordinates clamped to [0, W-1] x [0, H-1] (grid_sample's border mode): the bilinear weights
-    (B, H, W) and the corners' int32 indices x0, x1, y0, y1 (B, H, W)."""
+def corner_indices(img: jax.Array, flow: jax.Array):
+    """The bilinear sample points of a backward warp, clamped to [0, W-1] x [0, H-1]
+    (grid_sample's border mode): `(wx, wy, x0, x1, y0, y1)`, the weights (B, H, W) in img's dtype
+    and the corners' int32 indices (B, H, W)."""
     _, h, w, _ = img.shape
     ys = jnp.arange(h, dtype=flow.dtype)[:, None]
     xs = jnp.arange(w, dtype=flow.dtype)[None, :]
@@ -113,30 +105,32 @@ def _corner_indices(img, flow):
     y = jnp.clip(ys + flow[..., 1], 0, h - 1)
     x0, y0 = jnp.floor(x), jnp.floor(y)
     x0i, y0i = x0.astype(jnp.int32), y0.astype(jnp.int32)
-    return (x - x0).astype(img.dtype), (y - y0).astype(img.dtype), x0i, jnp.minimum(x0i + 1, w - 1), y0i, \
-        jnp.minimum(y0i + 1, h - 1)
+    wx, wy = (x - x0).astype(img.dtype), (y - y0).astype(img.dtype)
+    return wx, wy, x0i, jnp.minimum(x0i + 1, w - 1), y0i, jnp.minimum(y0i + 1, h - 1)
+
+
+def bilinear(v00, v01, v10, v11, wx, wy):
+    """The blend of the four corners (y0, x0), (y0, x1), (y1, x0), (y1, x1): across x, then y."""
+    return (v00 * (1 - wx) + v01 * wx) * (1 - wy) + (v10 * (1 - wx) + v11 * wx) * wy
 
 
 def warp_pallas(img: jax.Array, flow: jax.Array, interpret: bool = False) -> jax.Array:
     """The same backward warp as `warp_gather`, its four corners picked by `tpu_warp.corners` (a
     Pallas kernel: compiled for a TPU, or in interpret mode anywhere) from the image as planes
-    (B, C, H, W), and blended there with `warp_gather`'s arithmetic. Rows are padded to a multiple
+    (B, C, H, W), and blended there as `warp_gather` blends (`bilinear`). Rows are padded to a multiple
     of the kernel's tile (never read: the corners' rows are clamped to the image)."""
     from dmvfn_jax import tpu_warp  # noqa: PLC0415 (Pallas is imported only where it is used)
 
     _check_warp_args(img, flow)
     _, h, w, _ = img.shape
-    wx, wy, x0, x1, y0, y1 = _corner_indices(img, flow)
+    wx, wy, x0, x1, y0, y1 = corner_indices(img, flow)
     pad = -h % tpu_warp.TILE_ROWS
     planes = jnp.transpose(img, (0, 3, 1, 2))
     if pad:
         planes = jnp.pad(planes, ((0, 0), (0, 0), (0, pad), (0, 0)))
         x0, x1, y0, y1 = (jnp.pad(a, ((0, 0), (0, pad), (0, 0)), mode="edge") for a in (x0, x1, y0, y1))
     v = tpu_warp.corners(planes, y0, y1, x0, x1, interpret)[:, :, :, :h]  # (B, 4, C, H, W)
-    wx, wy = wx[:, None], wy[:, None]
-    top = v[:, 0] * (1 - wx) + v[:, 1] * wx
-    bottom = v[:, 2] * (1 - wx) + v[:, 3] * wx
-    return jnp.transpose(top * (1 - wy) + bottom * wy, (0, 2, 3, 1))
+    return jnp.transpose(bilinear(v[:, 0], v[:, 1], v[:, 2], v[:, 3], wx[:, None], wy[:, None]), (0, 2, 3, 1))
 
 
 def warp_map_coordinates(img: jax.Array, flow: jax.Array) -> jax.Array:

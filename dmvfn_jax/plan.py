@@ -95,7 +95,7 @@ def compile_train_step(config, mesh, *, vgg: bool = False, precision: str = "def
     from flax import nnx
 
     from dmvfn_jax import ops
-    from dmvfn_jax.models.dmvfn import DMVFN, SIZE_MULTIPLE
+    from dmvfn_jax.models.dmvfn import DMVFN, warp_form
     from dmvfn_jax.train import optim
     from dmvfn_jax.train import step as step_lib
     from dmvfn_jax.train.loop import model_blocks
@@ -120,8 +120,7 @@ def compile_train_step(config, mesh, *, vgg: bool = False, precision: str = "def
     d = config.data
     batch = jax.ShapeDtypeStruct((config.batch_size, d.num_frames, d.height, d.width, 3), jnp.uint8)
     platform = mesh.devices.flat[0].platform
-    padded = [-(-n // SIZE_MULTIPLE) * SIZE_MULTIPLE for n in (d.height, d.width)]
-    warp = ops.warp_impl_for(platform, 3, *padded)
+    warp = warp_form(platform, d.height, d.width)
     with jax.default_matmul_precision(None if precision == "default" else precision), ops.compiling_for(platform):
         lowered = jitted.lower(abstract, batch, jax.ShapeDtypeStruct((), jnp.float32))
         try:

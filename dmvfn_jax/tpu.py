@@ -156,3 +156,13 @@ def compile_only_devices(topology: Topology) -> list:
         raise RuntimeError(f"libtpu described {topology.libtpu_name} as {len(devices)} x {devices[0].device_kind!r}, "
                            f"expected one {topology.chip.device_kind!r} device per chip ({topology.chips})")
     return list(devices)
+
+
+def one_chip(topology_name: str = "v5e:2x2"):
+    """A sharding on the first chip of a compile-only slice, every array whole: `jax.jit(fn,
+    in_shardings=it, out_shardings=it)` compiles `fn` for one TPU chip (nothing runs)."""
+    import numpy as np
+    from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+    chip = compile_only_devices(parse_topology(topology_name))[0]
+    return NamedSharding(Mesh(np.asarray([chip]), ("chip",)), PartitionSpec())

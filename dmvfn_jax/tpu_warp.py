@@ -8,7 +8,7 @@ each batch element; every tile of `TILE_ROWS` output rows loops over the chunks 
 its pixels read (`spans`: from the tile's lowest source row to its highest, whatever the flow),
 and picks each pixel's columns with a product against a one-hot matrix on the MXU. A one-hot
 product at `Precision.HIGHEST` picks float32 values exactly, so the corners are the gathers'
-values and the blend (`ops.warp_pallas`) is the same arithmetic as `ops.warp_gather`.
+values and the blend (`ops.bilinear`) is the one `ops.warp_gather` uses.
 
 The gradient with respect to the image is the transposed product, accumulated into the image's
 planes (`_scatter_kernel`); with respect to the flow it comes from the blend, as for the gathers.
@@ -61,6 +61,13 @@ def _chunk_rows(start, n):
     return pl.multiple_of(start + n * CHUNK, CHUNK)
 
 
+def _row(i, y0_ref, y1_ref, x0_ref, x1_ref, w_src):
+    """Output row i of a tile: its pixels' source rows y0, y1 (1, W) and their columns as one-hot
+    matrices (w_src, W) for x0 and x1."""
+    return (y0_ref[i:i + 1, :], y1_ref[i:i + 1, :], _one_hot_columns(x0_ref[i:i + 1, :], w_src),
+            _one_hot_columns(x1_ref[i:i + 1, :], w_src))
+
+
 def _corners_kernel(span_ref, src_ref, y0_ref, y1_ref, x0_ref, x1_ref, out_ref):
     """One tile: out (4, C, TILE_ROWS, W) = the four corners of each pixel, from src (C, H, W)."""
     b, t = pl.program_id(0), pl.program_id(1)
@@ -68,8 +75,7 @@ def _corners_kernel(span_ref, src_ref, y0_ref, y1_ref, x0_ref, x1_ref, out_ref):
     c, _, w_src = src_ref.shape
     w = y0_ref.shape[-1]
     for i in range(TILE_ROWS):
-        y0, y1 = y0_ref[i:i + 1, :], y1_ref[i:i + 1, :]
-        oh0, oh1 = _one_hot_columns(x0_ref[i:i + 1, :], w_src), _one_hot_columns(x1_ref[i:i + 1, :], w_src)
+        y0, y1, oh0, oh1 = _row(i, y0_ref, y1_ref, x0_ref, x1_ref, w_src)
 
         def chunk(n, acc, y0=y0, y1=y1, oh0=oh0, oh1=oh1):
             r0 = _chunk_rows(start, n)
@@ -101,8 +107,7 @@ def _scatter_kernel(span_ref, g_ref, y0_ref, y1_ref, x0_ref, x1_ref, out_ref):
     c, _, w_src = out_ref.shape
     w = y0_ref.shape[-1]
     for i in range(TILE_ROWS):
-        y0, y1 = y0_ref[i:i + 1, :], y1_ref[i:i + 1, :]
-        oh0, oh1 = _one_hot_columns(x0_ref[i:i + 1, :], w_src), _one_hot_columns(x1_ref[i:i + 1, :], w_src)
+        y0, y1, oh0, oh1 = _row(i, y0_ref, y1_ref, x0_ref, x1_ref, w_src)
         g = [g_ref[q, :, i:i + 1, :] for q in range(CORNERS)]  # (C, 1, W) each
 
         def chunk(n, carry, y0=y0, y1=y1, oh0=oh0, oh1=oh1, g=g):

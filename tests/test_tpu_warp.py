@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 import torch
 from flax import nnx
-from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from conftest import random_frames, small_dmvfn, to_nchw, to_nhwc
 from dmvfn_jax import hlo, losses, ops, tpu, tpu_warp
@@ -21,8 +20,7 @@ def _compile(fn, platform):
     args = [jax.ShapeDtypeStruct(s, jnp.float32) for s in (FRAMES, FLOW)]
     if platform == "cpu":
         return jax.jit(lambda *a: fn(*a)).lower(*args).compile()
-    chip = tpu.compile_only_devices(tpu.parse_topology("v5e:2x2"))[0]
-    replicated = NamedSharding(Mesh(np.asarray([chip]), ("d",)), PartitionSpec())
+    replicated = tpu.one_chip()
     with ops.compiling_for("tpu"):
         return jax.jit(lambda *a: fn(*a), in_shardings=replicated, out_shardings=replicated).lower(*args).compile()
 

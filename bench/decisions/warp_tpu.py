@@ -40,8 +40,6 @@ import jax  # noqa: E402
 jax.config.update("jax_platforms", "cpu")
 
 import jax.numpy as jnp  # noqa: E402
-import numpy as np  # noqa: E402
-from jax.sharding import Mesh, NamedSharding, PartitionSpec  # noqa: E402
 
 from dmvfn_jax import hlo, ops, plan, tpu  # noqa: E402
 
@@ -52,14 +50,7 @@ def band_warp(img: jax.Array, flow: jax.Array, rows: int = 8, window: int = 24) 
     """`ops.warp_gather`'s values where each band of `rows` output rows takes its source rows from
     a window of `window` rows starting at the band's lowest source row (see the module doc)."""
     b, h, w, c = img.shape
-    ys = jnp.arange(h, dtype=flow.dtype)[:, None]
-    xs = jnp.arange(w, dtype=flow.dtype)[None, :]
-    x = jnp.clip(xs + flow[..., 0], 0, w - 1)
-    y = jnp.clip(ys + flow[..., 1], 0, h - 1)
-    x0, y0 = jnp.floor(x), jnp.floor(y)
-    wx, wy = (x - x0)[..., None], (y - y0)[..., None]
-    x0i, y0i = x0.astype(jnp.int32), y0.astype(jnp.int32)
-    x1i, y1i = jnp.minimum(x0i + 1, w - 1), jnp.minimum(y0i + 1, h - 1)
+    wx, wy, x0i, x1i, y0i, y1i = ops.corner_indices(img, flow)
     bands = h // rows
     per_band = lambda a: a.reshape(b, bands, rows * w)  # noqa: E731
     start = jnp.clip(jnp.min(per_band(y0i), axis=-1), 0, h - window)  # (b, bands)
@@ -71,32 +62,25 @@ def band_warp(img: jax.Array, flow: jax.Array, rows: int = 8, window: int = 24) 
         one_y = ((per_band(yi) - start[..., None])[..., None] == jnp.arange(window)).astype(img.dtype)
         return jnp.einsum("bnpk,bnpkc->bnpc", one_y, columns, precision=HIGHEST).reshape(b, h, w, c)
 
-    top = pick(x0i, y0i) * (1 - wx) + pick(x1i, y0i) * wx
-    bottom = pick(x0i, y1i) * (1 - wx) + pick(x1i, y1i) * wx
-    return top * (1 - wy) + bottom * wy
+    return ops.bilinear(pick(x0i, y0i), pick(x1i, y0i), pick(x0i, y1i), pick(x1i, y1i), wx[..., None], wy[..., None])
 
 
 FORMS = {"map_coordinates": ops.warp_map_coordinates, "gather": ops.warp_gather, "pallas": ops.warp_pallas,
          "band": band_warp}
 
 
-def _chip():
-    return tpu.compile_only_devices(tpu.parse_topology("v5e:2x2"))[0]
-
-
 def figures(fn, *args, cpu_fn=None) -> tuple[dict, dict]:
     """`cpu_fn` (default `fn`) compiled for the CPU and `fn` for one v5e chip: bytes accessed, FLOPs,
     HBM buffers, while loops."""
     out = []
-    replicated = NamedSharding(Mesh(np.asarray([_chip()]), ("d",)), PartitionSpec())
+    replicated = tpu.one_chip()
     for jitted in (jax.jit(cpu_fn or fn), jax.jit(fn, in_shardings=replicated, out_shardings=replicated)):
         compiled = jitted.lower(*args).compile()
         text = compiled.as_text()
         written, tiled = hlo.padding_totals(hlo.buffers(text))
         cost = plan._cost(compiled)
         out.append({"bytes": float(cost.get("bytes accessed", 0.0)), "flops": float(cost.get("flops", 0.0)),
-                    "written": written,
-                    "tiled": tiled, "loops": len(re.findall(r"\swhile\(", text))})
+                    "written": written, "tiled": tiled, "loops": len(re.findall(r"\swhile\(", text))})
     return out[0], out[1]
 
 

@@ -44,6 +44,13 @@ class InferenceResult(NamedTuple):
     gates: jax.Array  # (B, n) gates actually applied
 
 
+def warp_form(platform: str, height: int, width: int) -> str:
+    """The warp's form (`ops.warp_impl_for`) a DMVFN traces on `platform` for frames of this size:
+    the frames it warps are padded to multiples of SIZE_MULTIPLE."""
+    padded = [-(-n // SIZE_MULTIPLE) * SIZE_MULTIPLE for n in (height, width)]
+    return ops.warp_impl_for(platform, 3, *padded)
+
+
 def merge(img0, img1, flow, mask):
     """clamp(sigmoid(m) * warp(img0, f[:2]) + (1 - sigmoid(m)) * warp(img1, f[2:]), 0, 1)."""
     with jax.named_scope("merge"):
