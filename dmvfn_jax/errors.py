@@ -57,7 +57,8 @@ def _is_orphaned_read(unraisable) -> bool:
 class _OrbaxAftermath(logging.Filter):
     """On the `asyncio` logger: drops "exception was never retrieved" reports of orbax's reads and
     writes (the other arrays of a restore or save that failed). On the `absl` logger (orbax logs
-    there): orbax's error reports keep their first line and lose their traceback."""
+    there): orbax's error reports keep their first line and lose their traceback, and its warnings
+    that a preemption sync point was reached go (the training loop says it once, `train/pod.py`)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         if record.name == "asyncio":
@@ -65,6 +66,8 @@ class _OrbaxAftermath(logging.Filter):
                 return True
             exc = record.exc_info[1]
             return not (_through_orbax(record.exc_info[2]) or _TENSORSTORE_STATUS.match(str(exc)))
+        if "orbax" in record.pathname and "Reached preemption sync point" in str(record.msg):
+            return False
         if "orbax" in record.pathname and record.levelno >= logging.ERROR and record.exc_info:
             record.msg, record.args = (record.getMessage().splitlines() or [""])[0], None
             record.exc_info, record.exc_text = None, None

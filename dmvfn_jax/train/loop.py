@@ -5,7 +5,9 @@
 - orbax `CheckpointManager` in `workdir/checkpoints` (parameters, optimiser state, step, RNG;
   the input position is the step; the config), keeping the latest N, saving asynchronously; a run
   resumes from the latest readable checkpoint by itself, refusing a config that changes the run
-  (`resume.py`); SIGTERM saves and exits cleanly; a full disk stops the run with one line;
+  (`resume.py`); SIGTERM saves and exits cleanly (in a multi-process run, a notice to any
+  process stops all at the same step; a failed collective raises `pod.PeerLost`: `pod.py`); a
+  full disk stops the run with one line;
 - one run per workdir (`workdir_lock.py`);
 - non-finite updates are skipped and counted; `max_bad_steps` of them in a row stop training;
 - metrics to TensorBoard (`workdir/tensorboard`) and the log, progress with ETA;
@@ -19,7 +21,6 @@ import contextlib
 import errno
 import json
 import logging
-import signal
 import sys
 import time
 from pathlib import Path
@@ -38,7 +39,7 @@ from dmvfn_jax.data.stream import close_iterator
 from dmvfn_jax.errors import InputError
 from dmvfn_jax.losses import check_pyramid_size
 from dmvfn_jax.models.dmvfn import DMVFN, SCALES, WIDTHS
-from dmvfn_jax.train import optim
+from dmvfn_jax.train import optim, pod
 from dmvfn_jax.train import step as step_lib
 from dmvfn_jax.progress import format_duration
 from dmvfn_jax.train.report import MetricWriter, Progress
@@ -301,28 +302,6 @@ def export_model(model_params, graphdef, path: Path, channel_order: str, extra: 
                       widths=model.widths, scales=model.scales)
 
 
-class _Stopper:
-    """Turns SIGTERM into a flag the loop checks after each step (main thread only)."""
-
-    def __init__(self):
-        self.requested = False
-        self._old = None
-
-    def __enter__(self):
-        try:
-            self._old = signal.signal(signal.SIGTERM, self._handle)
-        except ValueError:  # not the main thread (e.g. some notebook kernels): no handler
-            self._old = None
-        return self
-
-    def _handle(self, signum, frame):
-        self.requested = True
-
-    def __exit__(self, *exc):
-        if self._old is not None:
-            signal.signal(signal.SIGTERM, self._old)
-
-
 def _to_host(metrics) -> dict[str, Any]:
     host = parallel.host_copy(metrics)
     out = {}
@@ -403,14 +382,19 @@ def _train(config, workdir: Path, model: DMVFN | None) -> dict:
 
     mngr = _checkpoint_manager(workdir, config)
     saves: list[int] = []  # the steps whose checkpoints were started, newest last
+    peer_lost = False
     try:
         return _run(config, workdir, graphdef, state, jitted, lr_at, mesh, mngr, total, saves)
     except Exception as e:
         if _is_disk_full(e):
             raise _disk_full_error(e, workdir, state, saves, mngr) from None
+        if jax.process_count() > 1 and isinstance(e, jax.errors.JaxRuntimeError):
+            peer_lost = True  # a collective failed: another process is gone
+            raise pod.PeerLost(f"a collective failed ({str(e).strip().splitlines()[0][:200]})") from e
         raise
     finally:
-        _close_quietly(mngr)
+        if not peer_lost:  # orbax's close would wait at a barrier for the lost process
+            _close_quietly(mngr)
 
 
 def _close_quietly(mngr) -> None:
@@ -440,7 +424,7 @@ def _run(config, workdir: Path, graphdef, state, jitted, lr_at, mesh, mngr, tota
     t_start = time.perf_counter()
 
     data = _Input(source, mngr, start, total, meta)
-    with _Stopper() as stopper, contextlib.closing(data):  # closing stops the input workers
+    with pod.Preemption() as preemption, contextlib.closing(data):  # closing stops the input workers
         pending = None  # (step, bad_streak) of the previous step, read once this step is queued
         for step, clips in zip(range(start, total), data.batches):
             state, metrics = jitted(state, parallel.global_batch(mesh, np.asarray(clips)), lr_at(step))
@@ -462,12 +446,14 @@ def _run(config, workdir: Path, graphdef, state, jitted, lr_at, mesh, mngr, tota
             if config.image_every and done % config.image_every == 0:
                 writer.image(done, "train/inputs_prediction_truth",
                              _image_strip(strip_fn, state.params, clips[0], config.data.channel_order))
-            if done % config.checkpoint_every == 0 or done == total or stopper.requested:
+            stop = preemption.stop_at(done)  # in a multi-process run, the same step in every process
+            if done % config.checkpoint_every == 0 or done == total or stop:
                 saves.append(done)
-                _save(mngr, state, done, config, data, wait=stopper.requested or done == total)
-            if stopper.requested:
+                _save(mngr, state, done, config, data, wait=stop or done == total)
+            if stop:
                 status = "preempted"
-                log.info("SIGTERM: saved a checkpoint at step %d and stopped; run again to resume", done)
+                log.info("SIGTERM%s: saved a checkpoint at step %d and stopped; run again to resume",
+                         " (a preemption notice to one of the processes, shared)" if preemption.shared else "", done)
                 break
 
     _check_streak(pending, config.max_bad_steps, mngr)

@@ -1,0 +1,48 @@
+"""Run as a script: `train.py --distributed` as one process of two on this machine (CPU, gloo
+collectives, a localhost coordinator), the suite's small model, with an optional fault delivered to
+this process just before one step: the pod faults of tests/test_pod_faults.py.
+
+    python tests/scripts/pod_train.py PROCESS_ID PORT WORKDIR FAULT STEP [TRAIN.PY FLAGS...]
+
+FAULT is "none", "kill" (SIGKILL: the process is lost), "stop" (SIGSTOP: the process hangs, its
+sockets open, so the others' collectives wait instead of failing) or "term" (SIGTERM: a preemption
+notice to this process alone), sent to itself as it feeds step STEP (counted from 0 in this launch).
+Every step is paced to at least PACE seconds: JAX's preemption notifier looks for SIGTERM once a
+second, and the small model's steps take milliseconds.
+"""
+
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+from fast_xla import xla_flags  # tests/scripts, this script's folder
+from small_model import SMALL_MODEL_FLAGS
+
+pid, port, workdir, fault, at = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[5])
+os.environ["XLA_FLAGS"] = xla_flags("--xla_force_host_platform_device_count=1")
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO))
+
+from dmvfn_jax import parallel  # noqa: E402
+from dmvfn_jax.train import cli  # noqa: E402
+
+PACE = 0.1
+feed, fed = parallel.global_batch, [0]
+
+
+def global_batch(*args, **kwargs):  # the loop calls it once per step, before the step
+    if fed[0] == at and fault != "none":
+        os.kill(os.getpid(), {"kill": signal.SIGKILL, "stop": signal.SIGSTOP, "term": signal.SIGTERM}[fault])
+    fed[0] += 1
+    time.sleep(PACE)
+    return feed(*args, **kwargs)
+
+
+parallel.global_batch = global_batch
+
+sys.argv = ["train.py", "--config", str(REPO / "configs" / "demo.py"), "--workdir", workdir, "--distributed",
+            "--coordinator_address", f"127.0.0.1:{port}", "--num_processes", "2", "--process_id", pid,
+            *SMALL_MODEL_FLAGS, "--config.eval.num_clips=0", "--config.image_every=0", *sys.argv[6:]]
+cli.run()
