@@ -35,8 +35,10 @@ demo: $(STAMP)
 	$(PY) train.py --config configs/demo.py --workdir runs/demo
 
 # Two pytest-xdist workers, one per core: XLA compiles on one core, and the suite is mostly
-# compiling. --dist loadscope keeps each test file on one worker, so its module fixtures run once.
-XDIST := -n 2 --dist loadscope
+# compiling. --dist loadscope keeps each test file on one worker, so its module fixtures run once;
+# --no-loadscope-reorder hands the files out longest first (tests/conftest.py, FILE_SECONDS) instead
+# of by their number of tests, which left the few-test, long files (plans, processes) for the end.
+XDIST := -n 2 --dist loadscope --no-loadscope-reorder
 
 test: $(STAMP) $(LIBTPU_STAMP)
 	$(PY) -m pytest -q $(XDIST) tests
