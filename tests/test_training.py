@@ -78,9 +78,13 @@ def test_loss_falls_and_psnr_rises(tmp_path):
     # observability: TensorBoard events with the loss terms, routing rates and speed
     events = b"".join(p.read_bytes() for p in (tmp_path / "tensorboard").glob("events.out.tfevents.*"))
     for tag in (b"train/total", b"train/lap", b"train/lr", b"train/grad_norm", b"routing/block8",
-                b"speed/clips_per_s", b"train/inputs_prediction_truth"):
+                b"speed/clips_per_s", b"train/inputs_prediction_truth", b"routing/distinct_patterns",
+                b"routing/blocks_still", b"routing/blocks_shifted"):
         assert tag in events, tag
     log = (tmp_path / "train.log").read_text()
+    # how the routing depends on the input, at every picture: the batch's pairs, still and shifted
+    assert len(re.findall(r"routing on \d+ probe pairs: \d+ gate pattern\(s\), blocks [\d.]+ \+- [\d.]+; moving "
+                          r"[\d.]+, still [\d.]+, shifted [\d.]+", log)) == 2, log
     assert log.count("training on the Laplacian term alone") == 1
     assert re.search(r"step 60/60 \(100%\).*clips/s  ETA", log)
 

@@ -1,6 +1,7 @@
 """Evaluation of a trained model on held-out synthetic clips, against copy-last-frame.
 
-Writes `results.json`, `results.md` (the table), and under `workdir/predictions` the predicted
+Writes `results.json`, `results.md` (the table, and how the routing depends on the input:
+`evaluation/routing_report.py`), and under `workdir/predictions` the predicted
 frames, a picture per clip (`clipNN_strip.png`: inputs, prediction, truth, error, flows, fusion
 mask, blocks that ran) and a rollout GIF per clip (prediction beside truth). The full evaluation protocols on real datasets live in `eval.py`.
 """
@@ -17,6 +18,7 @@ import numpy as np
 
 from dmvfn_jax.data.sources import heldout_synthetic, synthetic_options
 from dmvfn_jax.evaluation.metrics import psnr_from_mse
+from dmvfn_jax.evaluation.routing_report import format_routing_report, probe_pairs, routing_report, threshold_gates
 from dmvfn_jax import visualize
 from dmvfn_jax.image_io import save_png, write_gif
 
@@ -67,8 +69,13 @@ def evaluate_synthetic(model, config, workdir: str | Path) -> dict:
     table = "\n".join(lines)
     workdir = Path(workdir)
     header = f"Held-out synthetic clips: {ev.num_clips} at {data.height}x{data.width}, context 2 frames"
-    (workdir / "results.md").write_text(header + "\n\n" + table + "\n")
-    (workdir / "results.json").write_text(json.dumps({"setup": header, "psnr": results}, indent=2) + "\n")
+    # how the routing depends on the input: each clip's pair, the same frame twice, the frame moved
+    pairs = probe_pairs(frames)
+    routing_stats = routing_report(threshold_gates(model, pairs.img0, pairs.img1), pairs.motion, pairs.kinds)
+    routing_text = format_routing_report(routing_stats, "held-out pairs (moving, still, shifted)")
+    (workdir / "results.md").write_text(header + "\n\n" + table + "\n\n```\n" + routing_text + "\n```\n")
+    (workdir / "results.json").write_text(json.dumps({"setup": header, "psnr": results, "routing": routing_stats},
+                                                     indent=2) + "\n")
     out = workdir / "predictions"
     main = rows[f"DMVFN ({ev.routings[0]})"]
     n_save = min(ev.save_clips, len(frames))
@@ -83,7 +90,7 @@ def evaluate_synthetic(model, config, workdir: str | Path) -> dict:
             frames[c, 0], frames[c, 1], first.prediction[c], first.flow[c], first.mask[c], first.gates[c], target=gt[c, 0]))
         anim = visualize.rollout_frames(frames[c, :2], main[c], gt[c])
         write_gif(out / f"clip{c:02d}_rollout.gif", anim, fps=2)
-    log.info("%s\n%s", header, table)
+    log.info("%s\n%s\n%s", header, table, routing_text)
     ours, base = results[f"DMVFN ({ev.routings[0]})"]["t+1"], results["copy last frame"]["t+1"]
     log.info("t+1 PSNR: DMVFN (%s) %.2f dB, copy-last-frame %.2f dB (%+.2f dB); pictures in %s",
              ev.routings[0], ours, base, ours - base, out)
