@@ -20,7 +20,10 @@ def base_config() -> ml_collections.ConfigDict:
     # update_per_triplet: one AdamW update per triplet position of the clips (official: n-2 per batch)
     # per_batch: one update per batch on the mean loss over all triplets
     c.update_mode = "update_per_triplet"
-    c.routing = ml_collections.ConfigDict({"estimator": "bernoulli", "temperature": 1.0})  # or "gumbel"
+    # cost_weight > 0: a compute-cost term on the blocks the routing switches on (train/step.py); 0 is
+    # the official loss, bit for bit
+    c.routing = ml_collections.ConfigDict({"estimator": "bernoulli", "temperature": 1.0,  # or "gumbel"
+                                           "cost_weight": 0.0})
     # The blocks: each one's width (nf, a multiple of 4) and scale (downsampling). The official
     # nine; fewer or narrower blocks make a smaller DMVFN for quick experiments and tests. Trained
     # checkpoints record them; an init_checkpoint must have the same.

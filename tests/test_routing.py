@@ -127,3 +127,44 @@ def test_mean_of_conv3x3_equals_the_conv_then_the_mean(shape):
     g_got = jax.grad(lambda *a: jnp.sum(R.mean_of_conv3x3(*a) * w), (0, 1, 2))(x, k, b)
     for name, gw, gg in zip(("x", "kernel", "bias"), g_want, g_got):
         np.testing.assert_allclose(np.asarray(gg), np.asarray(gw), rtol=0, atol=1e-5, err_msg=name)
+
+
+def test_the_cost_term_weighs_the_blocks_by_their_flops_and_reaches_only_the_routing():
+    from dmvfn_jax.models.dmvfn import SCALES, WIDTHS
+    from dmvfn_jax.train.step import block_costs, routing_cost
+
+    c = np.asarray(block_costs(WIDTHS, SCALES))
+    np.testing.assert_allclose(c, np.array([1600] * 6 + [1936] * 3) / (6 * 1600 + 3 * 1936), rtol=1e-6)
+    assert float(routing_cost(jnp.ones((3, 9)), WIDTHS, SCALES)) == pytest.approx(1.0)
+    assert float(routing_cost(jnp.zeros((3, 9)), WIDTHS, SCALES)) == 0.0
+    model = small_dmvfn()
+    rng = np.random.default_rng(0)
+    a, b = (jnp.asarray(rng.random((2, 32, 32, 3)), jnp.float32) for _ in range(2))
+    graphdef, params = nnx.split(model, nnx.Param)
+
+    def cost(p):
+        m = nnx.merge(graphdef, p)
+        return routing_cost(m.routing_probs(a, b), m.widths, m.scales)
+
+    grads = nnx.to_flat_state(jax.grad(cost)(params))
+    norms = {k: float(jnp.linalg.norm(v.get_value())) for k, v in grads}
+    assert any(k[0] == "routing" and n > 0 for k, n in norms.items())
+    assert all(n == 0 for k, n in norms.items() if k[0] != "routing")
+
+
+def test_cost_weight_zero_is_the_official_step_and_a_weight_adds_the_term():
+    from dmvfn_jax.train import optim
+    from dmvfn_jax.train import step as step_lib
+
+    model = small_dmvfn()
+    optimizer = optim.make_train_optimizer()
+    graphdef, state = step_lib.init_state(model, optimizer, 0)
+    clips = jnp.asarray(np.random.default_rng(2).integers(0, 255, (2, 3, 64, 64, 3)), jnp.uint8)
+    lr = jnp.float32(1e-3)
+    jaxpr = lambda **kw: str(jax.make_jaxpr(step_lib.make_train_step(graphdef, optimizer, **kw))(state, clips, lr))  # noqa: E731
+    assert jaxpr() == jaxpr(cost_weight=0.0)  # the option off: the same program, so the same loss bit for bit
+    _, m0 = step_lib.make_train_step(graphdef, optimizer)(state, clips, lr)
+    _, m1 = step_lib.make_train_step(graphdef, optimizer, cost_weight=0.5)(state, clips, lr)
+    assert "cost" not in m0 and 0 < float(m1["cost"]) <= 1
+    np.testing.assert_allclose(float(m1["total"]), float(m1["lap"]) + 0.5 * float(m1["cost"]), rtol=1e-6)
+    assert float(m1["lap"]) == float(m0["lap"])  # the same outputs: the term is added, nothing else changes

@@ -375,6 +375,7 @@ def _train(config, workdir: Path, model: DMVFN | None) -> dict:
     step_fn = step_lib.make_train_step(
         graphdef, optimizer, vgg=vgg, update_mode=config.update_mode,
         estimator=config.routing.estimator, temperature=config.routing.temperature,
+        cost_weight=config.routing.get("cost_weight", 0.0),
     )
     mesh = parallel.data_mesh()
     jitted, state = step_lib.shard_train_step(step_fn, mesh, state)

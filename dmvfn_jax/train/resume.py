@@ -35,7 +35,7 @@ HARMLESS = (
 )
 UNREADABLE_DIR = "unreadable_checkpoints"
 # Fields added after runs had saved their configs: absent from a saved config, each had this value.
-ADDED_FIELDS = {"model.widths": list(WIDTHS), "model.scales": list(SCALES)}
+ADDED_FIELDS = {"model.widths": list(WIDTHS), "model.scales": list(SCALES), "routing.cost_weight": 0.0}
 
 
 class CheckpointUnreadable(InputError):

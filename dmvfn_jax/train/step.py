@@ -59,6 +59,20 @@ def init_state(model: DMVFN, optimizer: optax.GradientTransformation, seed: int)
     return graphdef, state
 
 
+def block_costs(widths, scales) -> jax.Array:
+    """Each block's share of the blocks' FLOPs: its convs run on (H / scale) x (W / scale) pixels
+    with channels proportional to its width, so its FLOPs go as (width / scale)^2 (the official
+    nine: 1600, 1600, 1936 per scale group, near equal)."""
+    c = jnp.asarray([(w / s) ** 2 for w, s in zip(widths, scales)], jnp.float32)
+    return c / jnp.sum(c)
+
+
+def routing_cost(v: jax.Array, widths, scales) -> jax.Array:
+    """The expected share of the blocks' FLOPs switched on, averaged over the batch: the routing
+    probabilities `v` (B, n) weighted by `block_costs` (1: every block on)."""
+    return jnp.mean(v @ block_costs(widths, scales))
+
+
 def _select(ok, new, old):
     return jax.tree.map(lambda a, b: jnp.where(ok, a, b), new, old)
 
@@ -71,9 +85,15 @@ def make_train_step(
     update_mode: str = "update_per_triplet",
     estimator: str = "bernoulli",
     temperature: float = 1.0,
+    cost_weight: float = 0.0,
 ) -> Callable[[TrainState, jax.Array, jax.Array], tuple[TrainState, dict]]:
     """Returns `step(state, clips, lr, axis_name=None) -> (state, metrics)`, not jitted; `lr` is
     the learning rate of this batch step (a float32 scalar: `optim.lr_schedule(...)(state.step)`).
+
+    `cost_weight` > 0 adds a compute-cost term to the loss: the weight times the expected share of
+    the blocks' FLOPs the routing switches on (`routing_cost`), so that a block whose update does
+    not lower the loss for an input learns to stay off for it. 0 (the official recipe) leaves the
+    loss and its program as they are.
 
     With `axis_name=None` the step is the whole-batch program (jit it on one device); under
     `shard_train_step` it runs per device with `axis_name="data"`.
@@ -83,8 +103,12 @@ def make_train_step(
 
     def loss_fn(params, img0, img1, gt, key, rows):
         model = nnx.merge(graphdef, params)
-        outputs, gates, _ = model.train_forward(img0, img1, key, estimator, temperature, rows)
+        outputs, gates, v = model.train_forward(img0, img1, key, estimator, temperature, rows)
         total, terms = dmvfn_loss(outputs, gt, vgg)
+        if cost_weight:
+            cost = routing_cost(v, model.widths, model.scales)
+            total = total + cost_weight * cost
+            terms = {**terms, "cost": cost, "total": total}
         mse = jnp.mean((outputs[-1] - gt) ** 2)
         return total, (terms, jnp.mean(gates, axis=0), mse)
 
