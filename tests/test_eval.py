@@ -75,6 +75,12 @@ def test_vimeo_protocol_with_a_converted_checkpoint(tmp_path, vimeo_tfds, conver
     close = np.abs(pic.astype(int) - want.astype(int)).max(-1) <= 2
     assert close.mean() > 0.999, close.mean()
     np.testing.assert_array_equal(pic[24:280, 904:1352], saved)  # the prediction panel
+    # how the routing depends on the input: the clip's pair (the Predictor's own gates), still, shifted
+    r = res["routing_report"]
+    assert r["pairs"] == 3 and [k["pairs"] for k in r["by_kind"].values()] == [1, 1, 1]
+    assert r["by_kind"]["moving"]["mean_blocks"] == float(np.asarray(full.gates[0]).sum())
+    assert r["by_kind"]["still"]["mean_motion"] == 0
+    assert json.loads((tmp_path / "out" / "results.json").read_text())["routing_report"] == r
     with Image.open(tmp_path / "out" / "images" / "test_00001_0002" / "rollout.gif") as im:
         assert im.n_frames == 3 and im.size[0] == 2 * 448 + 4
     # report and files
