@@ -169,6 +169,15 @@ def model_params(path) -> list:
     return jax.tree.leaves(params)
 
 
+def free_port() -> int:
+    """A TCP port free on localhost now: the coordinator's of a multi-process test run."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def start(cmd, **popen_kwargs) -> subprocess.Popen:
     """A command started in the background, its output captured as text: the tests run commands
     that do not depend on each other side by side (one per core; XLA compiles on one)."""

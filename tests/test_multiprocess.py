@@ -1,25 +1,18 @@
 """A real two-process run (JAX distributed runtime, CPU gloo collectives, localhost coordinator)
 ends with the same parameters as the one-process run over the same two-device layout."""
 
-import socket
 import subprocess
 import sys
 
 import numpy as np
 import pytest
 
-from conftest import REPO, finish, start
+from conftest import REPO, finish, free_port, start
 from dmvfn_jax import checkpoint as ckpt
 
 pytestmark = pytest.mark.slow  # every test here takes minutes on a 2-core CPU
 
 SCRIPT = str(REPO / "tests" / "scripts" / "multiprocess_train.py")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_two_processes_equal_one(tmp_path):

@@ -5,7 +5,6 @@ bit for bit (tests/scripts/pod_train.py delivers the faults)."""
 
 import functools
 import re
-import socket
 import subprocess
 import sys
 import time
@@ -14,7 +13,7 @@ import numpy as np
 import pytest
 from orbax.checkpoint import utils as ocp_utils
 
-from conftest import REPO, finish, model_params, start
+from conftest import REPO, finish, free_port, model_params, start
 
 pytestmark = pytest.mark.slow  # two-process runs, each mostly compiling
 
@@ -22,12 +21,6 @@ SCRIPT = str(REPO / "tests" / "scripts" / "pod_train.py")
 RUN = ("--config.num_train_steps=20", "--config.warmup_steps=2", "--config.checkpoint_every=5",
        "--config.log_every=1", "--peer_timeout=5")
 EXIT_PEER_LOST = 75
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def launch(workdir, fault="none", at=0) -> list[subprocess.Popen]:

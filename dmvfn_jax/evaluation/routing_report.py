@@ -50,19 +50,34 @@ def probe_pairs(clips: np.ndarray) -> ProbePairs:
     return ProbePairs(img0, img1, kinds, motion)
 
 
+def gates_fn(graphdef):
+    """A jitted `fn(params, img0, img1)`: the threshold gates (`v >= 0.5`, int32 (B, n)) of the
+    network `graphdef` with `params` (the training loop's and eval.py's replicated ones)."""
+    from flax import nnx  # noqa: PLC0415
+
+    return jax.jit(lambda p, a, b: (nnx.merge(graphdef, p).routing_probs(a, b) >= 0.5).astype(jnp.int32))
+
+
+def gates_of(fn, params, img0: np.ndarray, img1: np.ndarray, batch: int = 32) -> np.ndarray:
+    """`fn`'s gates (N, n) for N pairs, `batch` pairs per call, on the host."""
+    from dmvfn_jax import parallel  # noqa: PLC0415
+
+    return np.concatenate([parallel.host_copy(fn(params, img0[i:i + batch], img1[i:i + batch]))
+                           for i in range(0, len(img0), batch)])
+
+
+def probe(fn, params, pair_frames: np.ndarray) -> tuple[np.ndarray, ProbePairs]:
+    """The gates (`gates_fn`'s `fn`) of `probe_pairs(pair_frames)`, and the pairs."""
+    pairs = probe_pairs(pair_frames)
+    return gates_of(fn, params, pairs.img0, pairs.img1), pairs
+
+
 def threshold_gates(model, img0: np.ndarray, img1: np.ndarray, batch: int = 32) -> np.ndarray:
-    """The hard gates (N, n) of threshold routing (`v >= 0.5`) for each pair, in batches."""
+    """The hard gates (N, n) of threshold routing (`v >= 0.5`) of `model` for each pair, in batches."""
     from flax import nnx  # noqa: PLC0415
 
     graphdef, state = nnx.split(model)
-
-    @jax.jit
-    def gates(state, a, b):
-        m = nnx.merge(graphdef, state)
-        return (m.routing_probs(a, b) >= 0.5).astype(jnp.int32)
-
-    return np.concatenate([np.asarray(gates(state, jnp.asarray(img0[i:i + batch]), jnp.asarray(img1[i:i + batch])))
-                           for i in range(0, len(img0), batch)])
+    return gates_of(gates_fn(graphdef), state, img0, img1, batch)
 
 
 def _spearman(x: np.ndarray, y: np.ndarray) -> float | None:

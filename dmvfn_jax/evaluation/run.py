@@ -44,7 +44,6 @@ from pathlib import Path
 from typing import Sequence
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
@@ -53,7 +52,8 @@ from dmvfn_jax.errors import InputError, run_command
 from dmvfn_jax.evaluation import metrics as metric_lib
 from dmvfn_jax.evaluation.flops import flop_costs
 from dmvfn_jax.evaluation.protocols import DATASETS, MODES, Protocol, make_protocol
-from dmvfn_jax.evaluation.routing_report import format_routing_report, probe_pairs, routing_report
+from dmvfn_jax.evaluation.routing_report import format_routing_report, probe, routing_report
+from dmvfn_jax.evaluation.routing_report import gates_fn as routing_gates_fn
 from dmvfn_jax.evaluation.report import format_table, save_outputs, sizes_text, summarize, write_csv, write_text
 from dmvfn_jax.evaluation.step import sharded_eval_step
 from dmvfn_jax.image_io import parse_size
@@ -173,8 +173,9 @@ def evaluate(checkpoint, dataset: str, data_dir, options: EvalOptions | None = N
     smallest = None
     # how the routing depends on the input: threshold gates on each clip's context pair, the same
     # frame twice and the frame moved (`routing_report.probe_pairs`), this process's clips
-    gates_fn = jax.jit(lambda p, a, c: (nnx.merge(graphdef, p).routing_probs(a, c) >= 0.5).astype(jnp.int32))
+    gates_fn = routing_gates_fn(graphdef)
     probes: list[tuple] = []
+    c0, c1 = protocol.context
     for (height, width), members in groups.items():
         flops = flop_costs(model, height, width)
         smallest = smallest or (width, height, flops["all_blocks"])
@@ -190,7 +191,11 @@ def evaluate(checkpoint, dataset: str, data_dir, options: EvalOptions | None = N
             want_preds = out_dir is not None and bool(n_saved) and any(i < n_saved for i in whole)
             g_clips, g_mask = parallel.global_batch(mesh, batch), parallel.global_batch(mesh, mask)
             sums, preds = step_fn(want_preds)(params, lpips_params, g_clips, g_mask, jax.random.fold_in(base_key, b))
-            probes.append(_routing_probe(gates_fn, params, batch[mask.astype(bool)], protocol, meta["channel_order"]))
+            kept = batch[mask.astype(bool)]
+            if len(kept):
+                frames = np.stack([kept[:, c0], kept[:, c1]], axis=1).astype(np.float32) / 255.0
+                gates, pairs = probe(gates_fn, params, channels.reorder(frames, meta["channel_order"]))
+                probes.append((gates, pairs.motion, pairs.kinds))
             sums = jax.tree.map(lambda a: a.astype(np.float64), parallel.host_copy(sums))
             totals = sums if totals is None else jax.tree.map(np.add, totals, sums)
             if want_preds:
@@ -226,7 +231,6 @@ def evaluate(checkpoint, dataset: str, data_dir, options: EvalOptions | None = N
         # GFLOPs per frame at the evaluated size; with several sizes null (see "sizes")
         "gflops_per_frame": summary["gflops_per_frame"],
     }
-    probes = [p for p in probes if p is not None]
     if probes:
         results["routing_report"] = routing_report(np.concatenate([p[0] for p in probes]),
                                                    np.concatenate([p[1] for p in probes]),
@@ -239,16 +243,6 @@ def evaluate(checkpoint, dataset: str, data_dir, options: EvalOptions | None = N
         write_text(out_dir / "results.json", json.dumps(results, indent=2) + "\n")
         write_csv(results, out_dir / "results.csv")
     return results
-
-
-def _routing_probe(gates_fn, params, clips: np.ndarray, protocol: Protocol, model_order: str):
-    """(gates, motion, kinds) of threshold routing on the probe pairs of `clips` (uint8 RGB), or None."""
-    if not len(clips):
-        return None
-    c0, c1 = protocol.context
-    pair = channels.reorder(np.stack([clips[:, c0], clips[:, c1]], axis=1).astype(np.float32) / 255.0, model_order)
-    pairs = probe_pairs(pair)
-    return parallel.host_copy(gates_fn(params, pairs.img0, pairs.img1)), pairs.motion, pairs.kinds
 
 
 def usable_clips(clips, protocol: Protocol, names, skip_bad: bool) -> tuple[list[int], dict]:

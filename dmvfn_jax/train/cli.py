@@ -59,8 +59,7 @@ def main(argv):
                                    heartbeat_timeout_seconds=FLAGS.heartbeat_timeout,
                                    shutdown_timeout_seconds=FLAGS.shutdown_timeout)
         if jax.process_count() > 1:
-            lost = lambda what: pod.exit_now(_PROG[0], pod.lost_line(what, Path(FLAGS.workdir)))  # noqa: E731
-            watchdog = pod.Watchdog(FLAGS.peer_timeout, lost).start()
+            watchdog = pod.Watchdog(FLAGS.peer_timeout, _stop_lost).start()
     from dmvfn_jax.train.loop import TrainingDiverged, train_and_evaluate
 
     quiet_orbax_noise()
@@ -72,7 +71,7 @@ def main(argv):
             raise e.__cause__ from None
         who = ("process 0 (the coordination service) is lost" if silent is None else
                f"process {', '.join(map(str, silent))} {'is' if len(silent) == 1 else 'are'} lost")
-        pod.exit_now(_PROG[0], pod.lost_line(f"{who}: {e}", Path(FLAGS.workdir)))
+        _stop_lost(f"{who}: {e}")
     except (InputError, TrainingDiverged) as e:
         report_error(_PROG[0], str(e))
         return 1
@@ -82,6 +81,13 @@ def main(argv):
     if watchdog is not None:
         watchdog.done()
     return 0 if summary["status"] in ("completed", "preempted") else 1
+
+
+def _stop_lost(what: str) -> None:
+    """A process of the run is lost: this one prints its line and exits (`pod.exit_now`)."""
+    from dmvfn_jax.train import pod
+
+    pod.exit_now(_PROG[0], pod.lost_line(what, Path(FLAGS.workdir)))
 
 
 def run(prog: str = "train.py") -> None:

@@ -422,7 +422,7 @@ def _run(config, workdir: Path, graphdef, state, jitted, lr_at, mesh, mngr, tota
     writer.text(start, "config", "```\n" + config.to_json_best_effort(indent=2) + "\n```")
     progress = Progress(total, start, config.batch_size)
     strip_fn = jax.jit(lambda p, a, b: nnx.merge(graphdef, p).predict(a, b, "threshold"))
-    gates_fn = jax.jit(lambda p, a, b: (nnx.merge(graphdef, p).routing_probs(a, b) >= 0.5).astype(jnp.int32))
+    gates_fn = routing_report.gates_fn(graphdef)
     last, status, done = {}, "completed", start
     t_start = time.perf_counter()
 
@@ -449,7 +449,9 @@ def _run(config, workdir: Path, graphdef, state, jitted, lr_at, mesh, mngr, tota
             if config.image_every and done % config.image_every == 0:
                 writer.image(done, "train/inputs_prediction_truth",
                              _image_strip(strip_fn, state.params, clips[0], config.data.channel_order))
-                report = _routing_probe(gates_fn, state.params, clips)
+                # how the routing depends on the input: each clip's first pair, still and moved
+                gates, pairs = routing_report.probe(gates_fn, state.params, clips[:, :2].astype(np.float32) / 255.0)
+                report = routing_report.routing_report(gates, pairs.motion, pairs.kinds)
                 writer.scalars(done, {f"routing/{k}": v for k, v in routing_report.routing_scalars(report).items()})
                 log.info("%s", routing_report.summary_line(report))
             stop = preemption.stop_at(done)  # in a multi-process run, the same step in every process
@@ -504,14 +506,6 @@ def _check_streak(pending, max_bad_steps: int, mngr) -> None:
             f"skipped (max_bad_steps={max_bad_steps}); last good checkpoint: "
             f"{mngr.latest_step()}. Lower the learning rate or check the data."
         )
-
-
-def _routing_probe(gates_fn, params, clips: np.ndarray) -> dict:
-    """How the routing depends on the input, on this batch's clips: each clip's first pair, the same
-    frame twice and the frame moved (`evaluation.routing_report.probe_pairs`), threshold gates."""
-    pairs = routing_report.probe_pairs(clips[:, :2].astype(np.float32) / 255.0)
-    gates = parallel.host_copy(gates_fn(params, pairs.img0, pairs.img1))
-    return routing_report.routing_report(gates, pairs.motion, pairs.kinds)
 
 
 def _image_strip(strip_fn, params, clip: np.ndarray, channel_order: str = "RGB") -> np.ndarray:
