@@ -5,6 +5,7 @@ forward written channels-first (planes), each compiled for one v5e chip and for 
     .venv/bin/python bench/decisions/layout_tpu.py --planes    # the nine's forward: NHWC (the model) vs NCHW
     .venv/bin/python bench/decisions/layout_tpu.py --probe     # one 128-channel conv at batch 2 and 16
     .venv/bin/python bench/decisions/layout_tpu.py --check     # the NCHW forward's values against the model's
+    .venv/bin/python bench/decisions/layout_tpu.py --bf16-store  # the forward with every conv unit's output in bfloat16
 
 Every figure is a compiler's estimate on libtpu's compile-only devices (nothing runs): "bytes" is
 `cost_analysis()["bytes accessed"]`, which sums every instruction's operands and results, on-chip
@@ -187,6 +188,56 @@ def planes(size: int, batch: int) -> None:
               f"{on_tpu['cycles'] / 1e6:11.2f} {on_tpu['moves'] / max(on_tpu['cycles'], 1):6.0%}", flush=True)
 
 
+class _StoredBF16(nnx.Module):
+    """A conv unit whose output is stored in bfloat16 (an experiment: what the HBM traffic would
+    lose if every conv-and-PReLU output were bfloat16 in memory; the consumers promote it back)."""
+
+    def __init__(self, unit):
+        self.unit = unit
+
+    def __call__(self, x):
+        return self.unit(x).astype(jnp.bfloat16)
+
+
+def _store_units_bf16(model: DMVFN) -> int:
+    """Replaces every MVFB conv unit of `model` (in place) by `_StoredBF16`; returns how many."""
+    n = 0
+    for block in model.blocks:
+        for name in ("conv0", "convblock"):
+            units = getattr(block, name)
+            for i in range(len(units)):
+                units[i] = _StoredBF16(units[i])
+                n += 1
+        for name in ("conv_sq", "conv1", "convblock1"):
+            setattr(block, name, _StoredBF16(getattr(block, name)))
+            n += 1
+    return n
+
+
+def bf16_store(size: int, batch: int) -> None:
+    graphdef, state = nnx.split(nnx.eval_shape(lambda: DMVFN(rngs=nnx.Rngs(0), conv_form="plain")))
+    frames = jax.ShapeDtypeStruct((batch, size, size, 3), jnp.float32)
+
+    def stored(p, a, c):
+        model = nnx.merge(graphdef, p)
+        n = _store_units_bf16(model)
+        if n != 9 * 8:
+            raise RuntimeError(f"expected 72 conv units in the nine's blocks, replaced {n}: has MVFB changed?")
+        return model.infer(a, c, None, sequential=False).prediction
+
+    forms = {"float32 (the model)": lambda p, a, c: nnx.merge(graphdef, p).infer(a, c, None, sequential=False).prediction,
+             "units stored bf16": stored}
+    print(f"the nine's forward, {batch} pairs at {size}x{size} (compiler estimates; the warp kernel's share declared)")
+    print(f"{'form':20s} {'CPU GB':>8s} {'TPU GB':>8s} {'TPU/CPU':>8s} {'TPU / CPU float32':>17s} {'TPU Mcycles':>11s} {'moves':>6s}")
+    base = None
+    for name, fn in forms.items():
+        cpu, on_tpu = _both(fn, (state, frames, frames))
+        base = base or cpu
+        print(f"{name:20s} {cpu['bytes'] / 1e9:8.3f} {on_tpu['bytes'] / 1e9:8.3f} {on_tpu['bytes'] / cpu['bytes']:7.1f}x "
+              f"{on_tpu['bytes'] / base['bytes']:16.1f}x {on_tpu['cycles'] / 1e6:11.2f} "
+              f"{on_tpu['moves'] / max(on_tpu['cycles'], 1):6.0%}", flush=True)
+
+
 def check() -> None:
     """The planes forward against the model's, every block on, 2 pairs at 64x64, interpret mode."""
     model = DMVFN(rngs=nnx.Rngs(0), conv_form="plain")
@@ -204,6 +255,7 @@ def main(argv=None) -> int:
     ap.add_argument("--planes", action="store_true")
     ap.add_argument("--check", action="store_true")
     ap.add_argument("--probe", action="store_true")
+    ap.add_argument("--bf16-store", action="store_true")
     ap.add_argument("--size", type=int, default=256)
     ap.add_argument("--batch", type=int, default=2)
     args = ap.parse_args(argv)
@@ -215,6 +267,8 @@ def main(argv=None) -> int:
         convs(args.size, args.batch)
     if args.planes:
         planes(args.size, args.batch)
+    if args.bf16_store:
+        bf16_store(args.size, args.batch)
     return 0
 
 
