@@ -21,9 +21,13 @@ def base_config() -> ml_collections.ConfigDict:
     # per_batch: one update per batch on the mean loss over all triplets
     c.update_mode = "update_per_triplet"
     # cost_weight > 0: a compute-cost term on the blocks the routing switches on (train/step.py); 0 is
-    # the official loss, bit for bit
+    # the official loss, bit for bit. rescale: the official routing module rescales its probabilities
+    # to sum n/2 for every input (True); False keeps the sigmoid's, so the number of blocks can follow
+    # the input (README, "Routing that adapts to the input"). inputs: what the routing module reads,
+    # "frames" (official) or "difference" (the first frame and the second minus the first). Trained
+    # checkpoints record rescale and inputs.
     c.routing = ml_collections.ConfigDict({"estimator": "bernoulli", "temperature": 1.0,  # or "gumbel"
-                                           "cost_weight": 0.0})
+                                           "cost_weight": 0.0, "rescale": True, "inputs": "frames"})
     # The blocks: each one's width (nf, a multiple of 4) and scale (downsampling). The official
     # nine; fewer or narrower blocks make a smaller DMVFN for quick experiments and tests. Trained
     # checkpoints record them; an init_checkpoint must have the same.
@@ -52,6 +56,8 @@ def base_config() -> ml_collections.ConfigDict:
     c.data.smoothness = 1.0
     c.data.shapes = (2, 4)
     c.data.pan_direction = ml_collections.config_dict.placeholder(float)
+    # the share of training clips rendered without motion (the held-out clips all move)
+    c.data.still_fraction = 0.0
     c.data.num_frames = 3
     c.data.height = 256
     c.data.width = 256

@@ -98,14 +98,15 @@ def compile_train_step(config, mesh, *, vgg: bool = False, precision: str = "def
     from dmvfn_jax.models.dmvfn import DMVFN, warp_form
     from dmvfn_jax.train import optim
     from dmvfn_jax.train import step as step_lib
-    from dmvfn_jax.train.loop import model_blocks
+    from dmvfn_jax.train.loop import model_blocks, routing_options
 
     dtype = {"float32": None, "bfloat16": jnp.bfloat16}[config.get("compute_dtype", "float32")]
     optimizer = optim.make_train_optimizer(config.weight_decay)
     # Shapes only: the parameters and the optimiser state are never materialised. The convs run
     # plain, as on a TPU: the model would choose by the default backend, which is this CPU.
     blocks = model_blocks(config)
-    graphdef, params = nnx.split(nnx.eval_shape(lambda: DMVFN(rngs=nnx.Rngs(0), dtype=dtype, conv_form="plain", **blocks)),
+    graphdef, params = nnx.split(nnx.eval_shape(lambda: DMVFN(rngs=nnx.Rngs(0), dtype=dtype, conv_form="plain",
+                                                      **routing_options(config), **blocks)),
                                  nnx.Param)
     abstract = jax.eval_shape(lambda p: step_lib.init_state(nnx.merge(graphdef, p), optimizer, config.seed)[1], params)
     vgg_net = None

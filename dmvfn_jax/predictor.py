@@ -59,11 +59,13 @@ ARCHITECTURE = "dmvfn"  # the `architecture` of DMVFN checkpoints (dmvfn.json)
 
 
 def save_dmvfn(path, params: dict, channel_order: str, extra: dict | None = None, overwrite: bool = False,
-               widths=WIDTHS, scales=SCALES) -> Path:
+               widths=WIDTHS, scales=SCALES, routing_rescale: bool = True, routing_inputs: str = "frames") -> Path:
     """Writes a DMVFN inference checkpoint: `params` (nested dict of arrays) and the metadata every
-    one carries (architecture, widths, scales, channel order), plus `extra` (e.g. the source file
-    of converted weights). The one writer of converted and trained models; `load_dmvfn` reads it."""
-    meta = {"architecture": ARCHITECTURE, "widths": list(widths), "scales": list(scales), "channel_order": channel_order}
+    one carries (architecture, widths, scales, the routing's options, channel order), plus `extra`
+    (e.g. the source file of converted weights). The one writer of converted and trained models;
+    `load_dmvfn` reads it."""
+    meta = {"architecture": ARCHITECTURE, "widths": list(widths), "scales": list(scales),
+            "routing_rescale": bool(routing_rescale), "routing_inputs": routing_inputs, "channel_order": channel_order}
     meta.update(extra or {})
     return ckpt.save_checkpoint(path, params, meta, overwrite=overwrite)
 
@@ -75,7 +77,13 @@ def load_dmvfn(path: str | os.PathLike) -> tuple[DMVFN, dict]:
         kwargs = {}
         if "widths" in meta and "scales" in meta:
             kwargs = {"widths": tuple(meta["widths"]), "scales": tuple(meta["scales"])}
-        return DMVFN(rngs=nnx.Rngs(0), **kwargs)
+        # checkpoints written before the routing's options were recorded: the official ones
+        rescale, inputs = meta.get("routing_rescale", True), meta.get("routing_inputs", "frames")
+        if not isinstance(rescale, bool):
+            raise ckpt.CheckpointError(f"{path}: routing_rescale must be true or false, got {rescale!r}")
+        if inputs not in routing_lib.ROUTING_INPUTS:
+            raise ckpt.CheckpointError(f"{path}: routing_inputs must be one of {routing_lib.ROUTING_INPUTS}, got {inputs!r}")
+        return DMVFN(rngs=nnx.Rngs(0), routing_rescale=rescale, routing_inputs=inputs, **kwargs)
 
     model, meta = ckpt.load_network(path, ARCHITECTURE, build, "convert official weights with `convert_weights.py dmvfn`")
     if meta.get("channel_order") not in ckpt.CHANNEL_ORDERS:

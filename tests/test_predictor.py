@@ -128,3 +128,41 @@ def test_missing_checkpoint_is_named(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(CheckpointError, match="not a dmvfn-jax checkpoint"):
         Predictor.from_checkpoint(tmp_path / "empty")
+
+
+def test_the_routings_rescaling_is_recorded_and_read_back(tmp_path):
+    """A model trained with the routing's options (`routing.rescale=False`, `routing.inputs=
+    "difference"`) loads with them; checkpoints written before the options (converted official
+    weights) load with the official ones; a bad value is named."""
+    import json
+
+    import jax
+    from flax import nnx
+
+    from conftest import SMALL_MODEL
+    from dmvfn_jax import checkpoint as ckpt
+    from dmvfn_jax.models.dmvfn import DMVFN
+    from dmvfn_jax.predictor import load_dmvfn
+    from dmvfn_jax.train.loop import export_model
+
+    model = DMVFN(rngs=nnx.Rngs(jax.random.key(0, impl="rbg")), routing_rescale=False, routing_inputs="difference",
+                  **SMALL_MODEL)
+    graphdef, params = nnx.split(model)
+    path = export_model(params, graphdef, tmp_path / "free", "RGB")
+    loaded, meta = load_dmvfn(path)
+    assert meta["routing_rescale"] is False and meta["routing_inputs"] == "difference"
+    assert loaded.routing_options == {"routing_rescale": False, "routing_inputs": "difference"}
+    frames = np.random.default_rng(0).random((2, 32, 32, 3)).astype(np.float32)
+    np.testing.assert_array_equal(np.asarray(loaded.routing_probs(frames, frames[::-1])),
+                                  np.asarray(model.routing_probs(frames, frames[::-1])))
+    meta_file = path / ckpt.METADATA_FILE
+    old = json.loads(meta_file.read_text())
+    del old["routing_rescale"], old["routing_inputs"]
+    meta_file.write_text(json.dumps(old))
+    assert load_dmvfn(path)[0].routing_options == {"routing_rescale": True, "routing_inputs": "frames"}
+    meta_file.write_text(json.dumps({**old, "routing_rescale": "no"}))
+    with pytest.raises(ckpt.CheckpointError, match=r"free.*routing_rescale must be true or false"):
+        load_dmvfn(path)
+    meta_file.write_text(json.dumps({**old, "routing_inputs": "flow"}))
+    with pytest.raises(ckpt.CheckpointError, match=r"free.*routing_inputs must be one of"):
+        load_dmvfn(path)

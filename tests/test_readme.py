@@ -191,7 +191,7 @@ def test_readme_own_videos_commands_run(tmp_path, real_data, small_checkpoint):
             out.write(np.ascontiguousarray(f[..., ::-1]))
         out.release()
 
-    (block,) = [b for b in code_blocks("bash") if "configs/finetune.py" in b]
+    (block,) = [b for b in code_blocks("bash") if "configs/finetune.py" in b and "data.build" in b]
     cmds = commands(block)
     assert len(cmds) == 6 and cmds[1].startswith("python train.py") and "build clip_folder" in cmds[4]
     kitti, vimeo = frames("kitti_0023", "*.png", 0, 7), frames("vimeo_00001_0002", "im*.png", 0, 7)

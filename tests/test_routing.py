@@ -166,3 +166,59 @@ def test_cost_weight_zero_is_the_official_step_and_a_weight_adds_the_term():
     _, m1 = jax.jit(step_lib.make_train_step(graphdef, optimizer, cost_weight=0.5))(state, clips, lr)
     assert 0 < float(m1["cost"]) <= 1
     np.testing.assert_allclose(float(m1["total"]), float(m1["lap"]) + 0.5 * float(m1["cost"]), rtol=1e-6)
+
+
+def test_rescale_off_keeps_the_sigmoids_probabilities_and_the_official_rescales_them():
+    """The official module rescales v to sum n/2 for every input (`rescale=True`); `rescale=False`
+    leaves the sigmoid's v, so the expected number of blocks can follow the input."""
+    from conftest import SMALL_MODEL
+    from dmvfn_jax.models.dmvfn import DMVFN
+
+    widths, scales = (16,) * 6, (4, 4, 2, 2, 1, 1)  # six blocks: a rescaled row sums to 3, unclipped
+    on, off = (DMVFN(rngs=nnx.Rngs(jax.random.key(0, impl="rbg")), widths=widths, scales=scales, routing_rescale=r)
+               for r in (True, False))
+    assert on.routing_options["routing_rescale"] and not off.routing_options["routing_rescale"]
+    assert set(SMALL_MODEL) == {"widths", "scales"}  # the option is not part of the blocks' shape
+    rng = np.random.default_rng(0)
+    a, b = (jnp.asarray(rng.random((2, 32, 32, 3)), jnp.float32) for _ in range(2))
+    img0, img1 = jnp.concatenate([a[:1], a[1:]]), jnp.concatenate([a[:1], b[1:]])  # a still pair, a moving one
+    with jax.default_matmul_precision("highest"):
+        v_on, v_off = (np.asarray(m.routing_probs(img0, img1)) for m in (on, off))
+        r = off.routing
+        pooled = R.mean_of_conv3x3(jax.nn.relu(r.conv_a(jnp.concatenate([img0, img1], -1))), r.conv_b.kernel[...],
+                                   r.conv_b.bias[...])
+        want_off = np.asarray(jax.nn.sigmoid(r.l1(pooled)))
+    np.testing.assert_allclose(v_off, want_off, rtol=0, atol=1e-6)
+    np.testing.assert_allclose(v_on, np.clip(v_off / (v_off.sum(1, keepdims=True) + 1e-6) * 3, 0, 1), rtol=0, atol=1e-6)
+    np.testing.assert_allclose(v_on.sum(1), [3.0, 3.0], rtol=0, atol=1e-5)  # every input: n/2 blocks expected
+    assert abs(float(v_off[0].sum() - v_off[1].sum())) > 1e-4  # without the rescaling, the sum follows the input
+
+
+def test_difference_inputs_read_the_first_frame_and_the_change():
+    """`inputs="difference"`: the module reads cat(img0, img1 - img0), so a still pair reads zeros in
+    its last three channels; the official "frames" reads cat(img0, img1). Same parameters."""
+    r = R.RoutingModule(4, rescale=False, inputs="difference", rngs=nnx.Rngs(0))
+    official = R.RoutingModule(4, rescale=False, rngs=nnx.Rngs(0))
+    rng = np.random.default_rng(1)
+    a, b = (jnp.asarray(rng.random((2, 16, 16, 3)), jnp.float32) for _ in range(2))
+    with jax.default_matmul_precision("highest"):
+        np.testing.assert_allclose(np.asarray(r(a, b)), np.asarray(official(a, b - a)), rtol=0, atol=1e-6)
+        np.testing.assert_allclose(np.asarray(r(a, a)), np.asarray(official(a, jnp.zeros_like(a))), rtol=0, atol=1e-6)
+        assert not np.allclose(np.asarray(r(a, b)), np.asarray(official(a, b)), atol=1e-4)
+    with pytest.raises(ValueError, match="routing inputs must be one of"):
+        R.RoutingModule(4, inputs="flow", rngs=nnx.Rngs(0))
+
+
+def test_the_config_chooses_the_routing_options_and_bad_ones_are_named():
+    import configs.demo
+    from dmvfn_jax.errors import InputError
+    from dmvfn_jax.train import loop
+
+    c = configs.demo.get_config()
+    c.model.widths, c.model.scales = (8, 8), (2, 1)
+    assert loop.build_model(c).routing_options == {"routing_rescale": True, "routing_inputs": "frames"}  # official
+    c.routing.rescale, c.routing.inputs = False, "difference"
+    assert loop.build_model(c).routing_options == {"routing_rescale": False, "routing_inputs": "difference"}
+    c.routing.inputs = "flow"
+    with pytest.raises(InputError, match="config.routing.inputs must be one of"):
+        loop.build_model(c)

@@ -115,3 +115,24 @@ def test_scene_options():
         synthetic_video(3, 2, 8, 8, motion=-1.0)
     with pytest.raises(ValueError, match="smoothness"):
         synthetic_video(3, 2, 8, 8, smoothness=0.0)
+
+
+def test_still_clips_are_drawn_per_clip_and_zero_draws_none():
+    """`data.still_fraction`: that share of training clips (drawn from each clip's seed) has no motion
+    at all; 0 gives the clips of a source without the option."""
+    from dmvfn_jax.data.sources import SyntheticSource
+    from dmvfn_jax.errors import InputError
+
+    plain = SyntheticSource(3, 3, 32, 32, 16, shapes=(0, 2))
+    none = SyntheticSource(3, 3, 32, 32, 16, still_fraction=0.0, shapes=(0, 2))
+    half = SyntheticSource(3, 3, 32, 32, 16, still_fraction=0.5, shapes=(0, 2))
+    np.testing.assert_array_equal(none.batch(5), plain.batch(5))
+    moving, mixed = plain.batch(5), half.batch(5)
+    still = [bool(np.all(c == c[0])) for c in mixed]
+    assert not any(np.all(c == c[0]) for c in moving)
+    assert 3 <= sum(still) <= 13  # about half of 16
+    for c, m, s in zip(mixed, moving, still):
+        np.testing.assert_array_equal(c, np.broadcast_to(m[0], m.shape) if s else m)  # the same scene, held still
+    np.testing.assert_array_equal(half.batch(5), mixed)  # deterministic
+    with pytest.raises(InputError, match="still_fraction"):
+        SyntheticSource(3, 3, 32, 32, 16, still_fraction=1.5)

@@ -26,26 +26,42 @@ def synthetic_options(data_config) -> dict:
 
 
 class SyntheticSource:
-    """Deterministic synthetic videos (see `synthetic.py`); clip i of step s is seeded by (seed, s, i)."""
+    """Deterministic synthetic videos (see `synthetic.py`); clip i of step s is seeded by (seed, s, i).
+
+    `still_fraction`: the share of clips, drawn per clip from its seed, rendered with no motion at
+    all (every frame the same; `motion=0`), so that a model sees inputs where copying the last frame
+    is exact and can learn to run fewer blocks on them (README, "Routing that adapts to the input").
+    0 draws nothing: the clips are those of a source without it."""
 
     def __init__(self, seed: int, num_frames: int, height: int, width: int, global_batch: int,
-                 process_index: int = 0, process_count: int = 1, **options):
+                 process_index: int = 0, process_count: int = 1, still_fraction: float = 0.0, **options):
         if global_batch % process_count:
             raise InputError(f"batch_size {global_batch} is not divisible by the {process_count} processes")
+        if not 0.0 <= still_fraction <= 1.0:
+            raise InputError(f"config.data.still_fraction must be in [0, 1], got {still_fraction!r}")
         self.seed, self.num_frames, self.height, self.width = seed, num_frames, height, width
         self.options = options
+        self.still_fraction = float(still_fraction)
         self.local_batch = global_batch // process_count
         self.offset = process_index * self.local_batch
 
     def batches(self, start: int, stop: int):
         return (self.batch(step) for step in range(start, stop))
 
+    def is_still(self, clip_seed_: int) -> bool:
+        """Whether the clip of this seed is rendered still (a draw apart from the scene's own)."""
+        if self.still_fraction == 0.0:
+            return False
+        return bool(np.random.default_rng([clip_seed_, 1]).random() < self.still_fraction)
+
     def batch(self, step: int) -> np.ndarray:
         step_seed = clip_seed(self.seed, step)
-        return np.stack([
-            synthetic_video(clip_seed(step_seed, i), self.num_frames, self.height, self.width, **self.options)
-            for i in range(self.offset, self.offset + self.local_batch)
-        ])
+        clips = []
+        for i in range(self.offset, self.offset + self.local_batch):
+            seed = clip_seed(step_seed, i)
+            options = dict(self.options, motion=0.0) if self.is_still(seed) else self.options
+            clips.append(synthetic_video(seed, self.num_frames, self.height, self.width, **options))
+        return np.stack(clips)
 
 
 def heldout_synthetic(seed: int, num_clips: int, num_frames: int, height: int, width: int, **options) -> np.ndarray:
@@ -117,7 +133,8 @@ def make_source(config, process_index: int, process_count: int):
     name = data.source
     if name == "synthetic":
         return SyntheticSource(data.seed, data.num_frames, data.height, data.width, global_batch,
-                               process_index, process_count, **synthetic_options(data))
+                               process_index, process_count, float(data.get("still_fraction", 0.0)),
+                               **synthetic_options(data))
     if name == "clips":
         if not config.get("data_dir"):
             raise InputError(

@@ -81,6 +81,8 @@ class DMVFN(nnx.Module):
         scales: Sequence[int] = SCALES,
         dtype=None,
         conv_form: str | None = None,
+        routing_rescale: bool = True,
+        routing_inputs: str = "frames",
     ):
         """`dtype`: computation dtype of the blocks' convs (e.g. `jnp.bfloat16`); parameters,
         flows, warps and outputs stay float32.
@@ -88,13 +90,18 @@ class DMVFN(nnx.Module):
         `conv_form`: how the convs over the blocks' 17 input channels are computed, the same
         values up to float reassociation (`mvfb.FORMS`); None chooses per backend at trace time
         (`mvfb.choose_form`: on CPU the measured choice for the input's size, "plain" elsewhere).
+
+        `routing_rescale`: the official routing module's rescaling of v to sum n/2 (True), or the
+        sigmoid's v as it is; `routing_inputs`: what the routing module reads, the two frames (the
+        official) or the first and the difference (`routing.RoutingModule`); checkpoints record both.
         """
         if len(widths) != len(scales):
             raise ValueError(f"widths {widths} and scales {scales} differ in length")
         if conv_form is not None and conv_form not in mvfb.FORMS:
             raise ValueError(f"conv_form must be None or one of {mvfb.FORMS}, got {conv_form!r}")
         self.blocks = nnx.List([MVFB(nf, dtype=dtype, rngs=rngs) for nf in widths])
-        self.routing = routing_lib.RoutingModule(len(widths), rngs=rngs)
+        self.routing = routing_lib.RoutingModule(len(widths), rescale=routing_rescale, inputs=routing_inputs,
+                                                   rngs=rngs)
         self.widths = tuple(widths)
         self.scales = tuple(scales)
         self.conv_form = conv_form
@@ -102,6 +109,11 @@ class DMVFN(nnx.Module):
     @property
     def num_blocks(self) -> int:
         return len(self.scales)
+
+    @property
+    def routing_options(self) -> dict:
+        """The routing module's options, as `DMVFN(**...)` and the checkpoints take them."""
+        return {"routing_rescale": self.routing.rescale, "routing_inputs": self.routing.inputs}
 
     # -- pieces ---------------------------------------------------------------------------
     def routing_probs(self, img0: jax.Array, img1: jax.Array) -> jax.Array:

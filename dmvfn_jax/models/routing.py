@@ -21,24 +21,41 @@ from flax import nnx
 from dmvfn_jax.models.layers import torch_conv, torch_linear
 
 ROUTING_CHOICES = ("sample", "threshold", "all")
+# What the routing module reads: "frames" (the official: the two frames, 6 channels) or
+# "difference" (the first frame and the second minus the first: still 6 channels, the same
+# parameters, but a still pair's last three are exactly zero, so motion is in plain sight).
+ROUTING_INPUTS = ("frames", "difference")
 ESTIMATORS = ("bernoulli", "gumbel")
 Routing = Union[str, jax.Array, np.ndarray]
 
 
 class RoutingModule(nnx.Module):
-    """Conv(6->32) -> ReLU -> Conv(32->32) -> global mean -> Linear(32->n) -> sigmoid -> normalise."""
+    """Conv(6->32) -> ReLU -> Conv(32->32) -> global mean -> Linear(32->n) -> sigmoid -> normalise.
 
-    def __init__(self, num_blocks: int = 9, *, rngs: nnx.Rngs):
+    `rescale=True` (the official module): v is rescaled to sum n/2 over the blocks (then clipped to
+    [0, 1]), so every input switches on about half the blocks in expectation; False leaves the
+    sigmoid's v as it is, so the expected number of blocks can depend on the input (with
+    `routing.cost_weight`, README "Routing that adapts to the input"). `inputs`: one of
+    `ROUTING_INPUTS`. The parameters are the same in every option.
+    """
+
+    def __init__(self, num_blocks: int = 9, *, rescale: bool = True, inputs: str = "frames", rngs: nnx.Rngs):
+        if inputs not in ROUTING_INPUTS:
+            raise ValueError(f"routing inputs must be one of {ROUTING_INPUTS}, got {inputs!r}")
         self.conv_a = torch_conv(6, 32, rngs=rngs)
         self.conv_b = torch_conv(32, 32, rngs=rngs)
         self.l1 = torch_linear(32, num_blocks, rngs=rngs)
         self.num_blocks = num_blocks
+        self.rescale = bool(rescale)
+        self.inputs = inputs
 
     def __call__(self, img0: jax.Array, img1: jax.Array) -> jax.Array:
         """Per-block probabilities v, (B, num_blocks), in [0, 1]."""
-        x = jnp.concatenate([img0, img1], axis=-1)
+        x = jnp.concatenate([img0, img1 if self.inputs == "frames" else img1 - img0], axis=-1)
         pooled = mean_of_conv3x3(jax.nn.relu(self.conv_a(x)), self.conv_b.kernel[...], self.conv_b.bias[...])
         v = jax.nn.sigmoid(self.l1(pooled))
+        if not self.rescale:
+            return v
         v = v / (jnp.sum(v, axis=1, keepdims=True) + 1e-6) * (self.num_blocks / 2)
         return jnp.clip(v, 0.0, 1.0)
 

@@ -40,6 +40,7 @@ from dmvfn_jax.errors import InputError
 from dmvfn_jax.evaluation import routing_report
 from dmvfn_jax.losses import check_pyramid_size
 from dmvfn_jax.models.dmvfn import DMVFN, SCALES, WIDTHS
+from dmvfn_jax.models.routing import ROUTING_INPUTS
 from dmvfn_jax.train import optim, pod
 from dmvfn_jax.train import step as step_lib
 from dmvfn_jax.progress import format_duration
@@ -92,10 +93,11 @@ def build_model(config, resuming: bool = False) -> DMVFN:
     dtype = {"float32": None, "bfloat16": jnp.bfloat16}[config.get("compute_dtype", "float32")]
     order = config.data.channel_order
     blocks = model_blocks(config)
+    options = dict(dtype=dtype, **routing_options(config), **blocks)
     if resuming:
         log.info("resuming: the weights come from the run's checkpoint%s; frames reach the network as %s",
                  " (init_checkpoint is not read)" if config.get("init_checkpoint") else "", order)
-        return DMVFN(rngs=nnx.Rngs(jax.random.key(config.seed, impl="rbg")), dtype=dtype, **blocks)
+        return DMVFN(rngs=nnx.Rngs(jax.random.key(config.seed, impl="rbg")), **options)
     if config.get("require_init_checkpoint") and not config.get("init_checkpoint"):
         raise InputError(f"config {config.name!r} fine-tunes existing weights: pass --config.init_checkpoint=DIR "
                          "(a `convert_weights.py dmvfn` output or a trained run's model/)")
@@ -120,14 +122,19 @@ def build_model(config, resuming: bool = False) -> DMVFN:
             )
         log.info("initialising from %s (trained on %s frames); frames reach the network as %s",
                  config.init_checkpoint, meta["channel_order"], order)
-        return ckpt.build_with_params(lambda: DMVFN(rngs=nnx.Rngs(0), dtype=dtype, **blocks), params,
+        saved_routing = {"routing_rescale": meta.get("routing_rescale", True),
+                         "routing_inputs": meta.get("routing_inputs", "frames")}
+        if saved_routing != routing_options(config):
+            log.info("the routing of %s was trained with %s; this run trains it with %s (config.routing)",
+                     config.init_checkpoint, saved_routing, routing_options(config))
+        return ckpt.build_with_params(lambda: DMVFN(rngs=nnx.Rngs(0), **options), params,
                                       config.init_checkpoint)
     log.info("a fresh model%s; frames reach the network as %s (config.data.channel_order)",
              "" if blocks == {"widths": WIDTHS, "scales": SCALES} else
              f" of {len(blocks['widths'])} blocks (widths {list(blocks['widths'])}, scales {list(blocks['scales'])})",
              order)
     # The 'rbg' PRNG initialises the 240 parameters several times faster than threefry on CPU.
-    return DMVFN(rngs=nnx.Rngs(jax.random.key(config.seed, impl="rbg")), dtype=dtype, **blocks)
+    return DMVFN(rngs=nnx.Rngs(jax.random.key(config.seed, impl="rbg")), **options)
 
 
 def model_blocks(config) -> dict:
@@ -145,6 +152,19 @@ def model_blocks(config) -> dict:
     if any(s not in (1, 2, 4) for s in scales):
         raise InputError(f"config.model.scales {list(scales)}: each must be 1, 2 or 4")
     return {"widths": widths, "scales": scales}
+
+
+def routing_options(config) -> dict:
+    """The routing module's options of `config.routing`, as `DMVFN(**...)` takes them (the official
+    ones where a config has none): `rescale`, the official rescaling of v to sum n/2 (True) or the
+    sigmoid's v as it is; `inputs`, what the module reads (`models.routing.ROUTING_INPUTS`)."""
+    rescale = config.routing.get("rescale", True)
+    inputs = config.routing.get("inputs", "frames")
+    if not isinstance(rescale, bool):
+        raise InputError(f"config.routing.rescale must be True or False, got {rescale!r}")
+    if inputs not in ROUTING_INPUTS:
+        raise InputError(f"config.routing.inputs must be one of {ROUTING_INPUTS}, got {inputs!r}")
+    return {"routing_rescale": rescale, "routing_inputs": inputs}
 
 
 def _build_vgg(config):
@@ -300,7 +320,7 @@ def export_model(model_params, graphdef, path: Path, channel_order: str, extra: 
 
     model = nnx.merge(graphdef, model_params)
     return save_dmvfn(path, ckpt.model_params(model), channel_order, extra, overwrite=True,
-                      widths=model.widths, scales=model.scales)
+                      widths=model.widths, scales=model.scales, **model.routing_options)
 
 
 def _to_host(metrics) -> dict[str, Any]:
