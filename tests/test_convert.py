@@ -454,3 +454,16 @@ def test_load_checkpoint_rejects_non_checkpoints(case, tmp_path, roundtrip, caps
     assert path.name in err
     assert not out.exists()
     assert leftovers(tmp_path) == []
+
+
+def test_a_model_with_the_routing_options_is_not_exported_to_the_official_format(tmp_path):
+    """The official code has neither routing option: its gates would differ, so the export refuses."""
+    from conftest import small_dmvfn
+    from dmvfn_jax import checkpoint as ckpt
+    from dmvfn_jax.predictor import save_dmvfn
+
+    path = save_dmvfn(tmp_path / "free", ckpt.model_params(small_dmvfn()), "BGR", routing_rescale=False,
+                      routing_inputs="difference", widths=(16, 16), scales=(2, 1))
+    with pytest.raises(ckpt.CheckpointError, match=r"free: its routing was trained with .*official code does not"):
+        export_dmvfn_to_torch(path, tmp_path / "out.pkl")
+    assert not (tmp_path / "out.pkl").exists()

@@ -54,6 +54,13 @@ def export_dmvfn_to_torch(checkpoint_dir, output_path, overwrite: bool = False) 
     params, meta = ckpt.load_checkpoint(checkpoint_dir)
     if meta.get("architecture") != dmvfn_torch.ARCHITECTURE:
         raise ckpt.CheckpointError(f"{checkpoint_dir}: architecture {meta.get('architecture')!r} is not 'dmvfn'")
+    routing = {k: meta.get(k, d) for k, d in (("routing_rescale", True), ("routing_inputs", "frames"))}
+    if routing != {"routing_rescale": True, "routing_inputs": "frames"}:
+        raise ckpt.CheckpointError(
+            f"{checkpoint_dir}: its routing was trained with {routing} (config.routing), which the official code "
+            "does not have: its routing module rescales its probabilities and reads the two frames, so it would "
+            "switch other blocks on"
+        )
     problems = ckpt.describe_mismatch(_model_shapes(), ckpt.flat_shapes(params))
     if problems:
         raise ckpt.CheckpointError(f"{checkpoint_dir}: parameters do not fit DMVFN:\n" + "\n".join(problems))
