@@ -70,6 +70,17 @@ def save_dmvfn(path, params: dict, channel_order: str, extra: dict | None = None
     return ckpt.save_checkpoint(path, params, meta, overwrite=overwrite)
 
 
+def saved_routing_options(meta: dict, path) -> dict:
+    """The routing options a checkpoint's metadata records, as `DMVFN(**...)` takes them; the
+    official ones for checkpoints written before they were recorded (converted official weights)."""
+    rescale, inputs = meta.get("routing_rescale", True), meta.get("routing_inputs", "frames")
+    if not isinstance(rescale, bool):
+        raise ckpt.CheckpointError(f"{path}: routing_rescale must be true or false, got {rescale!r}")
+    if inputs not in routing_lib.ROUTING_INPUTS:
+        raise ckpt.CheckpointError(f"{path}: routing_inputs must be one of {routing_lib.ROUTING_INPUTS}, got {inputs!r}")
+    return {"routing_rescale": rescale, "routing_inputs": inputs}
+
+
 def load_dmvfn(path: str | os.PathLike) -> tuple[DMVFN, dict]:
     """A DMVFN checkpoint (converted or trained) and its metadata; clear errors for anything else."""
 
@@ -77,13 +88,7 @@ def load_dmvfn(path: str | os.PathLike) -> tuple[DMVFN, dict]:
         kwargs = {}
         if "widths" in meta and "scales" in meta:
             kwargs = {"widths": tuple(meta["widths"]), "scales": tuple(meta["scales"])}
-        # checkpoints written before the routing's options were recorded: the official ones
-        rescale, inputs = meta.get("routing_rescale", True), meta.get("routing_inputs", "frames")
-        if not isinstance(rescale, bool):
-            raise ckpt.CheckpointError(f"{path}: routing_rescale must be true or false, got {rescale!r}")
-        if inputs not in routing_lib.ROUTING_INPUTS:
-            raise ckpt.CheckpointError(f"{path}: routing_inputs must be one of {routing_lib.ROUTING_INPUTS}, got {inputs!r}")
-        return DMVFN(rngs=nnx.Rngs(0), routing_rescale=rescale, routing_inputs=inputs, **kwargs)
+        return DMVFN(rngs=nnx.Rngs(0), **saved_routing_options(meta, path), **kwargs)
 
     model, meta = ckpt.load_network(path, ARCHITECTURE, build, "convert official weights with `convert_weights.py dmvfn`")
     if meta.get("channel_order") not in ckpt.CHANNEL_ORDERS:

@@ -171,14 +171,12 @@ def test_cost_weight_zero_is_the_official_step_and_a_weight_adds_the_term():
 def test_rescale_off_keeps_the_sigmoids_probabilities_and_the_official_rescales_them():
     """The official module rescales v to sum n/2 for every input (`rescale=True`); `rescale=False`
     leaves the sigmoid's v, so the expected number of blocks can follow the input."""
-    from conftest import SMALL_MODEL
     from dmvfn_jax.models.dmvfn import DMVFN
 
     widths, scales = (16,) * 6, (4, 4, 2, 2, 1, 1)  # six blocks: a rescaled row sums to 3, unclipped
     on, off = (DMVFN(rngs=nnx.Rngs(jax.random.key(0, impl="rbg")), widths=widths, scales=scales, routing_rescale=r)
                for r in (True, False))
     assert on.routing_options["routing_rescale"] and not off.routing_options["routing_rescale"]
-    assert set(SMALL_MODEL) == {"widths", "scales"}  # the option is not part of the blocks' shape
     rng = np.random.default_rng(0)
     a, b = (jnp.asarray(rng.random((2, 32, 32, 3)), jnp.float32) for _ in range(2))
     img0, img1 = jnp.concatenate([a[:1], a[1:]]), jnp.concatenate([a[:1], b[1:]])  # a still pair, a moving one

@@ -136,3 +136,15 @@ def test_still_clips_are_drawn_per_clip_and_zero_draws_none():
     np.testing.assert_array_equal(half.batch(5), mixed)  # deterministic
     with pytest.raises(InputError, match="still_fraction"):
         SyntheticSource(3, 3, 32, 32, 16, still_fraction=1.5)
+
+
+def test_still_fraction_of_another_source_is_refused():
+    """Only the synthetic source renders still clips: elsewhere the option would do nothing, silently."""
+    import configs.demo
+    from dmvfn_jax.data.sources import make_source
+    from dmvfn_jax.errors import InputError
+
+    c = configs.demo.get_config()
+    c.data.source, c.data_dir = "clips", "/nowhere"
+    with pytest.raises(InputError, match="still_fraction=0.25 renders still clips of the synthetic source only"):
+        make_source(c, 0, 1)

@@ -13,7 +13,7 @@ from dmvfn_jax.convert import dmvfn_torch, lpips_torch, vgg_torch
 from dmvfn_jax.files import sha256_of
 from dmvfn_jax.losses import VGG19Features
 from dmvfn_jax.models.dmvfn import DMVFN
-from dmvfn_jax.predictor import save_dmvfn
+from dmvfn_jax.predictor import save_dmvfn, saved_routing_options
 
 
 def _model_shapes():
@@ -54,8 +54,8 @@ def export_dmvfn_to_torch(checkpoint_dir, output_path, overwrite: bool = False) 
     params, meta = ckpt.load_checkpoint(checkpoint_dir)
     if meta.get("architecture") != dmvfn_torch.ARCHITECTURE:
         raise ckpt.CheckpointError(f"{checkpoint_dir}: architecture {meta.get('architecture')!r} is not 'dmvfn'")
-    routing = {k: meta.get(k, d) for k, d in (("routing_rescale", True), ("routing_inputs", "frames"))}
-    if routing != {"routing_rescale": True, "routing_inputs": "frames"}:
+    routing = saved_routing_options(meta, checkpoint_dir)
+    if routing != {"routing_rescale": True, "routing_inputs": "frames"}:  # the official module's
         raise ckpt.CheckpointError(
             f"{checkpoint_dir}: its routing was trained with {routing} (config.routing), which the official code "
             "does not have: its routing module rescales its probabilities and reads the two frames, so it would "

@@ -131,6 +131,9 @@ def make_source(config, process_index: int, process_count: int):
     """The training source that `config.data` names (`config.data_dir` says where its files are)."""
     data, global_batch = config.data, config.batch_size
     name = data.source
+    if data.get("still_fraction", 0.0) and name != "synthetic":
+        raise InputError(f"config.data.still_fraction={data.still_fraction} renders still clips of the synthetic "
+                         f"source only; data.source is {name!r}: leave it at 0")
     if name == "synthetic":
         return SyntheticSource(data.seed, data.num_frames, data.height, data.width, global_batch,
                                process_index, process_count, float(data.get("still_fraction", 0.0)),

@@ -122,11 +122,12 @@ def build_model(config, resuming: bool = False) -> DMVFN:
             )
         log.info("initialising from %s (trained on %s frames); frames reach the network as %s",
                  config.init_checkpoint, meta["channel_order"], order)
-        saved_routing = {"routing_rescale": meta.get("routing_rescale", True),
-                         "routing_inputs": meta.get("routing_inputs", "frames")}
-        if saved_routing != routing_options(config):
+        from dmvfn_jax.predictor import saved_routing_options  # noqa: PLC0415 (as export_model)
+
+        saved_routing = saved_routing_options(meta, config.init_checkpoint)
+        if saved_routing != {k: options[k] for k in saved_routing}:
             log.info("the routing of %s was trained with %s; this run trains it with %s (config.routing)",
-                     config.init_checkpoint, saved_routing, routing_options(config))
+                     config.init_checkpoint, saved_routing, {k: options[k] for k in saved_routing})
         return ckpt.build_with_params(lambda: DMVFN(rngs=nnx.Rngs(0), **options), params,
                                       config.init_checkpoint)
     log.info("a fresh model%s; frames reach the network as %s (config.data.channel_order)",

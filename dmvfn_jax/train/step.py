@@ -60,9 +60,12 @@ def init_state(model: DMVFN, optimizer: optax.GradientTransformation, seed: int)
 
 
 def block_costs(widths, scales) -> jax.Array:
-    """Each block's share of the blocks' FLOPs: its convs run on (H / scale) x (W / scale) pixels
-    with channels proportional to its width, so its FLOPs go as (width / scale)^2 (the official
-    nine: 1600, 1600, 1936 per scale group, near equal)."""
+    """Each block's weight in the cost term, a proxy for its share of the blocks' FLOPs: its wide
+    convs run on (H / scale) x (W / scale) pixels with channels proportional to its width, so they go
+    as (width / scale)^2 (the official nine: 1600, 1600, 1936 per scale group). It leaves out the
+    8-channel path at half resolution that every block has, the same in every block, so it is close
+    for the official nine's wide blocks and far for narrow ones (XLA's count of each block:
+    `evaluation/flops.py`)."""
     c = jnp.asarray([(w / s) ** 2 for w, s in zip(widths, scales)], jnp.float32)
     return c / jnp.sum(c)
 
