@@ -1,111 +1,179 @@
-"""The exported StableHLO and ONNX artifacts against `Predictor`: same weights, frames, routing and device.
+"""The exported artifacts against each other and the official architecture's torch.onnx export:
+same weights, frames and routing, CPU.
 
-    python bench/export_speed.py [--size 448x256] [--batch 1] [--routings threshold,all] [--rounds 7]
-                                 [--onnx grid_sample,gather] [--threads 2]
+    python bench/export_speed.py [--sizes 448x256,1024x512] [--batches 1,8] [--routings threshold,all]
+                                 [--rows onnx,official,predictor,stablehlo] [--rounds 7] [--threads 2]
 
-Per routing: `dmvfn_jax.export.export_predictor` (what `python -m dmvfn_jax.export` writes),
-serialized and deserialized in memory, called through `jax.jit(exported.call)`, against
-`Predictor.predict` on the same random official-format weights, marked BGR: the Predictor
-takes RGB frames and flips them inside its program, the artifact takes the BGR frames. Both are timed end to end, numpy
-float32 frames in, numpy prediction out, after a first call that compiles (its time is printed
-too), in interleaved rounds so that a slow patch of this noisy machine hits both alike; median
-(minimum) ms per call. The outputs are compared as well.
+Rows (`--rows`, any of):
+- `onnx`: `export.export_onnx` (what `python -m dmvfn_jax.export --format onnx` writes), in
+  onnxruntime on the CPU with `--threads` intra-op threads;
+- `official`: the official architecture (`tests/oracles/torch_dmvfn.py`, written from the
+  reference) carrying the same weights, exported by `torch.onnx.export` (TorchScript exporter,
+  opset 17, dynamic batch), as a user of the official code would deploy it; the same runtime and
+  threads. Its threshold routing is traced: the official inference code decides which blocks run
+  in Python, so the export keeps the blocks the first call's frames chose (these frames: the
+  same blocks as ours) and recomputes only the per-sample gates;
+- `predictor`: `Predictor.predict` (JAX, RGB frames: it flips them inside its program);
+- `stablehlo`: `export.export_predictor` serialized, deserialized and called through `jax.jit`.
 
-With `--onnx` (default both forms of the warp; `--onnx ''` for none), `export_onnx` of the same
-model, run in onnxruntime on the CPU with `--threads` intra-op threads (2: what JAX uses on this
-2-core machine), BGR frames in, timed in the same interleaved rounds; `onnx-grid_sample` has each
-warp as one GridSample (what the command writes), `onnx-gather` the warp as JAX traces it.
+Per case (size, batch, routing) every row is timed end to end, numpy float32 frames in, numpy
+prediction out, after a first call (printed), in interleaved rounds so that a slow patch of this
+noisy machine hits every row alike: median (minimum) ms per call. The outputs are compared with
+the first row's. Then the node counts of the two ONNX graphs by operator type (with the nodes
+inside `If` branches).
 """
 
 from __future__ import annotations
 
 import argparse
+import collections
 import statistics
+import sys
 import time
+from pathlib import Path
 
 import jax
 import numpy as np
 
 from dmvfn_jax import export
 from dmvfn_jax.image_io import parse_size
+from dmvfn_jax.onnx_graph import node_counts
 from dmvfn_jax.predictor import Predictor
 from timing import interleaved_times  # bench/timing.py
 from workloads import random_dmvfn  # bench/workloads.py
 
+ROWS = ("onnx", "official", "predictor", "stablehlo")
+SEED = 0
+
+
+def official_onnx(height: int, width: int, routing: str, prev, cur):
+    """torch.onnx's export of the official architecture with `random_dmvfn(SEED)`'s weights;
+    prev, cur: NCHW torch frames the trace runs on."""
+    import io
+    import warnings
+
+    import torch
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "oracles"))
+    from torch_dmvfn import TorchDMVFN
+
+    from dmvfn_jax.convert.dmvfn_torch import random_official_state
+
+    net = TorchDMVFN().eval()
+    net.load_state_dict({k.removeprefix("module."): torch.from_numpy(np.asarray(v)) for k, v in
+                         random_official_state(SEED).items()})
+
+    class NextFrame(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.net = net
+
+        def forward(self, a, b):
+            if routing == "all":
+                gates = torch.ones(a.shape[0], 9)
+            else:
+                gates = (self.net.routing_probs(a, b) >= 0.5).float()
+            return self.net.forward_infer(a, b, gates)
+
+    buf = io.BytesIO()
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")  # the tracer's warnings about the Python branches
+        torch.onnx.export(NextFrame(), (prev, cur), buf, opset_version=17, dynamo=False,
+                          input_names=["prev", "cur"], output_names=["next"],
+                          dynamic_axes={n: {0: "b"} for n in ("prev", "cur", "next")})
+    import onnx
+
+    return onnx.load_from_string(buf.getvalue())
+
+
+def session(proto, threads: int):
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.log_severity_level = 3
+    return ort.InferenceSession(proto.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--size", default="448x256", help="WIDTHxHEIGHT (default %(default)s)")
-    p.add_argument("--batch", type=int, default=1)
+    p.add_argument("--sizes", default="448x256,1024x512", help="WIDTHxHEIGHT,... (default %(default)s)")
+    p.add_argument("--batches", default="1,8")
     p.add_argument("--routings", default="threshold,all")
+    p.add_argument("--rows", default="onnx,official", help=f"of {','.join(ROWS)} (default %(default)s)")
     p.add_argument("--rounds", type=int, default=7)
-    p.add_argument("--precision", default="highest", choices=export.PRECISIONS, help="of the artifact")
-    p.add_argument("--onnx", default="grid_sample,gather", help="ONNX warp forms to time ('' for none)")
     p.add_argument("--threads", type=int, default=2, help="onnxruntime intra-op threads")
     args = p.parse_args()
-    onnx_warps = [w for w in args.onnx.split(",") if w]
-    width, height = parse_size(args.size)
-    routings = args.routings.split(",")
-    print(f"backend {jax.default_backend()}, {height}x{width} (HxW), batch {args.batch}, artifact precision "
-          f"{args.precision}, Predictor at JAX's default precision", flush=True)
-
-    model = random_dmvfn(0)
+    rows = [r for r in args.rows.split(",") if r]
+    if not rows or any(r not in ROWS for r in rows):
+        p.error(f"--rows: a comma-separated list of {', '.join(ROWS)}")
+    print(f"backend {jax.default_backend()}, onnxruntime {args.threads} threads, rows {', '.join(rows)}", flush=True)
+    model = random_dmvfn(SEED)
     predictor = Predictor(model, "BGR")
-    rng = np.random.default_rng(0)
-    prev, cur = rng.random((2, args.batch, height, width, 3), dtype=np.float32)
-    prev_bgr, cur_bgr = np.ascontiguousarray(prev[..., ::-1]), np.ascontiguousarray(cur[..., ::-1])
+    results, counts = [], {}
+    for size in args.sizes.split(","):
+        width, height = parse_size(size)
+        for routing in args.routings.split(","):
+            graphs = {}
+            for batch in (int(b) for b in args.batches.split(",")):
+                rng = np.random.default_rng(0)
+                # frames in the model's (BGR) order; smooth, so that the routing sees an image
+                base = rng.random((batch, height // 16, width // 16, 3), dtype=np.float32).repeat(16, 1).repeat(16, 2)
+                prev = np.ascontiguousarray(base)
+                cur = np.ascontiguousarray(np.roll(base, 3, axis=2))
+                runners = {}
+                for row in rows:
+                    t = time.perf_counter()
+                    if row == "onnx":
+                        graphs.setdefault(row, export.export_onnx(model, height, width, routing))
+                        sess = session(graphs[row], args.threads)
+                        runners[row] = lambda s=sess: s.run(None, {"prev": prev, "cur": cur})[0]
+                    elif row == "official":
+                        import torch
 
-    cases = {}
-    for routing in routings:
-        t = time.perf_counter()
-        blob = bytes(export.export_predictor(model, height, width, routing, ("cpu",), args.precision).serialize())
-        exported = jax.export.deserialize(blob)
-        call = jax.jit(exported.call)
-        print(f"{routing}: exported and deserialized in {time.perf_counter() - t:.1f}s ({len(blob) / 1e6:.1f} MB)")
+                        nchw = [torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2))) for x in (prev, cur)]
+                        proto = official_onnx(height, width, routing, *nchw)
+                        graphs.setdefault(row, proto)
+                        sess = session(proto, args.threads)
+                        feed = {"prev": nchw[0].numpy(), "cur": nchw[1].numpy()}
+                        runners[row] = lambda s=sess, f=feed: s.run(None, f)[0].transpose(0, 2, 3, 1)
+                    elif row == "predictor":
+                        rgb = [np.ascontiguousarray(x[..., ::-1]) for x in (prev, cur)]
+                        runners[row] = lambda r=rgb: predictor.predict(*r, routing=routing)[..., ::-1]
+                    else:
+                        call = jax.jit(jax.export.deserialize(bytes(export.export_predictor(
+                            model, height, width, routing, ("cpu",)).serialize())).call)
+                        runners[row] = lambda c=call: np.asarray(c(prev, cur))
+                    print(f"{size} b{batch} {routing}: {row} made in {time.perf_counter() - t:.1f}s", flush=True)
+                outs = {}
+                for row, thunk in runners.items():
+                    t = time.perf_counter()
+                    outs[row] = np.asarray(thunk())
+                    print(f"  {row} first call {time.perf_counter() - t:.1f}s", flush=True)
+                diffs = {row: float(np.abs(outs[row] - outs[rows[0]]).max()) for row in rows[1:]}
+                times = interleaved_times(runners, args.rounds)
+                med = {r: 1e3 * statistics.median(times[r]) for r in rows}
+                low = {r: 1e3 * min(times[r]) for r in rows}
+                results.append((size, batch, routing, med, low, diffs))
+            counts[(size, routing)] = {row: node_counts(g) for row, g in graphs.items()}
 
-        def run_artifact(call=call):
-            return np.asarray(call(prev_bgr, cur_bgr))[..., ::-1]
-
-        def run_predictor(routing=routing):
-            return predictor.predict(prev, cur, routing=routing)
-
-        runners = [("artifact", run_artifact), ("Predictor", run_predictor)]
-        for warp in onnx_warps:
-            import onnxruntime as ort
-
-            t = time.perf_counter()
-            proto = export.export_onnx(model, height, width, routing, warp=warp)
-            opts = ort.SessionOptions()
-            opts.intra_op_num_threads = args.threads
-            opts.log_severity_level = 3
-            sess = ort.InferenceSession(proto.SerializeToString(), opts, providers=["CPUExecutionProvider"])
-            print(f"{routing}: ONNX ({warp}) exported and loaded in {time.perf_counter() - t:.1f}s")
-
-            def run_onnx(sess=sess):
-                return sess.run(None, {"prev": prev_bgr, "cur": cur_bgr})[0][..., ::-1]
-
-            runners.append((f"onnx-{warp}", run_onnx))
-        outs = {}
-        for name, thunk in runners:
-            t = time.perf_counter()
-            outs[name] = thunk()
-            print(f"{routing}: {name} first call (compiles) {time.perf_counter() - t:.1f}s", flush=True)
-            cases[(routing, name)] = thunk
-        for name in outs:
-            if name != "Predictor":
-                diff = float(np.abs(outs[name] - outs["Predictor"]).max())
-                print(f"{routing}: max |{name} - Predictor| = {diff:.2e}")
-
-    times = interleaved_times(cases, args.rounds)
-    names = ["Predictor", "artifact"] + [f"onnx-{w}" for w in onnx_warps]
-    print("\n| routing | " + " | ".join(f"{n} ms" for n in names) + " | " +
-          " | ".join(f"{n} / Predictor" for n in names[1:]) + " |")
-    print("|" + " --- |" * (2 * len(names)))
-    for routing in routings:
-        med = {n: 1e3 * statistics.median(times[(routing, n)]) for n in names}
-        low = {n: 1e3 * min(times[(routing, n)]) for n in names}
-        print(f"| {routing} | " + " | ".join(f"{med[n]:.0f} ({low[n]:.0f})" for n in names) + " | " +
-              " | ".join(f"{med[n] / med['Predictor']:.2f}" for n in names[1:]) + " |")
+    print("\n| size | batch | routing | " + " | ".join(f"{r} ms" for r in rows) + " | " +
+          " | ".join(f"{rows[0]} speed / {r}" for r in rows[1:]) + " | max diff from " + rows[0] + " |")
+    print("| --- " * (3 + 2 * len(rows)) + "|")
+    for size, batch, routing, med, low, diffs in results:
+        print(f"| {size} | {batch} | {routing} | " + " | ".join(f"{med[r]:.0f} ({low[r]:.0f})" for r in rows) + " | " +
+              " | ".join(f"{med[r] / med[rows[0]]:.2f}" for r in rows[1:]) + " | " +
+              ", ".join(f"{r} {d:.1e}" for r, d in diffs.items()) + " |")
+    for (size, routing), by_row in counts.items():
+        if not by_row:
+            continue
+        types = collections.Counter()
+        for c in by_row.values():
+            types.update(c)
+        print(f"\nnodes, {size}, {routing}: " + "; ".join(f"{row} {sum(c.values())}" for row, c in by_row.items()))
+        print("| op | " + " | ".join(by_row) + " |\n|" + " --- |" * (1 + len(by_row)))
+        for op, _ in types.most_common():
+            print(f"| {op} | " + " | ".join(str(c.get(op, 0)) for c in by_row.values()) + " |")
 
 
 if __name__ == "__main__":

@@ -19,19 +19,18 @@ checkpoint's channel order, float32 in [0, 1], NHWC, batch first) and how the pr
   CPU lowering only.
 - `--precision`: of the convs and matmuls: `highest` (default, float32 on every backend) or
   `default` (the backend's default: TF32 on recent GPUs, bfloat16 passes on TPU; faster there).
-- `--format onnx`: FILE is an ONNX model (opset 21) made by jax2onnx (the `onnx` extra:
-  `pip install 'dmvfn-jax[onnx]'`), weights inside, inputs `prev`, `cur`, output `next`, the same
-  convention and a dynamic batch dimension `b`; onnxruntime runs it. `--platforms` and
+- `--format onnx`: FILE is an ONNX model (opset 21, `dmvfn_jax.onnx_graph`: NCHW between one
+  transpose at the entry and one at the exit, one ONNX operator per op of the model; the `onnx`
+  extra: `pip install 'dmvfn-jax[onnx]'`), weights inside, inputs `prev`, `cur`, output `next`,
+  the same convention and a dynamic batch dimension `b`; onnxruntime runs it. `--platforms` and
   `--precision` are StableHLO options (ONNX convolutions are float32 wherever they run).
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import hashlib
 import json
-import logging
 import sys
 from pathlib import Path
 
@@ -39,7 +38,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from dmvfn_jax import ops
+from dmvfn_jax import onnx_graph, ops
 from dmvfn_jax.errors import InputError, run_command
 
 FORMATS = ("stablehlo", "onnx")
@@ -60,8 +59,7 @@ BATCH_MODE = "batched"
 WARP_TARGET = "any"
 METADATA_FORMAT = "dmvfn-jax-export"
 METADATA_VERSION = 1
-ONNX_OPSET = 21  # GridSample (16) and everything jax2onnx emits for the model; onnxruntime >= 1.18
-ONNX_WARPS = ("grid_sample", "gather")
+ONNX_OPSET = onnx_graph.OPSET
 
 
 def metadata_path(output: str | Path) -> Path:
@@ -109,100 +107,19 @@ def warp_form(height: int, width: int) -> str:
     return dmvfn.warp_form(WARP_TARGET, height, width)
 
 
-def _require_jax2onnx():
+def _require_onnx():
     from dmvfn_jax.extras import require
 
     require("onnx", "ONNX export")  # one line naming the extra, as every command's
-    import jax2onnx
-
-    return jax2onnx
 
 
-@contextlib.contextmanager
-def _jax2onnx_quirks():
-    """What jax2onnx 0.13 needs to trace the model, undone on exit.
-
-    - Its `nnx.Conv` shim binds the conv's padding as a primitive parameter, which JAX >= 0.7
-      requires to be hashable; `flax`'s `canonicalize_padding` gives a list of pairs, made a tuple
-      here (the same padding).
-    - Its own graph optimisation (`optimize_graph`: cast, transpose and reshape clean-ups) is
-      quadratic in the nodes: 177 s of the export with every block (6,000 nodes at the top level),
-      for a graph that onnxruntime runs to identical outputs at the same speed without it (it
-      optimises the graph itself when loading; measured at 256x448): skipped, and the initializers
-      it would have dropped as unused are dropped by `_drop_unused_initializers`.
-    - Its loggers report every value whose type it could not stamp and every plugin of another
-      library that failed to import (a few thousand lines for this model): raised to ERROR.
-    """
-    from flax.nnx.nn import linear as nnx_linear
-    from jax2onnx.converter import conversion_api
-
-    canonicalize = nnx_linear.canonicalize_padding
-
-    def hashable_padding(padding, rank):
-        out = canonicalize(padding, rank)
-        return out if isinstance(out, str) else tuple(tuple(p) for p in out)
-
-    loggers = [logging.getLogger(n) for n in ("jax2onnx", "onnx_ir")]
-    levels = [lg.level for lg in loggers]
-    optimize_graph = conversion_api.optimize_graph
-    nnx_linear.canonicalize_padding = hashable_padding
-    conversion_api.optimize_graph = lambda model: model
-    for lg in loggers:
-        lg.setLevel(logging.ERROR)
-    try:
-        yield
-    finally:
-        nnx_linear.canonicalize_padding = canonicalize
-        conversion_api.optimize_graph = optimize_graph
-        for lg, level in zip(loggers, levels):
-            lg.setLevel(level)
-
-
-def export_onnx(model, height: int, width: int, routing: str = "threshold", warp: str = "grid_sample"):
-    """An `onnx.ModelProto` of `model`'s prediction of the next frame at height x width, through
-    jax2onnx: inputs `prev`, `cur`, output `next`, float32 (b, height, width, 3) with `b` a dynamic
-    dimension, weights as initializers. Needs the `onnx` extra (InputError naming it otherwise).
-
-    `warp`: `grid_sample` (default: each warp one ONNX GridSample, `dmvfn_jax.onnx_warp`; faster in
-    onnxruntime, BENCHMARKS.md) or `gather` (the warp as JAX traces it: gathers and arithmetic)."""
-    jax2onnx = _require_jax2onnx()
-    if warp not in ONNX_WARPS:
-        raise ValueError(f"warp must be one of {ONNX_WARPS}, got {warp!r}")
-    dmvfn_next_frame = next_frame_fn(model, routing)
-    frame = ("b", height, width, 3)
-    if warp == "grid_sample":
-        from dmvfn_jax.onnx_warp import warp_as_grid_sample
-        warp_form = warp_as_grid_sample()
-    else:
-        warp_form = contextlib.nullcontext()
-    with _jax2onnx_quirks(), warp_form, jax.default_matmul_precision("highest"), ops.compiling_for(WARP_TARGET):
-        proto = jax2onnx.to_onnx(dmvfn_next_frame, [frame, frame], model_name="dmvfn_next_frame",
-                                 opset=ONNX_OPSET, input_names=["prev", "cur"], output_names=["next"])
-    return _drop_unused_initializers(proto)
-
-
-def _drop_unused_initializers(proto):
-    """Removes the initializers no node reads (in any subgraph): without jax2onnx's graph
-    optimisation the kernels it transposed for ONNX's Conv stay behind as well, half the file."""
-    import onnx
-
-    used = set()
-
-    def walk(graph):
-        for node in graph.node:
-            used.update(node.input)
-            for attr in node.attribute:
-                if attr.type == onnx.AttributeProto.GRAPH:
-                    walk(attr.g)
-                for g in attr.graphs:
-                    walk(g)
-
-    walk(proto.graph)
-    used.update(o.name for o in proto.graph.output)
-    keep = [t for t in proto.graph.initializer if t.name in used]
-    del proto.graph.initializer[:]
-    proto.graph.initializer.extend(keep)
-    return proto
+def export_onnx(model, height: int, width: int, routing: str = "threshold"):
+    """An `onnx.ModelProto` of `model`'s prediction of the next frame at height x width
+    (`onnx_graph.predictor_graph`): inputs `prev`, `cur`, output `next`, float32 (b, height,
+    width, 3) with `b` a dynamic dimension, weights as initializers. Needs the `onnx` extra
+    (InputError naming it otherwise)."""
+    _require_onnx()
+    return onnx_graph.predictor_graph(model, height, width, routing)
 
 
 def _frame_metadata(shape, channel_order: str) -> dict:
@@ -231,7 +148,6 @@ def artifact_metadata(exported: jax.export.Exported, *, channel_order: str, rout
 def onnx_metadata(height: int, width: int, *, channel_order: str, routing: str, checkpoint: str,
                   checkpoint_metadata: dict, blob: bytes) -> dict:
     """FILE.json of an ONNX artifact: the same convention, and how it was made."""
-    import jax2onnx
     import onnx
 
     return {
@@ -241,7 +157,8 @@ def onnx_metadata(height: int, width: int, *, channel_order: str, routing: str, 
         "matmul_precision": "float32",
         "warp": "GridSample (linear, border, align_corners=1)",
         "onnx_opset": ONNX_OPSET,
-        "jax2onnx_version": getattr(jax2onnx, "__version__", None) or _dist_version("jax2onnx"),
+        "onnx_graph": "dmvfn_jax.onnx_graph.predictor_graph",
+        "dmvfn_jax_version": _dist_version("dmvfn-jax"),
         "onnx_version": onnx.__version__,
         "jax_version": jax.__version__,
         "checkpoint": checkpoint,
@@ -310,7 +227,7 @@ def export_checkpoint(checkpoint, output, size: str, routing: str = "threshold",
         given = [f"--{n}" for n, v in (("platforms", platforms), ("precision", precision)) if v is not None]
         if given:
             raise InputError(f"{' and '.join(given)}: StableHLO options, not used by --format onnx")
-        _require_jax2onnx()  # before loading anything
+        _require_onnx()  # before loading anything
     else:
         names = _parse_platforms(platforms or ",".join(DEFAULT_PLATFORMS))
         precision = precision or "highest"
@@ -325,7 +242,7 @@ def export_checkpoint(checkpoint, output, size: str, routing: str = "threshold",
     if format == "onnx":
         blob = export_onnx(model, height, width, routing).SerializeToString()
         meta = onnx_metadata(height, width, blob=blob, **common)
-        how = f"ONNX opset {ONNX_OPSET} through jax2onnx"
+        how = f"ONNX opset {ONNX_OPSET}, NCHW"
     else:
         exported = export_predictor(model, height, width, routing, names, precision)
         blob = bytes(exported.serialize())

@@ -17,7 +17,7 @@ EXTRAS: dict[str, tuple[str, ...]] = {
     "video": ("cv2",),
     "torch": ("torch",),
     "tpu": ("libtpu",),
-    "onnx": ("jax2onnx", "onnxruntime"),
+    "onnx": ("onnx", "onnxruntime"),
 }
 
 

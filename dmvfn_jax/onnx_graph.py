@@ -1,0 +1,265 @@
+"""The next-frame predictor as an ONNX graph, written from a DMVFN's parameters (needs `onnx`).
+
+`python -m dmvfn_jax.export --format onnx` writes what `predictor_graph` builds. The graph is
+what ONNX has single operators for, in NCHW from one `Transpose` at the entry to one at the exit:
+`Conv` with its bias, `PRelu`, `Resize` (linear, `half_pixel`: PyTorch's `interpolate(bilinear,
+align_corners=False)`, which `ops.resize_by` equals), `ConvTranspose`, `GridSample` (linear,
+border, align_corners=1: PyTorch's `grid_sample` as the official code calls it, which `ops.warp`
+equals), `Pad` (edge) where the frames are not multiples of 16, and one `If` per block for
+threshold routing. It computes what `DMVFN.predict(prev, cur, routing)` does with the convs in
+the plain form, up to float rounding; `tests/test_export.py` bounds the difference against
+`Predictor`, and its node counts.
+
+The module mirrors `models/dmvfn.py` and `models/mvfb.py` op for op (the names below follow
+them); a change to the model's computation needs the same change here, which those tests catch.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+
+from dmvfn_jax.models.dmvfn import SIZE_MULTIPLE
+
+OPSET = 21  # GridSample's "linear" mode (20); onnxruntime >= 1.18
+INPUTS = ("prev", "cur")
+OUTPUT = "next"
+BATCH = "b"  # the dynamic batch dimension's name
+
+
+def _f32(x) -> np.ndarray:
+    return np.asarray(x, np.float32)
+
+
+class _Graph:
+    """Nodes of one ONNX graph (the main graph or an `If` branch) under construction. Constants
+    are initializers of the main graph, which branches read from the outer scope."""
+
+    def __init__(self, names, initializers):
+        self.nodes = []
+        self._names = names  # a shared counter: every value's name is unique in the model
+        self._initializers = initializers
+
+    def fresh(self, hint: str) -> str:
+        return f"{hint}_{next(self._names)}"
+
+    def const(self, value, hint: str = "c") -> str:
+        from onnx import numpy_helper
+
+        name = self.fresh(hint)
+        self._initializers.append(numpy_helper.from_array(np.asarray(value), name))
+        return name
+
+    def op(self, op_type: str, *inputs: str, outputs: int = 1, hint: str | None = None, **attrs):
+        from onnx import helper
+
+        names = [self.fresh(hint or op_type.lower()) for _ in range(outputs)]
+        self.nodes.append(helper.make_node(op_type, list(inputs), names, **attrs))
+        return names[0] if outputs == 1 else names
+
+    def branch(self) -> "_Graph":
+        return _Graph(self._names, self._initializers)
+
+
+class _Writer:
+    """Writes one DMVFN's ops into `_Graph`s: NCHW float32 values, height x width fixed (padded)."""
+
+    def __init__(self, model, height: int, width: int):
+        if any(b.dtype is not None for b in model.blocks):
+            raise ValueError("ONNX export computes in float32; build the model without a computation dtype")
+        self.model = model
+        self.h, self.w = height, width
+        self._zero = None
+
+    # -- layers -------------------------------------------------------------------------
+    def conv_unit(self, g: _Graph, x: str, unit) -> str:
+        """`ConvUnit`: Conv(3x3, padding 1, stride of the unit) with bias, then PRelu."""
+        conv = unit.conv
+        stride = conv.strides if isinstance(conv.strides, int) else conv.strides[0]
+        kernel = g.const(_f32(conv.kernel[...]).transpose(3, 2, 0, 1), "w")  # HWIO -> OIHW
+        y = g.op("Conv", x, kernel, g.const(_f32(conv.bias[...]), "b"), kernel_shape=[3, 3], pads=[1, 1, 1, 1],
+                 strides=[stride, stride])
+        return g.op("PRelu", y, g.const(_f32(unit.prelu.slope[...])[:, None, None], "slope"))
+
+    def resize(self, g: _Graph, x: str, factor: float) -> str:
+        """`ops.resize_by` (bilinear, align_corners=False, no antialiasing) by a power of two."""
+        return g.op("Resize", x, "", g.const(_f32([1, 1, factor, factor]), "scales"), mode="linear",
+                    coordinate_transformation_mode="half_pixel")
+
+    def warp(self, g: _Graph, frames: tuple[str, str], flow: str) -> tuple[str, str]:
+        """`ops.warp` of both frames by the halves of `flow` (B, 4, H, W): one grid for both,
+        normalised for align_corners=1 as `(x + flow_x) * 2 / (W - 1) - 1`, and two GridSamples."""
+        h, w = self.h, self.w
+        base = np.zeros((1, 4, h, w), np.float32)
+        base[0, 0::2] = np.arange(w, dtype=np.float32)[None, :]
+        base[0, 1::2] = np.arange(h, dtype=np.float32)[:, None]
+        norm = _f32([2.0 / (w - 1), 2.0 / (h - 1)] * 2).reshape(1, 4, 1, 1)
+        grid = g.op("Sub", g.op("Mul", g.op("Add", flow, g.const(base, "pixels")), g.const(norm, "norm")),
+                    g.const(_f32(1.0), "one"))
+        grid = g.op("Transpose", grid, perm=[0, 2, 3, 1])  # (B, H, W, 4)
+        out = []
+        for half, img in enumerate(frames):
+            part = g.op("Slice", grid, g.const(np.array([2 * half], np.int64)), g.const(np.array([2 * half + 2], np.int64)),
+                        g.const(np.array([3], np.int64)), hint="grid")
+            out.append(g.op("GridSample", img, part, align_corners=1, mode="linear", padding_mode="border",
+                            hint="warped"))
+        return out[0], out[1]
+
+    def channels(self, g: _Graph, x: str, start: int, stop: int) -> str:
+        return g.op("Slice", x, g.const(np.array([start], np.int64)), g.const(np.array([stop], np.int64)),
+                    g.const(np.array([1], np.int64)))
+
+    # -- the network ----------------------------------------------------------------------
+    def block(self, g: _Graph, i: int, frames, state) -> tuple[str, str]:
+        """`MVFB.__call__` of block i (plain form): `(flow_d, mask_d)`."""
+        blk, scale = self.model.blocks[i], self.model.scales[i]
+        flow, mask, warped0, warped1 = state
+        x13 = g.op("Concat", *frames, warped0, warped1, mask, axis=1, hint=f"block{i}_x13")
+        x17 = g.op("Concat", x13, flow, axis=1)
+        if scale == 1:
+            xs = x17
+        else:  # resize(x13) and resize(flow) / scale, as one resize of the 17 channels
+            per_channel = _f32([1.0] * 13 + [1.0 / scale] * 4).reshape(17, 1, 1)
+            xs = g.op("Mul", self.resize(g, x17, 1.0 / scale), g.const(per_channel, "flow_scale"))
+        a = self.conv_unit(g, xs, blk.conv0[0])
+        a = self.conv_unit(g, a, blk.conv0[1])
+        b = a
+        for unit in blk.convblock:
+            b = self.conv_unit(g, b, unit)
+        a = self.conv_unit(g, g.op("Add", b, a), blk.conv_sq)
+        a = self.resize(g, a, float(scale * 2))
+        c = self.conv_unit(g, self.conv_unit(g, x17, blk.conv1), blk.convblock1)
+        last = blk.lastconv
+        if (last.kernel.shape[0], last.stride, last.padding) != (4, 2, 1):
+            raise ValueError(f"block {i}: lastconv {last.kernel.shape[:2]} stride {last.stride} padding "
+                             f"{last.padding} is not DMVFN's (4x4, 2, 1)")
+        out = g.op("ConvTranspose", g.op("Concat", a, c, axis=1),
+                   g.const(_f32(last.kernel[...]).transpose(2, 3, 0, 1), "w"),  # (k, k, in, out) -> (in, out, k, k)
+                   g.const(_f32(last.bias[...]), "b"), kernel_shape=[4, 4], strides=[2, 2], pads=[1, 1, 1, 1],
+                   hint=f"block{i}_out")
+        return self.channels(g, out, 0, 4), self.channels(g, out, 4, 5)
+
+    def advance(self, g: _Graph, i: int, frames, state, gate: str | None):
+        """Block i's update applied (times the per-sample gate, (B, 1, 1, 1), unless None) and the
+        frames warped by the new flow: `DMVFN._advance`."""
+        flow_d, mask_d = self.block(g, i, frames, state)
+        if gate is not None:
+            flow_d, mask_d = g.op("Mul", gate, flow_d), g.op("Mul", gate, mask_d)
+        flow = g.op("Add", state[0], flow_d, hint=f"block{i}_flow")
+        mask = g.op("Add", state[1], mask_d, hint=f"block{i}_mask")
+        return (flow, mask, *self.warp(g, frames, flow))
+
+    def routing(self, g: _Graph, img0: str, img1: str) -> str:
+        """`RoutingModule`: v (B, n); the 3x3 conv's mean as Conv and GlobalAveragePool (the
+        official module's ops; the model computes the same mean without the conv)."""
+        r = self.model.routing
+        second = img1 if r.inputs == "frames" else g.op("Sub", img1, img0)
+        x = g.op("Concat", img0, second, axis=1, hint="routing_in")
+
+        def conv(x, c):
+            return g.op("Conv", x, g.const(_f32(c.kernel[...]).transpose(3, 2, 0, 1), "w"), g.const(_f32(c.bias[...]), "b"),
+                        kernel_shape=[3, 3], pads=[1, 1, 1, 1])
+
+        pooled = g.op("Flatten", g.op("GlobalAveragePool", conv(g.op("Relu", conv(x, r.conv_a)), r.conv_b)))
+        v = g.op("Sigmoid", g.op("Gemm", pooled, g.const(_f32(r.l1.kernel[...]), "w"), g.const(_f32(r.l1.bias[...]), "b")))
+        if not r.rescale:
+            return v
+        total = g.op("Add", g.op("ReduceSum", v, g.const(np.array([1], np.int64)), keepdims=1), g.const(_f32(1e-6)))
+        v = g.op("Mul", g.op("Div", v, total), g.const(_f32(r.num_blocks / 2)))
+        return g.op("Clip", v, g.const(_f32(0.0)), g.const(_f32(1.0)), hint="routing_v")
+
+    def zero_state(self, g: _Graph, frames):
+        """Flow (B, 4, H, W) and mask (B, 1, H, W) of zeros, the batch taken from the frames."""
+        from onnx import helper, TensorProto
+
+        batch = g.op("Shape", frames[0], end=1)
+        shape = g.op("Concat", batch, g.const(np.array([5, self.h, self.w], np.int64)), axis=0)
+        zeros = g.op("ConstantOfShape", shape, value=helper.make_tensor("zero", TensorProto.FLOAT, [1], [0.0]))
+        return self.channels(g, zeros, 0, 4), self.channels(g, zeros, 4, 5)
+
+
+def _value_info(name: str, shape):
+    from onnx import helper, TensorProto
+
+    return helper.make_tensor_value_info(name, TensorProto.FLOAT, list(shape))
+
+
+def predictor_graph(model, height: int, width: int, routing: str = "threshold"):
+    """An `onnx.ModelProto` of `model`'s prediction of the next frame at height x width: inputs
+    `prev`, `cur`, output `next`, float32 (b, height, width, 3) NHWC with `b` dynamic, in [0, 1],
+    the weights as initializers. `routing`: "threshold" (block i runs for the samples whose
+    routing probability is >= 0.5, skipped by an `If` when no sample's is) or "all"."""
+    from onnx import checker, helper
+
+    if routing not in ("threshold", "all"):
+        raise ValueError(f"routing must be 'threshold' or 'all', got {routing!r}")
+    ph, pw = (-(-n // SIZE_MULTIPLE) * SIZE_MULTIPLE for n in (height, width))
+    writer = _Writer(model, ph, pw)
+    initializers = []
+    g = _Graph(itertools.count(), initializers)
+    frames = [g.op("Transpose", name, perm=[0, 3, 1, 2], hint=f"{name}_nchw") for name in INPUTS]
+    gates = None
+    if routing == "threshold":  # on the frames as given, before padding (as `DMVFN.routing_probs`)
+        v = writer.routing(g, *frames)
+        gates = g.op("Cast", g.op("GreaterOrEqual", v, g.const(_f32(0.5))), to=1, hint="gates")  # 1: FLOAT
+    if (ph, pw) != (height, width):  # `ops.pad_to_multiple`: edge rows and columns at the bottom and right
+        pads = g.const(np.array([0, 0, 0, 0, 0, 0, ph - height, pw - width], np.int64), "pads")
+        frames = [g.op("Pad", f, pads, mode="edge", hint="padded") for f in frames]
+    frames = tuple(frames)
+    state = (*writer.zero_state(g, frames), *frames)  # flow, mask, warped0, warped1
+    for i in range(model.num_blocks):
+        if gates is None:
+            state = writer.advance(g, i, frames, state, None)
+            continue
+        column = g.op("Slice", gates, g.const(np.array([i], np.int64)), g.const(np.array([i + 1], np.int64)),
+                      g.const(np.array([1], np.int64)))
+        gate = g.op("Unsqueeze", column, g.const(np.array([2, 3], np.int64)), hint=f"gate{i}")  # (B, 1, 1, 1)
+        runs = g.op("Greater", g.op("ReduceMax", column, keepdims=0), g.const(_f32(0.0)), hint=f"block{i}_runs")
+        then = g.branch()
+        new = writer.advance(then, i, frames, state, gate)
+        skip = g.branch()
+        kept = [skip.op("Identity", s) for s in state]
+        shapes = [(BATCH, 4, ph, pw), (BATCH, 1, ph, pw), (BATCH, 3, ph, pw), (BATCH, 3, ph, pw)]
+        branches = {
+            "then_branch": helper.make_graph(then.nodes, f"block{i}_runs", [],
+                                             [_value_info(n, s) for n, s in zip(new, shapes)]),
+            "else_branch": helper.make_graph(skip.nodes, f"block{i}_skipped", [],
+                                             [_value_info(n, s) for n, s in zip(kept, shapes)]),
+        }
+        state = tuple(g.op("If", runs, outputs=4, hint=f"block{i}_state", **branches))
+    flow, mask, warped0, warped1 = state  # `merge`: the frames warped by the final flow, blended
+    m = g.op("Sigmoid", mask)
+    blend = g.op("Add", g.op("Mul", m, warped0), g.op("Mul", g.op("Sub", g.const(_f32(1.0)), m), warped1))
+    pred = g.op("Clip", blend, g.const(_f32(0.0)), g.const(_f32(1.0)))
+    if (ph, pw) != (height, width):
+        pred = g.op("Slice", pred, g.const(np.array([0, 0], np.int64)), g.const(np.array([height, width], np.int64)),
+                    g.const(np.array([2, 3], np.int64)), hint="cropped")
+    g.nodes.append(helper.make_node("Transpose", [pred], [OUTPUT], perm=[0, 2, 3, 1]))
+    frame = (BATCH, height, width, 3)
+    graph = helper.make_graph(g.nodes, "dmvfn_next_frame", [_value_info(n, frame) for n in INPUTS],
+                              [_value_info(OUTPUT, frame)], initializer=initializers)
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="dmvfn_jax",
+                              ir_version=10)
+    checker.check_model(proto)
+    return proto
+
+
+def node_counts(proto) -> dict[str, int]:
+    """Nodes by operator type in an `onnx.ModelProto`, the nodes inside `If` and `Loop` branches
+    included."""
+    from onnx import AttributeProto
+
+    counts: dict[str, int] = {}
+
+    def walk(graph):
+        for node in graph.node:
+            counts[node.op_type] = counts.get(node.op_type, 0) + 1
+            for attr in node.attribute:
+                if attr.type == AttributeProto.GRAPH:
+                    walk(attr.g)
+                for sub in attr.graphs:
+                    walk(sub)
+
+    walk(proto.graph)
+    return counts
