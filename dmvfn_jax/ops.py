@@ -395,16 +395,8 @@ conv3x3_stride2.defvjp(_conv_s2_fwd, _conv_s2_bwd)
 
 
 def pad_to_multiple(x: jax.Array, multiple: int) -> jax.Array:
-    """Pads H and W of an NHWC array at the bottom/right by edge replication to `multiple`.
-
-    `jnp.pad(mode="edge")`'s values, written as the last row and column broadcast and
-    concatenated: jax2onnx 0.13 exports `jnp.pad(mode="edge")` with a wrong declared shape (one
-    more row), which onnxruntime refuses to load.
-    """
-    b, h, w, c = x.shape
-    ph, pw = (-h) % multiple, (-w) % multiple
-    if ph:
-        x = jnp.concatenate([x, jnp.broadcast_to(x[:, h - 1:], (b, ph, w, c))], axis=1)
-    if pw:
-        x = jnp.concatenate([x, jnp.broadcast_to(x[:, :, w - 1:], (b, h + ph, pw, c))], axis=2)
-    return x
+    """Pads H and W of an NHWC array at the bottom/right by edge replication to `multiple`."""
+    ph, pw = (-x.shape[1]) % multiple, (-x.shape[2]) % multiple
+    if not (ph or pw):
+        return x
+    return jnp.pad(x, ((0, 0), (0, ph), (0, pw), (0, 0)), mode="edge")

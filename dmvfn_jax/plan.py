@@ -28,8 +28,8 @@ per chip:
   scope: `block3`, `warp`, `laplacian_loss`, ...), the most tiled bytes first, each with the
   TPU compiler's own cycle estimate for its instructions (`--top N` rows; all in the JSON);
 - the clips per second each host's input must deliver at that speed, against the clips/s of one
-  input process measured by `bench/input_pipeline.py` (`--input-rate`, default: the rate in
-  `bench/input_pipeline_cpu.json`), so the input processes a host needs (at most this many: the
+  input process (`--input-rate`, default `INPUT_RATE`: measured by `bench/input_pipeline.py`),
+  so the input processes a host needs (at most this many: the
   step bound is a lower bound, so the demand is an upper bound).
 
 `--per-chip-batch N` sets the global batch to N x chips and scales the number of steps and of
@@ -50,24 +50,17 @@ from typing import Any, NamedTuple
 from dmvfn_jax.errors import InputError
 
 PRECISION_PASSES = {"default": 1, "bfloat16": 1, "high": 3, "bfloat16_3x": 3, "highest": 6, "float32": 6}
-INPUT_BENCH = Path(__file__).resolve().parents[1] / "bench" / "input_pipeline_cpu.json"
+# clips/s of one input process, the default of `--input-rate`: Grain without workers reading real
+# Cityscapes 30-frame clips (1024x512 PNG, 256 crops, batch 8) on a 2-core CPU, measured by
+# `python bench/input_pipeline.py --out bench/input_pipeline_cpu.json` (BENCHMARKS.md, "Input");
+# `tests/test_plan.py` holds it equal to that file's best per-process rate
+INPUT_RATE = 1.437
+INPUT_RATE_SOURCE = ("bench/input_pipeline.py: Grain, no workers, real Cityscapes 30-frame clips on a 2-core CPU "
+                     "(the default; --input-rate to give another)")
 
 
 class DoesNotFit(InputError):
     """The compiler refused the step for lack of device memory."""
-
-
-def input_rate_from_bench(path: Path = INPUT_BENCH) -> tuple[float, str] | None:
-    """(clips/s of one input process, where it comes from) of a `bench/input_pipeline.py --out` file."""
-    try:
-        res = json.loads(Path(path).read_text())
-        best = res["best_per_process"]
-        rate = float(best["clips_per_s_per_process"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-    what = "real Cityscapes" if res.get("data", {}).get("real") else "synthetic"
-    return rate, (f"bench/{Path(path).name}: {what} 30-frame clips, {best.get('workers')} worker(s), "
-                  f"{res.get('cpu_count')} CPU cores")
 
 
 def _tree_bytes(tree) -> int:
@@ -350,7 +343,7 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     p.add_argument("--vgg", action="store_true", help="include the VGG19 perceptual term (official recipe)")
     p.add_argument("--precision", default="default", help=f"matmul precision: {', '.join(PRECISION_PASSES)}")
     p.add_argument("--input-rate", type=float, default=None,
-                   help="clips/s of one input process (default: bench/input_pipeline_cpu.json)")
+                   help=f"clips/s of one input process (default {INPUT_RATE}: bench/input_pipeline.py on a 2-core CPU)")
     p.add_argument("--json", default=None, help="also write the plan as JSON to this file")
     p.add_argument("--top", type=int, default=10, help="rows of the where-the-HBM-goes report (default 10)")
     return p
@@ -385,9 +378,7 @@ def main(argv=None, prog: str | None = None) -> int:
         config = _load_config(str(config_path), overrides)
         rate, source = args.input_rate, "--input-rate"
         if rate is None:
-            found = input_rate_from_bench()
-            if found is not None:
-                rate, source = found
+            rate, source = INPUT_RATE, INPUT_RATE_SOURCE
         elif rate <= 0:
             raise InputError(f"--input-rate must be > 0, got {rate}")
         if args.top < 0:

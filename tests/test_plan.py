@@ -11,6 +11,7 @@ from importlib import metadata
 import pytest
 
 from conftest import REPO, default_xla_env, finish, start
+from dmvfn_jax import plan
 from small_model import SMALL_MODEL_FLAGS  # tests/scripts
 
 PLAN = [sys.executable, "-m", "dmvfn_jax.plan"]
@@ -55,7 +56,7 @@ def test_a_small_step_fits_and_only_all_reduces(plans):
     r = p["roofline"]
     assert p["per_chip"]["flops"] > 0 and r["step_lower_bound_s"] == max(r["compute_s"], r["memory_s"]) > 0
     assert p["schedule"]["steps"] == 800 and p["schedule"]["hours_lower_bound"] > 0
-    assert p["input"]["processes_per_host"] >= 1  # from bench/input_pipeline_cpu.json
+    assert p["input"]["processes_per_host"] >= 1 and p["input"]["per_process_clips_per_s"] == plan.INPUT_RATE
     assert "fits" in stdout and "collectives per step: all-reduce 1 op(s)" in stdout
     assert "2 blocks (widths [16, 16], scales [2, 1]), bernoulli routing" in stdout
     assert "one bfloat16 pass" in stdout and "JAX_DEFAULT_MATMUL_PRECISION=highest" in stdout
@@ -162,3 +163,10 @@ def test_libtpu_is_pinned_to_jax_and_invisible_to_ordinary_runs():
     r = subprocess.run([sys.executable, "-c", "import jax; print(jax.devices()[0].platform)"], capture_output=True,
                        text=True, timeout=120, env=env)
     assert r.returncode == 0 and r.stdout.strip() == "cpu" and r.stderr.strip() == "", r.stderr
+
+
+def test_the_default_input_rate_is_the_benchmarks_measurement():
+    """plan.INPUT_RATE is what `bench/input_pipeline.py --out bench/input_pipeline_cpu.json` measured
+    (the package does not read bench/: an installed one has no such folder)."""
+    res = json.loads((REPO / "bench" / "input_pipeline_cpu.json").read_text())
+    assert plan.INPUT_RATE == round(res["best_per_process"]["clips_per_s_per_process"], 3)

@@ -83,8 +83,7 @@ def mean_of_conv3x3(x: jax.Array, kernel: jax.Array, bias: jax.Array) -> jax.Arr
     # excluded[i]: what tap row i misses; index 1 (the centre) misses nothing.
     ex_rows = jnp.concatenate([rows[:, :1], zero_row, rows[:, 1:]], axis=1)  # (B, 3, C)
     ex_cols = jnp.concatenate([cols[:, :1], zero_row, cols[:, 1:]], axis=1)
-    # the corners at [0::2, 0::2] of a zero (B, 3, 3, C), by concatenation rather than a scatter
-    # (`.at[].set`), which jax2onnx 0.13 mis-exports: its window sizes leak into later broadcasts
+    # the corners at [0::2, 0::2] of a zero (B, 3, 3, C), by concatenation
     zero_col = jnp.zeros_like(corners[:, :, :1])
     corner_rows = jnp.concatenate([corners[:, :, :1], zero_col, corners[:, :, 1:]], axis=2)  # (B, 2, 3, C)
     ex_corners = jnp.concatenate([corner_rows[:, :1], jnp.zeros_like(corner_rows[:, :1]), corner_rows[:, 1:]], axis=1)
