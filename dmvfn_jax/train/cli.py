@@ -6,6 +6,7 @@
 Run it again with the same --workdir to resume from the latest checkpoint.
 """
 
+import logging
 import sys
 from pathlib import Path
 
@@ -98,4 +99,8 @@ def run(prog: str = "train.py") -> None:
     for name in ("config", "workdir", "distributed", "coordinator_address", "num_processes", "process_id",
                  "initialization_timeout", "heartbeat_timeout", "shutdown_timeout", "peer_timeout"):
         FLAGS.register_key_flag_for_module(sys.argv[0], FLAGS[name])
+    # absl prints Python's INFO records, and JAX logs at INFO each backend it tried and did not
+    # find ("Unable to initialize backend 'tpu'" on every machine without one): not an error, so
+    # not the first line of a run. Warnings and errors of JAX's backends still show.
+    logging.getLogger("jax._src.xla_bridge").setLevel(logging.WARNING)
     app.run(lambda argv: sys.exit(main(argv)))
