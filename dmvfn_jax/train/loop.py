@@ -397,6 +397,7 @@ def _train(config, workdir: Path, model: DMVFN | None) -> dict:
         graphdef, optimizer, vgg=vgg, update_mode=config.update_mode,
         estimator=config.routing.estimator, temperature=config.routing.temperature,
         cost_weight=config.routing.get("cost_weight", 0.0),
+        cost_gradient=config.routing.get("cost_gradient", "probability"),
     )
     mesh = parallel.data_mesh()
     jitted, state = step_lib.shard_train_step(step_fn, mesh, state)
@@ -556,4 +557,7 @@ def validate_config(config) -> None:
         raise InputError(f"compute_dtype must be 'float32' or 'bfloat16', got {config.compute_dtype!r}")
     if config.data.channel_order not in ckpt.CHANNEL_ORDERS:
         raise InputError(f"data.channel_order must be one of {ckpt.CHANNEL_ORDERS}")
+    if config.routing.get("cost_gradient", "probability") not in step_lib.COST_GRADIENTS:
+        raise InputError(f"routing.cost_gradient must be one of {step_lib.COST_GRADIENTS}, "
+                         f"got {config.routing.cost_gradient!r}")
     model_blocks(config)
