@@ -76,9 +76,8 @@ def next_frame_fn(model, routing: str):
     graphdef, state = nnx.split(model)
 
     def dmvfn_next_frame(prev, cur):
-        net = nnx.merge(graphdef, state)  # a copy whose conv form can be fixed
-        net.conv_form = CONV_FORM
-        return net.predict(prev, cur, routing, sequential=BATCH_MODE == "sequential").prediction
+        net = nnx.merge(graphdef, state)
+        return net.predict(prev, cur, routing, sequential=BATCH_MODE == "sequential", conv_form=CONV_FORM).prediction
 
     return dmvfn_next_frame
 

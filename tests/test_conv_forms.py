@@ -127,3 +127,17 @@ def test_unknown_form_is_refused():
         DMVFN(rngs=nnx.Rngs(0), conv_form="fast")
     with pytest.raises(ValueError, match="form must be one of"):
         mvfb.convs_over_frames("fast", *_group(1, 8, 8, 1, 8))
+
+
+def test_a_call_fixes_the_form_without_changing_the_model():
+    """`infer(..., conv_form=...)` (and `predict`'s) traces that form whatever the model's, as the
+    exports and the FLOP counts need; the model keeps its own."""
+    make = lambda form: DMVFN(rngs=nnx.Rngs(jax.random.key(0, impl="rbg")), widths=(16, 12, 8), scales=(4, 2, 1),  # noqa: E731
+                              conv_form=form)
+    model, plain = make(mvfb.CPU_FORM), make("plain")
+    a = jnp.zeros((1, 64, 96, 3), jnp.float32)
+    traced = lambda m, **kw: str(jax.make_jaxpr(lambda x, y: m.predict(x, y, "all", **kw).prediction)(a, a))  # noqa: E731
+    assert traced(model, conv_form="plain") == traced(plain) != traced(model)
+    assert model.conv_form == mvfb.CPU_FORM
+    with pytest.raises(ValueError, match="conv_form must be None or one of"):
+        model.infer(a, a, None, conv_form="fast")

@@ -17,9 +17,7 @@ def flop_costs(model: DMVFN, height: int, width: int) -> dict:
     graphdef, params = nnx.split(model)
 
     def merged(p):
-        net = nnx.merge(graphdef, p)
-        net.conv_form = "plain"
-        return net
+        return nnx.merge(graphdef, p)
 
     x = jax.ShapeDtypeStruct((1, height, width, 3), jnp.float32)
     ph = -(-height // SIZE_MULTIPLE) * SIZE_MULTIPLE
@@ -36,7 +34,7 @@ def flop_costs(model: DMVFN, height: int, width: int) -> dict:
         return lambda p, a, b: merged(p).block_alone(i, a, b)
 
     return {
-        "all_blocks": cost(lambda p, a, b: merged(p).infer(a, b, None).prediction, x, x),
+        "all_blocks": cost(lambda p, a, b: merged(p).infer(a, b, None, conv_form="plain").prediction, x, x),
         "routing": cost(lambda p, a, b: merged(p).routing_probs(a, b), x, x),
         "blocks": [cost(block(i), xp, xp) for i in range(model.num_blocks)],
     }

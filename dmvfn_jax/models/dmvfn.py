@@ -131,11 +131,14 @@ class DMVFN(nnx.Module):
             warped1=img1,
         )
 
-    def _frame_parts(self, img0, img1) -> list[tuple]:
+    def _frame_parts(self, img0, img1, conv_form: str | None = None) -> list[tuple]:
         """Per block, the `(conv0[0], conv1)` parts over the frame channels (`mvfb.frame_parts`),
         None where the convs run plain. The convs that read the frames at one resolution form a
-        group (all nine conv1; the conv0[0] of the blocks at each scale)."""
-        form = self.conv_form or mvfb.choose_form(jax.default_backend(), *img0.shape[:3])
+        group (all nine conv1; the conv0[0] of the blocks at each scale). `conv_form`: this
+        call's form; None: the model's (`self.conv_form`, else the backend's choice)."""
+        if conv_form is not None and conv_form not in mvfb.FORMS:
+            raise ValueError(f"conv_form must be None or one of {mvfb.FORMS}, got {conv_form!r}")
+        form = conv_form or self.conv_form or mvfb.choose_form(jax.default_backend(), *img0.shape[:3])
         if form == "plain":
             return [(None, None)] * self.num_blocks
         parts = [[None, None] for _ in self.blocks]
@@ -231,6 +234,7 @@ class DMVFN(nnx.Module):
         first_decides: bool = False,
         empty: str = "merge",
         sequential: bool | None = None,
+        conv_form: str | None = None,
     ) -> InferenceResult:
         """Prediction of the next frame with the given hard gates (B, n); None runs every block.
 
@@ -243,6 +247,9 @@ class DMVFN(nnx.Module):
         blocks its own gates switch off; the results are the same. XLA's CPU convolutions slow
         down more than linearly with the batch (BENCHMARKS.md), so the default (None) is
         sequential on a CPU backend for batches > 1 and batched elsewhere.
+
+        `conv_form`: the form of the 17-channel convs for this call (`mvfb.FORMS`; the same values
+        up to float reassociation); None: the model's `conv_form`, else the backend's choice.
         """
         _check_frames(img0, img1)
         if empty not in EMPTY_CHOICES:
@@ -262,11 +269,11 @@ class DMVFN(nnx.Module):
         if sequential:
             def one(args):
                 a, c, g = args
-                return jax.tree.map(lambda x: x[0], self._run_blocks(a[None], c[None], g[None], static_all))
+                return jax.tree.map(lambda x: x[0], self._run_blocks(a[None], c[None], g[None], static_all, conv_form))
 
             state = jax.lax.map(one, (p0, p1, gates))
         else:
-            state = self._run_blocks(p0, p1, gates, static_all)
+            state = self._run_blocks(p0, p1, gates, static_all, conv_form)
         pred = merge(p0, p1, state.flow, state.mask)
         if empty == "img0":
             ran = jnp.any(gates > 0, axis=1).reshape(-1, 1, 1, 1)
@@ -274,10 +281,10 @@ class DMVFN(nnx.Module):
         crop = lambda x: x[:, :h, :w]
         return InferenceResult(crop(pred), crop(state.flow), crop(jax.nn.sigmoid(state.mask)), gates)
 
-    def _run_blocks(self, p0, p1, gates, static_all: bool) -> FlowState:
+    def _run_blocks(self, p0, p1, gates, static_all: bool, conv_form: str | None = None) -> FlowState:
         """The blocks in order; block i is skipped (lax.cond) when no row of `gates` switches it on."""
         state = self._initial_state(p0, p1)
-        parts = self._frame_parts(p0, p1)
+        parts = self._frame_parts(p0, p1, conv_form)
         for i in range(self.num_blocks):
             gate = _gate_column(gates, i)
 
@@ -301,11 +308,12 @@ class DMVFN(nnx.Module):
         first_decides: bool = False,
         empty: str = "merge",
         sequential: bool | None = None,
+        conv_form: str | None = None,
     ) -> InferenceResult:
         """Routing followed by inference: `routing` is "sample", "threshold", "all" or gates.
-        `first_decides`, `empty` and `sequential` are passed to `infer`."""
+        `first_decides`, `empty`, `sequential` and `conv_form` are passed to `infer`."""
         routing_lib.check_routing(routing, self.num_blocks)
-        opts = dict(first_decides=first_decides, empty=empty, sequential=sequential)
+        opts = dict(first_decides=first_decides, empty=empty, sequential=sequential, conv_form=conv_form)
         if isinstance(routing, str) and routing == "all":
             return self.infer(img0, img1, None, **opts)
         v = self.routing_probs(img0, img1)
