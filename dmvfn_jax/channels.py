@@ -13,3 +13,10 @@ def reorder(x, order: str):
     if order not in ORDERS:
         raise ValueError(f"channel order must be one of {ORDERS}, got {order!r}")
     return x[..., ::-1] if order == "BGR" else x
+
+
+def in_order(clip, order: str):
+    """`reorder` of RGB NumPy frames into a contiguous array (the input pipelines' batches)."""
+    import numpy as np
+
+    return np.ascontiguousarray(reorder(clip, order))

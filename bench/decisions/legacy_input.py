@@ -36,7 +36,7 @@ class LegacyTfdsSource:
                            process_count=process_count, channel_order=channel_order, max_stride=max_stride)
         self.records = open_split(name, data_dir, split)
         self.loader = TfdsClipLoader(f"{name}/{split}", num_frames, (crop_h, crop_w), max_stride,
-                                     channel_order == "BGR")
+                                     channel_order)
         self.seed = seed
         self.global_batch, self.local_batch = global_batch, global_batch // process_count
         self.offset = process_index * self.local_batch

@@ -36,6 +36,7 @@ from typing import NamedTuple, Sequence
 
 import numpy as np
 
+from dmvfn_jax.channels import in_order
 from dmvfn_jax.data.augment import augment_clip, sample_temporal_window
 from dmvfn_jax.data.stream import StreamSource, TrainingStream
 from dmvfn_jax.errors import InputError
@@ -123,8 +124,9 @@ def decode_frames(record, indices, where: str) -> np.ndarray:
 class TfdsClipLoader:
     """A record and its generator -> the training example (module docstring, steps 2-4)."""
 
-    def __init__(self, where: str, num_frames: int, crop: tuple[int, int], max_stride: int, flip: bool):
-        self.where, self.num_frames, self.crop, self.max_stride, self.flip = where, num_frames, crop, max_stride, flip
+    def __init__(self, where: str, num_frames: int, crop: tuple[int, int], max_stride: int, channel_order: str):
+        self.where, self.num_frames, self.crop, self.max_stride = where, num_frames, crop, max_stride
+        self.channel_order = channel_order
 
     def __call__(self, record, rng: np.random.Generator) -> np.ndarray:
         n = len(record["frames"])
@@ -141,8 +143,7 @@ class TfdsClipLoader:
                 f"{self.where}: clip {_text(record['id'])} is {w}x{h}, smaller than the "
                 f"{self.crop[1]}x{self.crop[0]} crop (data.width x data.height)"
             )
-        clip = augment_clip(rng, clip, *self.crop)
-        return np.ascontiguousarray(clip[..., ::-1]) if self.flip else clip
+        return in_order(augment_clip(rng, clip, *self.crop), self.channel_order)
 
 
 class TfdsSource(StreamSource):
@@ -154,7 +155,7 @@ class TfdsSource(StreamSource):
         self.where = f"{name}/{split}"
         self.records = open_split(name, data_dir, split)
         self.num_frames, self.crop = num_frames, (crop_h, crop_w)
-        loader = TfdsClipLoader(self.where, num_frames, (crop_h, crop_w), max_stride, channel_order == "BGR")
+        loader = TfdsClipLoader(self.where, num_frames, (crop_h, crop_w), max_stride, channel_order)
         self.stream = TrainingStream(self.records, loader, seed, global_batch, process_index, process_count,
                                      workers, prefetch)
         self._check_clips(clip_index(name, data_dir, split, self.records, read_records=False))
@@ -238,7 +239,7 @@ class EvalClips:
     def __init__(self, name: str, data_dir, split: str, num_frames: int, channel_order: str = "RGB",
                  max_clips: int | None = None, size: tuple[int, int] | None = None):
         self.records = open_split(name, data_dir, split)
-        self.where, self.num_frames, self.flip = f"{name}/{split}", num_frames, channel_order == "BGR"
+        self.where, self.num_frames, self.channel_order = f"{name}/{split}", num_frames, channel_order
         if max_clips is not None and max_clips < 1:
             raise InputError(f"max_clips must be >= 1, got {max_clips}")
         self.index = clip_index(name, data_dir, split, self.records, limit=max_clips)
@@ -282,7 +283,7 @@ class EvalClips:
             from dmvfn_jax.data.resize import resize_linear
 
             clip = np.stack([resize_linear(f, *self.resize) for f in clip])
-        return np.ascontiguousarray(clip[..., ::-1]) if self.flip else clip
+        return in_order(clip, self.channel_order)
 
     def batches(self, global_batch: int, process_index: int = 0, process_count: int = 1,
                 indices: Sequence[int] | None = None):

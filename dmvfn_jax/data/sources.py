@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from dmvfn_jax.channels import in_order
 from dmvfn_jax.data.stream import StreamSource, TrainingStream
 from dmvfn_jax.data.synthetic import clip_seed, synthetic_clips, synthetic_video
 from dmvfn_jax.errors import InputError
@@ -72,8 +73,8 @@ def heldout_synthetic(seed: int, num_clips: int, num_frames: int, height: int, w
 class FolderClipLoader:
     """A clip's frame files and its generator -> the training example."""
 
-    def __init__(self, crop: tuple[int, int], flip: bool):
-        self.crop, self.flip = crop, flip
+    def __init__(self, crop: tuple[int, int], channel_order: str):
+        self.crop, self.channel_order = crop, channel_order
 
     def __call__(self, files, rng: np.random.Generator) -> np.ndarray:
         from dmvfn_jax.data.augment import augment_clip
@@ -83,8 +84,7 @@ class FolderClipLoader:
         if any(f.shape != frames[0].shape for f in frames):
             sizes = sorted({f"{f.shape[1]}x{f.shape[0]}" for f in frames})
             raise FrameError(f"clip {files[0].parent}: frames of different sizes ({', '.join(sizes)})")
-        clip = augment_clip(rng, np.stack(frames), *self.crop)
-        return np.ascontiguousarray(clip[..., ::-1]) if self.flip else clip
+        return in_order(augment_clip(rng, np.stack(frames), *self.crop), self.channel_order)
 
 
 class ClipFolderSource(StreamSource):
@@ -117,7 +117,7 @@ class ClipFolderSource(StreamSource):
             if len(files) < num_frames:
                 raise InputError(f"clip {clip}: {len(files)} frames, the config needs {num_frames}")
             self.frames.append(files[:num_frames])
-        self.stream = TrainingStream(self.frames, FolderClipLoader((crop_h, crop_w), channel_order == "BGR"), seed,
+        self.stream = TrainingStream(self.frames, FolderClipLoader((crop_h, crop_w), channel_order), seed,
                                      global_batch, process_index, process_count, workers, prefetch)
 
     def __len__(self) -> int:
