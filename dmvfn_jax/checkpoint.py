@@ -12,6 +12,7 @@ never replaces a good one.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,8 @@ from flax import nnx, traverse_util
 from dmvfn_jax import channels
 from dmvfn_jax.errors import InputError, quiet_orbax_noise
 from dmvfn_jax.files import atomic_directory
+from dmvfn_jax.models import routing as routing_lib
+from dmvfn_jax.models.dmvfn import DMVFN, SCALES, WIDTHS
 
 FORMAT = "dmvfn-jax"
 FORMAT_VERSION = 1
@@ -170,3 +173,47 @@ def load_network(checkpoint_dir, architecture: str, build, how: str):
             f"{checkpoint_dir}: architecture {meta.get('architecture')!r} is not {architecture!r} ({how})"
         )
     return build_with_params(lambda: build(meta), params, str(checkpoint_dir)), meta
+
+
+# -- DMVFN checkpoints ----------------------------------------------------------------------
+# The metadata every DMVFN checkpoint carries (architecture, widths, scales, the routing's options,
+# channel order): the one writer (`save_dmvfn`: converted and trained models) and reader (`load_dmvfn`).
+ARCHITECTURE = "dmvfn"  # the `architecture` of DMVFN checkpoints (dmvfn.json)
+
+
+def save_dmvfn(path, params: dict, channel_order: str, extra: dict | None = None, overwrite: bool = False,
+               widths=WIDTHS, scales=SCALES, routing_rescale: bool = True, routing_inputs: str = "frames") -> Path:
+    """Writes a DMVFN inference checkpoint: `params` (nested dict of arrays) and the metadata every
+    one carries (architecture, widths, scales, the routing's options, channel order), plus `extra`
+    (e.g. the source file of converted weights). The one writer of converted and trained models;
+    `load_dmvfn` reads it."""
+    meta = {"architecture": ARCHITECTURE, "widths": list(widths), "scales": list(scales),
+            "routing_rescale": bool(routing_rescale), "routing_inputs": routing_inputs, "channel_order": channel_order}
+    meta.update(extra or {})
+    return save_checkpoint(path, params, meta, overwrite=overwrite)
+
+
+def saved_routing_options(meta: dict, path) -> dict:
+    """The routing options a checkpoint's metadata records, as `DMVFN(**...)` takes them; the
+    official ones for checkpoints written before they were recorded (converted official weights)."""
+    rescale, inputs = meta.get("routing_rescale", True), meta.get("routing_inputs", "frames")
+    if not isinstance(rescale, bool):
+        raise CheckpointError(f"{path}: routing_rescale must be true or false, got {rescale!r}")
+    if inputs not in routing_lib.ROUTING_INPUTS:
+        raise CheckpointError(f"{path}: routing_inputs must be one of {routing_lib.ROUTING_INPUTS}, got {inputs!r}")
+    return {"routing_rescale": rescale, "routing_inputs": inputs}
+
+
+def load_dmvfn(path: str | os.PathLike) -> tuple[DMVFN, dict]:
+    """A DMVFN checkpoint (converted or trained) and its metadata; clear errors for anything else."""
+
+    def build(meta):
+        kwargs = {}
+        if "widths" in meta and "scales" in meta:
+            kwargs = {"widths": tuple(meta["widths"]), "scales": tuple(meta["scales"])}
+        return DMVFN(rngs=nnx.Rngs(0), **saved_routing_options(meta, path), **kwargs)
+
+    model, meta = load_network(path, ARCHITECTURE, build, "convert official weights with `convert_weights.py dmvfn`")
+    if meta.get("channel_order") not in CHANNEL_ORDERS:
+        raise CheckpointError(f"{path}: channel_order {meta.get('channel_order')!r} is not one of {CHANNEL_ORDERS}")
+    return model, meta

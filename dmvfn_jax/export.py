@@ -217,7 +217,7 @@ def export_checkpoint(checkpoint, output, size: str, routing: str = "threshold",
     and FILE.json. `platforms` and `precision` (StableHLO only) default to cpu,cuda,tpu and highest."""
     from dmvfn_jax.files import atomic_file
     from dmvfn_jax.image_io import parse_size
-    from dmvfn_jax.predictor import load_dmvfn
+    from dmvfn_jax.checkpoint import load_dmvfn
 
     if format not in FORMATS:
         raise InputError(f"--format must be one of {', '.join(FORMATS)}; got {format!r}")

@@ -13,7 +13,6 @@ always RGB. One compilation per input shape and routing choice.
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import jax
@@ -25,7 +24,8 @@ from dmvfn_jax import channels
 from dmvfn_jax import checkpoint as ckpt
 from dmvfn_jax.image_io import FrameError
 from dmvfn_jax.models import routing as routing_lib
-from dmvfn_jax.models.dmvfn import DMVFN, SCALES, WIDTHS, InferenceResult
+from dmvfn_jax.checkpoint import load_dmvfn
+from dmvfn_jax.models.dmvfn import DMVFN, InferenceResult
 
 
 def as_frames(x: Any, name: str) -> np.ndarray:
@@ -53,47 +53,6 @@ def as_frames(x: Any, name: str) -> np.ndarray:
     if arr.shape[-3] < 1 or arr.shape[-2] < 1:
         raise FrameError(f"{name}: empty frame of shape {arr.shape}")
     return arr if arr.ndim == 4 else arr[None]
-
-
-ARCHITECTURE = "dmvfn"  # the `architecture` of DMVFN checkpoints (dmvfn.json)
-
-
-def save_dmvfn(path, params: dict, channel_order: str, extra: dict | None = None, overwrite: bool = False,
-               widths=WIDTHS, scales=SCALES, routing_rescale: bool = True, routing_inputs: str = "frames") -> Path:
-    """Writes a DMVFN inference checkpoint: `params` (nested dict of arrays) and the metadata every
-    one carries (architecture, widths, scales, the routing's options, channel order), plus `extra`
-    (e.g. the source file of converted weights). The one writer of converted and trained models;
-    `load_dmvfn` reads it."""
-    meta = {"architecture": ARCHITECTURE, "widths": list(widths), "scales": list(scales),
-            "routing_rescale": bool(routing_rescale), "routing_inputs": routing_inputs, "channel_order": channel_order}
-    meta.update(extra or {})
-    return ckpt.save_checkpoint(path, params, meta, overwrite=overwrite)
-
-
-def saved_routing_options(meta: dict, path) -> dict:
-    """The routing options a checkpoint's metadata records, as `DMVFN(**...)` takes them; the
-    official ones for checkpoints written before they were recorded (converted official weights)."""
-    rescale, inputs = meta.get("routing_rescale", True), meta.get("routing_inputs", "frames")
-    if not isinstance(rescale, bool):
-        raise ckpt.CheckpointError(f"{path}: routing_rescale must be true or false, got {rescale!r}")
-    if inputs not in routing_lib.ROUTING_INPUTS:
-        raise ckpt.CheckpointError(f"{path}: routing_inputs must be one of {routing_lib.ROUTING_INPUTS}, got {inputs!r}")
-    return {"routing_rescale": rescale, "routing_inputs": inputs}
-
-
-def load_dmvfn(path: str | os.PathLike) -> tuple[DMVFN, dict]:
-    """A DMVFN checkpoint (converted or trained) and its metadata; clear errors for anything else."""
-
-    def build(meta):
-        kwargs = {}
-        if "widths" in meta and "scales" in meta:
-            kwargs = {"widths": tuple(meta["widths"]), "scales": tuple(meta["scales"])}
-        return DMVFN(rngs=nnx.Rngs(0), **saved_routing_options(meta, path), **kwargs)
-
-    model, meta = ckpt.load_network(path, ARCHITECTURE, build, "convert official weights with `convert_weights.py dmvfn`")
-    if meta.get("channel_order") not in ckpt.CHANNEL_ORDERS:
-        raise ckpt.CheckpointError(f"{path}: channel_order {meta.get('channel_order')!r} is not one of {ckpt.CHANNEL_ORDERS}")
-    return model, meta
 
 
 class Predictor:

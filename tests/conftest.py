@@ -158,7 +158,7 @@ def small_checkpoint(tmp_path_factory) -> Path:
     """An inference checkpoint of the suite's small model (tests/scripts/small_model.py) with random
     weights and the official weights' BGR order: for the tests of commands and reports whose
     point is not the model (the converted nine are `converted_dir`)."""
-    from dmvfn_jax.predictor import save_dmvfn
+    from dmvfn_jax.checkpoint import save_dmvfn
 
     return save_dmvfn(tmp_path_factory.mktemp("small") / "ckpt", ckpt.model_params(small_dmvfn(3)), "BGR", **SMALL_MODEL)
 

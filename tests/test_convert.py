@@ -460,7 +460,7 @@ def test_a_model_with_the_routing_options_is_not_exported_to_the_official_format
     """The official code has neither routing option: its gates would differ, so the export refuses."""
     from conftest import small_dmvfn
     from dmvfn_jax import checkpoint as ckpt
-    from dmvfn_jax.predictor import save_dmvfn
+    from dmvfn_jax.checkpoint import save_dmvfn
 
     path = save_dmvfn(tmp_path / "free", ckpt.model_params(small_dmvfn()), "BGR", routing_rescale=False,
                       routing_inputs="difference", widths=(16, 16), scales=(2, 1))

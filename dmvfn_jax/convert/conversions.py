@@ -13,7 +13,7 @@ from dmvfn_jax.convert import dmvfn_torch, lpips_torch, vgg_torch
 from dmvfn_jax.files import sha256_of
 from dmvfn_jax.losses import VGG19Features
 from dmvfn_jax.models.dmvfn import DMVFN
-from dmvfn_jax.predictor import save_dmvfn, saved_routing_options
+from dmvfn_jax.checkpoint import save_dmvfn, saved_routing_options
 
 
 def _model_shapes():

@@ -21,7 +21,7 @@ from flax import traverse_util
 from dmvfn_jax.checkpoint import describe_mismatch
 from dmvfn_jax.errors import InputError
 from dmvfn_jax.models.dmvfn import WIDTHS
-from dmvfn_jax.predictor import ARCHITECTURE as DMVFN_ARCHITECTURE
+from dmvfn_jax.checkpoint import ARCHITECTURE as DMVFN_ARCHITECTURE
 
 ARCHITECTURE = DMVFN_ARCHITECTURE
 MODULE_PREFIX = "module."

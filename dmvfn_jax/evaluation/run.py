@@ -58,7 +58,7 @@ from dmvfn_jax.evaluation.report import format_table, save_outputs, sizes_text, 
 from dmvfn_jax.evaluation.step import sharded_eval_step
 from dmvfn_jax.image_io import parse_size
 from dmvfn_jax.progress import ProgressBar
-from dmvfn_jax.predictor import load_dmvfn
+from dmvfn_jax.checkpoint import load_dmvfn
 
 log = logging.getLogger("dmvfn_jax.eval")
 

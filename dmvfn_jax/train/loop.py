@@ -122,7 +122,7 @@ def build_model(config, resuming: bool = False) -> DMVFN:
             )
         log.info("initialising from %s (trained on %s frames); frames reach the network as %s",
                  config.init_checkpoint, meta["channel_order"], order)
-        from dmvfn_jax.predictor import saved_routing_options  # noqa: PLC0415 (as export_model)
+        from dmvfn_jax.checkpoint import saved_routing_options  # noqa: PLC0415 (as export_model)
 
         saved_routing = saved_routing_options(meta, config.init_checkpoint)
         if saved_routing != {k: options[k] for k in saved_routing}:
@@ -317,7 +317,7 @@ def _restore(mngr, state, workdir: Path, strict: bool):
 
 def export_model(model_params, graphdef, path: Path, channel_order: str, extra: dict | None = None) -> Path:
     """Writes an inference checkpoint (same format as converted official weights)."""
-    from dmvfn_jax.predictor import save_dmvfn
+    from dmvfn_jax.checkpoint import save_dmvfn
 
     model = nnx.merge(graphdef, model_params)
     return save_dmvfn(path, ckpt.model_params(model), channel_order, extra, overwrite=True,
