@@ -31,11 +31,11 @@ from timing import median_ms
 from configs import demo
 from dmvfn_jax import parallel
 from dmvfn_jax.data.synthetic import synthetic_clips
-from dmvfn_jax.train import loop, optim, step as step_lib
+from dmvfn_jax.train import build, optim, step as step_lib
 
 out = {}
 config = demo.get_config()
-model = loop.build_model(config)
+model = build.build_model(config)
 f = jax.jit(lambda a, b: model.infer(a, b).prediction)  # first: the training step donates the model's arrays
 H, W = map(int, sys.argv[2].split("x"))
 x = jnp.asarray(synthetic_clips(1, 1, 2, H, W).astype(np.float32) / 255)

@@ -197,7 +197,7 @@ def measure_step(args, sample: np.ndarray) -> dict:
     from dmvfn_jax.train import optim
     from dmvfn_jax import parallel
     from dmvfn_jax.train import step as step_lib
-    from dmvfn_jax.train.loop import build_model
+    from dmvfn_jax.train.build import build_model
 
     config = get_config()
     assert config.update_mode == "update_per_triplet", config.update_mode

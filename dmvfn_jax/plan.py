@@ -91,7 +91,7 @@ def compile_train_step(config, mesh, *, vgg: bool = False, precision: str = "def
     from dmvfn_jax.models.dmvfn import DMVFN, warp_form
     from dmvfn_jax.train import optim
     from dmvfn_jax.train import step as step_lib
-    from dmvfn_jax.train.loop import model_blocks, routing_options
+    from dmvfn_jax.train.build import model_blocks, routing_options
 
     dtype = {"float32": None, "bfloat16": jnp.bfloat16}[config.get("compute_dtype", "float32")]
     optimizer = optim.make_train_optimizer(config.weight_decay)
@@ -161,7 +161,7 @@ def plan(config, topology_name: str, *, per_chip_batch: int | None = None, vgg: 
     import numpy as np
 
     from dmvfn_jax import hlo, tpu
-    from dmvfn_jax.train.loop import validate_config
+    from dmvfn_jax.train.build import validate_config
 
     topo = tpu.parse_topology(topology_name)
     if precision not in PRECISION_PASSES:

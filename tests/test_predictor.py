@@ -143,7 +143,7 @@ def test_the_routings_rescaling_is_recorded_and_read_back(tmp_path):
     from dmvfn_jax import checkpoint as ckpt
     from dmvfn_jax.models.dmvfn import DMVFN
     from dmvfn_jax.checkpoint import load_dmvfn
-    from dmvfn_jax.train.loop import export_model
+    from dmvfn_jax.train.checkpoints import export_model
 
     model = DMVFN(rngs=nnx.Rngs(jax.random.key(0, impl="rbg")), routing_rescale=False, routing_inputs="difference",
                   **SMALL_MODEL)

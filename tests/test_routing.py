@@ -229,15 +229,15 @@ def test_the_config_chooses_the_routing_options_and_bad_ones_are_named():
     import configs.demo
     from configs.common import base_config
     from dmvfn_jax.errors import InputError
-    from dmvfn_jax.train import loop
+    from dmvfn_jax.train import build
 
     c = base_config()  # what every official recipe builds on
     c.model.widths, c.model.scales = (8, 8), (2, 1)
-    assert loop.build_model(c).routing_options == {"routing_rescale": True, "routing_inputs": "frames"}  # official
+    assert build.build_model(c).routing_options == {"routing_rescale": True, "routing_inputs": "frames"}  # official
     assert c.routing.cost_weight == 0 and c.data.still_fraction == 0
     c = configs.demo.get_config()  # the demo trains with the options on
     c.model.widths, c.model.scales = (8, 8), (2, 1)
-    assert loop.build_model(c).routing_options == {"routing_rescale": False, "routing_inputs": "difference"}
+    assert build.build_model(c).routing_options == {"routing_rescale": False, "routing_inputs": "difference"}
     c.routing.inputs = "flow"
     with pytest.raises(InputError, match="config.routing.inputs must be one of"):
-        loop.build_model(c)
+        build.build_model(c)

@@ -18,7 +18,7 @@ from dmvfn_jax import checkpoint as ckpt
 from dmvfn_jax.data.sources import heldout_synthetic
 from dmvfn_jax.errors import InputError
 from dmvfn_jax.losses import dmvfn_loss
-from dmvfn_jax.train import loop
+from dmvfn_jax.train import build, checkpoints, loop
 from dmvfn_jax.train import step as step_lib
 from dmvfn_jax.train.optim import lr_schedule, make_train_optimizer
 
@@ -64,7 +64,7 @@ def heldout_scores(model, clips):
 @pytest.mark.command_precision  # the demo step of train.py's runs here
 def test_loss_falls_and_psnr_rises(tmp_path):
     config = tiny_config(small=False, num_train_steps=60, warmup_steps=5, checkpoint_every=1000, image_every=30)
-    before = loop.build_model(config)
+    before = build.build_model(config)
     clips = heldout_synthetic(config.data.seed, 16, 3, 64, 64)
     loss0, psnr0 = heldout_scores(before, clips)
     summary = loop.train_and_evaluate(config, tmp_path)
@@ -150,7 +150,7 @@ def test_incomplete_checkpoint_is_never_the_latest(tmp_path):
     for f in list(partial.rglob("*"))[::2]:
         if f.is_file():
             f.unlink()
-    mngr = loop._checkpoint_manager(tmp_path, config)
+    mngr = checkpoints.checkpoint_manager(tmp_path, config)
     assert mngr.latest_step() == 4
     mngr.close()
     config.num_train_steps = 6  # a longer schedule: a change that alters the run, accepted on purpose

@@ -1,0 +1,127 @@
+"""The training run's orbax checkpoints: the manager of `workdir/checkpoints`, saving (the state,
+the step and config, the input's Grain state) and restoring the newest readable one
+(`resume.py`), one line for a full disk, and the final inference model (`workdir/model`)."""
+
+from __future__ import annotations
+
+import errno
+import logging
+from pathlib import Path
+
+import jax
+from flax import nnx
+
+from dmvfn_jax import checkpoint as ckpt
+from dmvfn_jax.errors import InputError
+
+log = logging.getLogger("dmvfn_jax")
+
+
+def checkpoint_manager(workdir: Path, config):
+    import orbax.checkpoint as ocp
+
+    options = ocp.CheckpointManagerOptions(
+        max_to_keep=config.keep_checkpoints,
+        enable_async_checkpointing=config.async_checkpoints,
+        cleanup_tmp_directories=True,
+    )
+    return ocp.CheckpointManager((workdir / "checkpoints").absolute(), options=options)
+
+
+class DiskFull(InputError):
+    """A checkpoint could not be written for lack of space."""
+
+
+def is_disk_full(e: BaseException) -> bool:
+    while e is not None:
+        if getattr(e, "errno", None) == errno.ENOSPC or "No space left on device" in str(e):
+            return True
+        e = e.__cause__ or e.__context__
+    return False
+
+
+def _complete_steps(mngr) -> list[int]:
+    """The steps whose checkpoints are complete on disk (read anew)."""
+    try:
+        mngr.reload()
+    except Exception as e:  # noqa: BLE001 - then the manager's own list
+        log.debug("reloading the checkpoint list: %s", e)
+    return list(mngr.all_steps())
+
+
+def disk_full_error(e: BaseException, workdir: Path, state, saves: list[int], mngr) -> DiskFull:
+    """One line: what could not be written, the space a checkpoint needs, and where a rerun starts.
+    An async save fails at the next save or wait: the first started and unfinished one is named."""
+    import shutil
+
+    need = sum(int(getattr(x, "nbytes", 0)) for x in jax.tree.leaves(state))
+    try:
+        free_text = f"{shutil.disk_usage(workdir).free / 2**20:.0f} MiB free"
+    except OSError:
+        free_text = "free space unknown"
+    complete = _complete_steps(mngr)
+    failed = [s for s in saves if s not in complete]
+    other = getattr(e, "filename", None) or "the run's other files (model, logs, summary)"
+    what = f"saving the checkpoint of step {failed[0]}" if failed else f"writing {other}"
+    rerun = (f"the newest complete checkpoint is step {max(complete)}, and running again resumes from it" if complete
+             else "no checkpoint was completed, so running again starts from step 0")
+    return DiskFull(
+        f"no space left on the device of {workdir} while {what}: a checkpoint needs about {need / 2**20:.0f} MiB "
+        f"({free_text}); {rerun}"
+    )
+
+
+def save(mngr, state, step: int, config, data: "TrainingInput", wait: bool = False) -> None:
+    import orbax.checkpoint as ocp
+
+    from dmvfn_jax.train.resume import config_snapshot
+
+    meta = {"step": step, "input_position": step, "data_source": config.data.source,
+            "config": config_snapshot(config)}
+    items = {"state": ocp.args.StandardSave(state), "meta": ocp.args.JsonSave(meta)}
+    if data.grain is not None:  # the Grain iterator's state, one file per process
+        import grain
+
+        meta["input_offset"] = data.offset
+        items["input"] = grain.checkpoint.CheckpointSave(data.grain)
+    mngr.save(step, args=ocp.args.Composite(**items))
+    if wait:
+        mngr.wait_until_finished()
+
+
+def restore(mngr, state, workdir: Path, strict: bool):
+    """(state, meta) of the newest readable checkpoint (`resume.restore_latest_readable`)."""
+    import orbax.checkpoint as ocp
+
+    from dmvfn_jax.train.resume import restore_latest_readable
+
+    abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, state)
+
+    def restore_step(step):
+        return mngr.restore(
+            step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore())
+        )
+
+    step, restored = restore_latest_readable(mngr, restore_step, workdir, strict,
+                                             primary=jax.process_index() == 0)
+    if restored is None:
+        return None, None
+    return restored.state, restored.meta
+
+
+def export_model(model_params, graphdef, path: Path, channel_order: str, extra: dict | None = None) -> Path:
+    """Writes an inference checkpoint (same format as converted official weights)."""
+    from dmvfn_jax.checkpoint import save_dmvfn
+
+    model = nnx.merge(graphdef, model_params)
+    return save_dmvfn(path, ckpt.model_params(model), channel_order, extra, overwrite=True,
+                      widths=model.widths, scales=model.scales, **model.routing_options)
+
+
+def close_quietly(mngr) -> None:
+    """Shuts orbax's async machinery down; a failed background save is reported by the caller,
+    not again here."""
+    try:
+        mngr.close()
+    except Exception as e:  # noqa: BLE001 - its error was already raised (or is being)
+        log.debug("closing the checkpoint manager: %s", e)
