@@ -197,9 +197,16 @@ def test_sharded_evaluation_counts_every_clip_once(tmp_path, generic_tfds, small
     np.testing.assert_allclose(two["results"]["copy_last"]["psnr"]["per_step"], want, rtol=1e-5)
 
 
-def test_bad_input_fails_before_any_compute(tmp_path, vimeo_tfds, generic_tfds, converted_dir):
+def test_bad_input_fails_before_any_compute(tmp_path, vimeo_tfds, generic_tfds, converted_dir, monkeypatch):
     from dmvfn_jax.checkpoint import CheckpointError
     from dmvfn_jax.convert import conversions
+    from dmvfn_jax.evaluation import run
+
+    def no_compute(*args, **kwargs):
+        raise AssertionError("an evaluation step or FLOP count was built before the input was checked")
+
+    monkeypatch.setattr(run, "sharded_eval_step", no_compute)  # the compute: refused if reached
+    monkeypatch.setattr(run, "flop_costs", no_compute)
 
     with pytest.raises(InputError, match=r"3 clip\(s\) have fewer than the 8 frames the protocol reads \(.*\): "
                                          r"test/c0 \(5 frames\), test/c1 \(5 frames\), test/c2 \(5 frames\); pass --skip-bad"):

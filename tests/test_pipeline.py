@@ -210,6 +210,5 @@ def test_a_loaded_tensorflow_is_kept_off_the_accelerators(data_dir, monkeypatch)
     source(data_dir)
     assert ([], "GPU") in calls and ([], "TPU") in calls
     monkeypatch.delitem(sys.modules, "tensorflow")
-    calls.clear()
-    pipeline.hide_accelerators_from_tensorflow()
-    assert calls == []
+    pipeline.hide_accelerators_from_tensorflow()  # TensorFlow not loaded: nothing to hide, nothing imported
+    assert "tensorflow" not in sys.modules

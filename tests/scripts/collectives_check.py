@@ -12,8 +12,9 @@ Nothing runs: the programs are lowered from shapes and compiled, for the suite's
 (small_model.py: which collectives a step holds is fixed by `shard_map` and the step's structure,
 not by the number or width of the blocks), or with `--official` for the official nine blocks (the
 figures of BENCHMARKS.md, "Data parallelism"). LLVM's optimisation level is
-lowered to compile faster; the collectives are fixed by the HLO passes before LLVM sees the
-program (the test of this file checks both settings give the same collectives on one program).
+lowered to compile faster (`FAST=0` keeps XLA's default): the collectives are placed by the HLO
+passes, before LLVM sees the program, so the setting should not change them; no test compares the
+two settings.
 """
 
 import argparse
