@@ -5,8 +5,9 @@ same weights, frames and routing, CPU.
                                  [--rows onnx,official,predictor,stablehlo] [--rounds 7] [--threads 2]
 
 Rows (`--rows`, any of):
-- `onnx`: `export.export_onnx` (what `python -m dmvfn_jax.export --format onnx` writes), in
-  onnxruntime on the CPU with `--threads` intra-op threads;
+- `onnx`: `export.export_onnx` (what `python -m dmvfn_jax.export --format onnx` writes: the warp
+  from elementwise ops and GatherElements), in onnxruntime on the CPU with `--threads` intra-op threads;
+- `onnx-grid_sample`: the same graph with each warp one GridSample (`warp="grid_sample"`);
 - `official`: the official architecture (`tests/oracles/torch_dmvfn.py`, written from the
   reference) carrying the same weights, exported by `torch.onnx.export` (TorchScript exporter,
   opset 17, dynamic batch), as a user of the official code would deploy it; the same runtime and
@@ -42,7 +43,7 @@ from dmvfn_jax.predictor import Predictor
 from timing import interleaved_times  # bench/timing.py
 from workloads import random_dmvfn  # bench/workloads.py
 
-ROWS = ("onnx", "official", "predictor", "stablehlo")
+ROWS = ("onnx", "official", "onnx-grid_sample", "predictor", "stablehlo")
 SEED = 0
 
 
@@ -100,7 +101,7 @@ def main():
     p.add_argument("--sizes", default="448x256,1024x512", help="WIDTHxHEIGHT,... (default %(default)s)")
     p.add_argument("--batches", default="1,8")
     p.add_argument("--routings", default="threshold,all")
-    p.add_argument("--rows", default="onnx,official", help=f"of {','.join(ROWS)} (default %(default)s)")
+    p.add_argument("--rows", default="onnx,official,onnx-grid_sample", help=f"of {','.join(ROWS)} (default %(default)s)")
     p.add_argument("--rounds", type=int, default=7)
     p.add_argument("--threads", type=int, default=2, help="onnxruntime intra-op threads")
     args = p.parse_args()
@@ -124,8 +125,9 @@ def main():
                 runners = {}
                 for row in rows:
                     t = time.perf_counter()
-                    if row == "onnx":
-                        graphs.setdefault(row, export.export_onnx(model, height, width, routing))
+                    if row.startswith("onnx"):
+                        warp = "grid_sample" if row == "onnx-grid_sample" else "gather"
+                        graphs.setdefault(row, export.export_onnx(model, height, width, routing, warp))
                         sess = session(graphs[row], args.threads)
                         runners[row] = lambda s=sess: s.run(None, {"prev": prev, "cur": cur})[0]
                     elif row == "official":

@@ -112,13 +112,13 @@ def _require_onnx():
     require("onnx", "ONNX export")  # one line naming the extra, as every command's
 
 
-def export_onnx(model, height: int, width: int, routing: str = "threshold"):
+def export_onnx(model, height: int, width: int, routing: str = "threshold", warp: str = "gather"):
     """An `onnx.ModelProto` of `model`'s prediction of the next frame at height x width
     (`onnx_graph.predictor_graph`): inputs `prev`, `cur`, output `next`, float32 (b, height,
-    width, 3) with `b` a dynamic dimension, weights as initializers. Needs the `onnx` extra
-    (InputError naming it otherwise)."""
+    width, 3) with `b` a dynamic dimension, weights as initializers; `warp`: `onnx_graph.WARPS`.
+    Needs the `onnx` extra (InputError naming it otherwise)."""
     _require_onnx()
-    return onnx_graph.predictor_graph(model, height, width, routing)
+    return onnx_graph.predictor_graph(model, height, width, routing, warp)
 
 
 def _frame_metadata(shape, channel_order: str) -> dict:
@@ -154,7 +154,7 @@ def onnx_metadata(height: int, width: int, *, channel_order: str, routing: str, 
         "serialization": f"onnx.ModelProto, opset {ONNX_OPSET}, weights as initializers",
         "load": "onnxruntime.InferenceSession(FILE).run(None, {'prev': prev, 'cur': cur})[0]",
         "matmul_precision": "float32",
-        "warp": "GridSample (linear, border, align_corners=1)",
+        "warp": "gather: bilinear, border (elementwise ops and GatherElements)",
         "onnx_opset": ONNX_OPSET,
         "onnx_graph": "dmvfn_jax.onnx_graph.predictor_graph",
         "dmvfn_jax_version": _dist_version("dmvfn-jax"),

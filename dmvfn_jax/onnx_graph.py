@@ -3,10 +3,12 @@
 `python -m dmvfn_jax.export --format onnx` writes what `predictor_graph` builds. The graph is
 what ONNX has single operators for, in NCHW from one `Transpose` at the entry to one at the exit:
 `Conv` with its bias, `PRelu`, `Resize` (linear, `half_pixel`: PyTorch's `interpolate(bilinear,
-align_corners=False)`, which `ops.resize_by` equals), `ConvTranspose`, `GridSample` (linear,
-border, align_corners=1: PyTorch's `grid_sample` as the official code calls it, which `ops.warp`
-equals), `Pad` (edge) where the frames are not multiples of 16, and one `If` per block for
-threshold routing. It computes what `DMVFN.predict(prev, cur, routing)` does with the convs in
+align_corners=False)`, which `ops.resize_by` equals), `ConvTranspose`, `Pad` (edge) where the
+frames are not multiples of 16, and one `If` per block for threshold routing. The backward warp
+(`ops.warp`: bilinear, border) is both frames' at once from elementwise ops and four
+`GatherElements` (the default), or one `GridSample` per frame (linear, border, align_corners=1:
+PyTorch's `grid_sample` as the official code calls it), which onnxruntime's CPU kernel runs
+slower (BENCHMARKS.md, "Export"). It computes what `DMVFN.predict(prev, cur, routing)` does with the convs in
 the plain form, up to float rounding; `tests/test_export.py` bounds the difference against
 `Predictor`, and its node counts.
 
@@ -22,7 +24,7 @@ import numpy as np
 
 from dmvfn_jax.models.dmvfn import SIZE_MULTIPLE
 
-OPSET = 21  # GridSample's "linear" mode (20); onnxruntime >= 1.18
+OPSET = 21  # GridSample's "linear" mode (20), Shape's `end` (15); onnxruntime >= 1.18
 INPUTS = ("prev", "cur")
 OUTPUT = "next"
 BATCH = "b"  # the dynamic batch dimension's name
@@ -62,15 +64,18 @@ class _Graph:
         return _Graph(self._names, self._initializers)
 
 
+WARPS = ("gather", "grid_sample")
 class _Writer:
     """Writes one DMVFN's ops into `_Graph`s: NCHW float32 values, height x width fixed (padded)."""
 
-    def __init__(self, model, height: int, width: int):
+    def __init__(self, model, height: int, width: int, warp: str):
         if any(b.dtype is not None for b in model.blocks):
             raise ValueError("ONNX export computes in float32; build the model without a computation dtype")
+        if warp not in WARPS:
+            raise ValueError(f"warp must be one of {WARPS}, got {warp!r}")
         self.model = model
         self.h, self.w = height, width
-        self._zero = None
+        self.warp_form = warp
 
     # -- layers -------------------------------------------------------------------------
     def conv_unit(self, g: _Graph, x: str, unit) -> str:
@@ -88,6 +93,60 @@ class _Writer:
                     coordinate_transformation_mode="half_pixel")
 
     def warp(self, g: _Graph, frames: tuple[str, str], flow: str) -> tuple[str, str]:
+        """`ops.warp` of both frames by the halves of `flow` (B, 4, H, W)."""
+        if self.warp_form == "gather":
+            return self.warp_gather(g, flow)
+        return self.warp_grid_sample(g, frames, flow)
+
+    def stacked_frames(self, g: _Graph, frames) -> None:
+        """What the gather warp reads, made once: both frames as (B, 2, 3, H W)."""
+        both = g.op("Concat", *frames, axis=1)
+        self._stacked = g.op("Reshape", both, g.const(np.array([-1, 2, 3, self.h * self.w], np.int64)),
+                             hint="frames_flat")
+
+    def warp_gather(self, g: _Graph, flow: str) -> tuple[str, str]:
+        """`ops.warp_gather` of both frames at once: the sample points clamped to the image (border),
+        the values at their four corners gathered from the frames as (B, 2, 3, H W) by
+        `GatherElements` (int32 indices: the pixel, the same for the 3 channels), blended
+        bilinearly: elementwise ops and four gathers instead of GridSample's per-pixel code."""
+        h, w = self.h, self.w
+        base = np.zeros((1, 4, h, w), np.float32)
+        base[0, 0::2] = np.arange(w, dtype=np.float32)[None, :]
+        base[0, 1::2] = np.arange(h, dtype=np.float32)[:, None]
+        top = g.const(_f32([w - 1, h - 1] * 2).reshape(1, 4, 1, 1), "top")
+        pos = g.op("Min", g.op("Max", g.op("Add", flow, g.const(base, "pixels_xy")), g.const(_f32(0.0))), top)
+        # (B, 4, H, W) -> (B, 2 frames, 2 axes (x, y), H W)
+        pos = g.op("Reshape", pos, g.const(np.array([-1, 2, 2, h * w], np.int64)), hint="points")
+        low = g.op("Floor", pos)
+        frac = g.op("Sub", pos, low)
+        lo = g.op("Cast", low, to=6)  # 6: INT32
+        # the step to the next column and row: 1 and W, or 0 at the last column and row (border)
+        step = g.op("Mul", g.op("Cast", g.op("Less", low, g.const(_f32([w - 1, h - 1]).reshape(1, 1, 2, 1))), to=6),
+                    g.const(np.array([1, w], np.int32).reshape(1, 1, 2, 1)))
+
+        def axis(x, i):  # (B, 2, 1, H W): x (i = 0) or y (i = 1)
+            return g.op("Slice", x, g.const(np.array([i], np.int64)), g.const(np.array([i + 1], np.int64)),
+                        g.const(np.array([2], np.int64)))
+
+        pixel = g.op("Add", g.op("Mul", axis(lo, 1), g.const(np.array(w, np.int32))), axis(lo, 0))
+        i00 = g.op("Expand", pixel, g.const(np.array([1, 1, 3, 1], np.int64)))  # (B, 2, 3, H W)
+        dx, dy = axis(step, 0), axis(step, 1)
+        i01 = g.op("Add", i00, dx)
+        i10 = g.op("Add", i00, dy)
+        i11 = g.op("Add", i10, dx)
+        wx, wy = axis(frac, 0), axis(frac, 1)
+
+        def corner(index):
+            return g.op("GatherElements", self._stacked, index, axis=3, hint="corner")
+
+        def mix(a, b, t):  # a + (b - a) t
+            return g.op("Add", a, g.op("Mul", g.op("Sub", b, a), t))
+
+        out = mix(mix(corner(i00), corner(i01), wx), mix(corner(i10), corner(i11), wx), wy)
+        out = g.op("Reshape", out, g.const(np.array([-1, 6, h, w], np.int64)), hint="warped")
+        return self.channels(g, out, 0, 3), self.channels(g, out, 3, 6)
+
+    def warp_grid_sample(self, g: _Graph, frames: tuple[str, str], flow: str) -> tuple[str, str]:
         """`ops.warp` of both frames by the halves of `flow` (B, 4, H, W): one grid for both,
         normalised for align_corners=1 as `(x + flow_x) * 2 / (W - 1) - 1`, and two GridSamples."""
         h, w = self.h, self.w
@@ -185,17 +244,19 @@ def _value_info(name: str, shape):
     return helper.make_tensor_value_info(name, TensorProto.FLOAT, list(shape))
 
 
-def predictor_graph(model, height: int, width: int, routing: str = "threshold"):
+def predictor_graph(model, height: int, width: int, routing: str = "threshold", warp: str = "gather"):
     """An `onnx.ModelProto` of `model`'s prediction of the next frame at height x width: inputs
     `prev`, `cur`, output `next`, float32 (b, height, width, 3) NHWC with `b` dynamic, in [0, 1],
     the weights as initializers. `routing`: "threshold" (block i runs for the samples whose
-    routing probability is >= 0.5, skipped by an `If` when no sample's is) or "all"."""
+    routing probability is >= 0.5, skipped by an `If` when no sample's is) or "all". `warp`:
+    "gather" (elementwise ops and GatherElements: 1.3x faster than GridSample in onnxruntime's CPU
+    kernels, BENCHMARKS.md) or "grid_sample" (one GridSample per warp)."""
     from onnx import checker, helper
 
     if routing not in ("threshold", "all"):
         raise ValueError(f"routing must be 'threshold' or 'all', got {routing!r}")
     ph, pw = (-(-n // SIZE_MULTIPLE) * SIZE_MULTIPLE for n in (height, width))
-    writer = _Writer(model, ph, pw)
+    writer = _Writer(model, ph, pw, warp)
     initializers = []
     g = _Graph(itertools.count(), initializers)
     frames = [g.op("Transpose", name, perm=[0, 3, 1, 2], hint=f"{name}_nchw") for name in INPUTS]
@@ -207,6 +268,8 @@ def predictor_graph(model, height: int, width: int, routing: str = "threshold"):
         pads = g.const(np.array([0, 0, 0, 0, 0, 0, ph - height, pw - width], np.int64), "pads")
         frames = [g.op("Pad", f, pads, mode="edge", hint="padded") for f in frames]
     frames = tuple(frames)
+    if warp == "gather":
+        writer.stacked_frames(g, frames)
     state = (*writer.zero_state(g, frames), *frames)  # flow, mask, warped0, warped1
     for i in range(model.num_blocks):
         if gates is None:
