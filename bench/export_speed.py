@@ -20,8 +20,9 @@ Rows (`--rows`, any of):
 Per case (size, batch, routing) every row is timed end to end, numpy float32 frames in, numpy
 prediction out, after a first call (printed), in interleaved rounds so that a slow patch of this
 noisy machine hits every row alike: median (minimum) ms per call. The outputs are compared with
-the first row's. Then the node counts of the two ONNX graphs by operator type (with the nodes
-inside `If` branches).
+the first row's. Then the node counts of the ONNX graphs by operator type (with the nodes
+inside `If` branches). `--profile N`: each ONNX row also run N times under onnxruntime's profiler,
+its kernel time per call summed by operator type (the largest first).
 """
 
 from __future__ import annotations
@@ -96,6 +97,31 @@ def session(proto, threads: int):
     return ort.InferenceSession(proto.SerializeToString(), opts, providers=["CPUExecutionProvider"])
 
 
+def profile(proto, feed, threads: int, runs: int) -> tuple[float, list[tuple[str, float]]]:
+    """(ms per call, [(operator type, ms per call)] largest first) of onnxruntime's kernel times."""
+    import json
+    import tempfile
+
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.log_severity_level = 3
+    opts.enable_profiling = True
+    opts.profile_file_prefix = str(Path(tempfile.mkdtemp()) / "ort")
+    sess = ort.InferenceSession(proto.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+    sess.run(None, feed)  # the first call's allocations are not what a deployment repeats
+    sess.end_profiling()
+    sess = ort.InferenceSession(proto.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+    for _ in range(runs):
+        sess.run(None, feed)
+    by_op = collections.Counter()
+    for event in json.loads(Path(sess.end_profiling()).read_text()):
+        if event.get("cat") == "Node" and event["name"].endswith("_kernel_time"):
+            by_op[event["args"]["op_name"]] += event["dur"] / 1e3 / runs
+    return sum(by_op.values()), by_op.most_common()
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--sizes", default="448x256,1024x512", help="WIDTHxHEIGHT,... (default %(default)s)")
@@ -104,6 +130,8 @@ def main():
     p.add_argument("--rows", default="onnx,official,onnx-grid_sample", help=f"of {','.join(ROWS)} (default %(default)s)")
     p.add_argument("--rounds", type=int, default=7)
     p.add_argument("--threads", type=int, default=2, help="onnxruntime intra-op threads")
+    p.add_argument("--profile", type=int, default=0, metavar="N",
+                   help="also profile each ONNX row over N calls: kernel ms per operator type")
     args = p.parse_args()
     rows = [r for r in args.rows.split(",") if r]
     if not rows or any(r not in ROWS for r in rows):
@@ -122,22 +150,23 @@ def main():
                 base = rng.random((batch, height // 16, width // 16, 3), dtype=np.float32).repeat(16, 1).repeat(16, 2)
                 prev = np.ascontiguousarray(base)
                 cur = np.ascontiguousarray(np.roll(base, 3, axis=2))
-                runners = {}
+                runners, feeds = {}, {}
                 for row in rows:
                     t = time.perf_counter()
                     if row.startswith("onnx"):
                         warp = "grid_sample" if row == "onnx-grid_sample" else "gather"
                         graphs.setdefault(row, export.export_onnx(model, height, width, routing, warp))
                         sess = session(graphs[row], args.threads)
+                        feeds[row] = {"prev": prev, "cur": cur}
                         runners[row] = lambda s=sess: s.run(None, {"prev": prev, "cur": cur})[0]
                     elif row == "official":
                         import torch
 
                         nchw = [torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2))) for x in (prev, cur)]
-                        proto = official_onnx(height, width, routing, *nchw)
-                        graphs.setdefault(row, proto)
-                        sess = session(proto, args.threads)
-                        feed = {"prev": nchw[0].numpy(), "cur": nchw[1].numpy()}
+                        proto_official = official_onnx(height, width, routing, *nchw)
+                        graphs.setdefault(row, proto_official)
+                        sess = session(proto_official, args.threads)
+                        feed = feeds[row] = {"prev": nchw[0].numpy(), "cur": nchw[1].numpy()}
                         runners[row] = lambda s=sess, f=feed: s.run(None, f)[0].transpose(0, 2, 3, 1)
                     elif row == "predictor":
                         rgb = [np.ascontiguousarray(x[..., ::-1]) for x in (prev, cur)]
@@ -153,6 +182,11 @@ def main():
                     outs[row] = np.asarray(thunk())
                     print(f"  {row} first call {time.perf_counter() - t:.1f}s", flush=True)
                 diffs = {row: float(np.abs(outs[row] - outs[rows[0]]).max()) for row in rows[1:]}
+                for row, feed in feeds.items() if args.profile else ():
+                    proto = graphs[row] if row != "official" else proto_official
+                    total, ops = profile(proto, feed, args.threads, args.profile)
+                    print(f"  {row} profile: {total:.0f} ms of kernels per call; " +
+                          ", ".join(f"{op} {ms:.1f}" for op, ms in ops[:12]), flush=True)
                 times = interleaved_times(runners, args.rounds)
                 med = {r: 1e3 * statistics.median(times[r]) for r in rows}
                 low = {r: 1e3 * min(times[r]) for r in rows}
