@@ -76,6 +76,7 @@ class _Writer:
         self.model = model
         self.h, self.w = height, width
         self.warp_form = warp
+        self._pixel_grid = None
 
     # -- layers -------------------------------------------------------------------------
     def conv_unit(self, g: _Graph, x: str, unit) -> str:
@@ -91,6 +92,16 @@ class _Writer:
         """`ops.resize_by` (bilinear, align_corners=False, no antialiasing) by a power of two."""
         return g.op("Resize", x, "", g.const(_f32([1, 1, factor, factor]), "scales"), mode="linear",
                     coordinate_transformation_mode="half_pixel")
+
+    def pixel_grid(self, g: _Graph) -> str:
+        """(1, 4, H, W): each pixel's x, y, x, y, one initializer for every warp."""
+        if self._pixel_grid is None:
+            h, w = self.h, self.w
+            grid = np.zeros((1, 4, h, w), np.float32)
+            grid[0, 0::2] = np.arange(w, dtype=np.float32)[None, :]
+            grid[0, 1::2] = np.arange(h, dtype=np.float32)[:, None]
+            self._pixel_grid = g.const(grid, "pixel_grid")
+        return self._pixel_grid
 
     def warp(self, g: _Graph, frames: tuple[str, str], flow: str) -> tuple[str, str]:
         """`ops.warp` of both frames by the halves of `flow` (B, 4, H, W)."""
@@ -110,11 +121,8 @@ class _Writer:
         `GatherElements` (int32 indices: the pixel, the same for the 3 channels), blended
         bilinearly: elementwise ops and four gathers instead of GridSample's per-pixel code."""
         h, w = self.h, self.w
-        base = np.zeros((1, 4, h, w), np.float32)
-        base[0, 0::2] = np.arange(w, dtype=np.float32)[None, :]
-        base[0, 1::2] = np.arange(h, dtype=np.float32)[:, None]
         top = g.const(_f32([w - 1, h - 1] * 2).reshape(1, 4, 1, 1), "top")
-        pos = g.op("Min", g.op("Max", g.op("Add", flow, g.const(base, "pixels_xy")), g.const(_f32(0.0))), top)
+        pos = g.op("Min", g.op("Max", g.op("Add", flow, self.pixel_grid(g)), g.const(_f32(0.0))), top)
         # (B, 4, H, W) -> (B, 2 frames, 2 axes (x, y), H W)
         pos = g.op("Reshape", pos, g.const(np.array([-1, 2, 2, h * w], np.int64)), hint="points")
         low = g.op("Floor", pos)
@@ -150,11 +158,8 @@ class _Writer:
         """`ops.warp` of both frames by the halves of `flow` (B, 4, H, W): one grid for both,
         normalised for align_corners=1 as `(x + flow_x) * 2 / (W - 1) - 1`, and two GridSamples."""
         h, w = self.h, self.w
-        base = np.zeros((1, 4, h, w), np.float32)
-        base[0, 0::2] = np.arange(w, dtype=np.float32)[None, :]
-        base[0, 1::2] = np.arange(h, dtype=np.float32)[:, None]
         norm = _f32([2.0 / (w - 1), 2.0 / (h - 1)] * 2).reshape(1, 4, 1, 1)
-        grid = g.op("Sub", g.op("Mul", g.op("Add", flow, g.const(base, "pixels")), g.const(norm, "norm")),
+        grid = g.op("Sub", g.op("Mul", g.op("Add", flow, self.pixel_grid(g)), g.const(norm, "norm")),
                     g.const(_f32(1.0), "one"))
         grid = g.op("Transpose", grid, perm=[0, 2, 3, 1])  # (B, H, W, 4)
         out = []

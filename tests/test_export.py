@@ -357,13 +357,18 @@ LEAN = {"Conv": 72, "PRelu": 72, "ConvTranspose": 9, "GatherElements": 36, "Resi
 
 
 @pytest.mark.parametrize("routing", export.ROUTINGS)
-def test_onnx_graph_is_one_operator_per_op(onnx_artifacts, routing):
+def test_onnx_graph_is_one_operator_per_op(onnx_artifacts, predictor, routing):
     """Every conv unit a Conv and a PRelu, every resize one Resize (the 17 channels of a coarse block
     at once), each block's two warps four GatherElements, NCHW throughout: a Transpose at the entry
     and the exit only, no Gather, Where or Unsqueeze besides the gates'."""
     import onnx
 
-    counts = node_counts(onnx.load(str(onnx_artifacts[routing][0])))
+    graph = onnx.load(str(onnx_artifacts[routing][0]))
+    counts = node_counts(graph)
+    # the weights once and one (1, 4, H, W) grid of pixel positions shared by every warp
+    params = sum(x.nbytes for x in jax.tree.leaves(nnx.state(predictor.model, nnx.Param)))
+    constants = sum(np.prod(t.dims, dtype=np.int64) * 4 for t in graph.graph.initializer)
+    assert constants <= params + 4 * 4 * 64 * 80 + 2**14, (constants, params)
     routing_convs = 2 if routing == "threshold" else 0  # the routing module's
     assert {op: counts.get(op, 0) for op in LEAN} == {**LEAN, "Conv": LEAN["Conv"] + routing_convs}
     assert counts["Transpose"] == 2 + 1
