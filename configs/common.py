@@ -25,11 +25,9 @@ def base_config() -> ml_collections.ConfigDict:
     # to sum n/2 for every input (True); False keeps the sigmoid's, so the number of blocks can follow
     # the input (README, "Routing that adapts to the input"). inputs: what the routing module reads,
     # "frames" (official) or "difference" (the first frame and the second minus the first). Trained
-    # checkpoints record rescale and inputs. cost_gradient: "probability" (the cost's own gradient) or
-    # "logit" (the same cost, its gradient reaching the logits undamped by the sigmoid's slope).
+    # checkpoints record rescale and inputs.
     c.routing = ml_collections.ConfigDict({"estimator": "bernoulli", "temperature": 1.0,  # or "gumbel"
-                                           "cost_weight": 0.0, "cost_gradient": "probability",
-                                           "rescale": True, "inputs": "frames"})
+                                           "cost_weight": 0.0, "rescale": True, "inputs": "frames"})
     # The blocks: each one's width (nf, a multiple of 4) and scale (downsampling). The official
     # nine; fewer or narrower blocks make a smaller DMVFN for quick experiments and tests. Trained
     # checkpoints record them; an init_checkpoint must have the same.

@@ -110,8 +110,7 @@ def compile_train_step(config, mesh, *, vgg: bool = False, precision: str = "def
             vgg_net = VGG19Features(rngs=nnx.Rngs(0))
     step_fn = step_lib.make_train_step(graphdef, optimizer, vgg=vgg_net, update_mode=config.update_mode,
                                        estimator=config.routing.estimator, temperature=config.routing.temperature,
-                                       cost_weight=config.routing.get("cost_weight", 0.0),
-                                       cost_gradient=config.routing.get("cost_gradient", "probability"))
+                                       cost_weight=config.routing.get("cost_weight", 0.0))
     jitted, _ = step_lib.shard_train_step(step_fn, mesh, abstract)
     d = config.data
     batch = jax.ShapeDtypeStruct((config.batch_size, d.num_frames, d.height, d.width, 3), jnp.uint8)

@@ -152,24 +152,6 @@ def test_the_cost_term_weighs_the_blocks_by_their_flops_and_reaches_only_the_rou
     assert all(n == 0 for k, n in norms.items() if k[0] != "routing")
 
 
-def test_the_logit_cost_gradient_keeps_the_value_and_does_not_vanish_where_the_sigmoid_saturates():
-    """`cost_gradient="logit"`: the cost's value unchanged, its gradient on the logits (before the
-    sigmoid) the block's weight whatever v is; the cost's own gradient on the logits vanishes as v
-    saturates."""
-    from dmvfn_jax.models.dmvfn import SCALES, WIDTHS
-    from dmvfn_jax.train.step import block_costs, routing_cost
-
-    logits = jnp.asarray([[-12.0, -2.0, 0.0, 1.0, 3.0, 8.0, 12.0, 0.5, -0.5]])
-    costs = np.asarray(block_costs(WIDTHS, SCALES))
-    by = {g: jax.value_and_grad(lambda z, g=g: routing_cost(jax.nn.sigmoid(z), WIDTHS, SCALES, g))(logits)
-          for g in ("probability", "logit")}
-    assert float(by["logit"][0]) == float(by["probability"][0])
-    np.testing.assert_allclose(np.asarray(by["logit"][1])[0], costs, rtol=1e-4)
-    assert float(by["probability"][1][0, 6]) < 1e-5 * costs[6]  # v = sigmoid(12): nothing left of the push
-    with pytest.raises(ValueError, match="cost gradient must be one of"):
-        routing_cost(jnp.ones((1, 9)), WIDTHS, SCALES, "odds")
-
-
 def test_cost_weight_zero_is_the_official_step_and_a_weight_adds_the_term():
     from dmvfn_jax.train import optim
     from dmvfn_jax.train import step as step_lib

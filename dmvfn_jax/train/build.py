@@ -135,7 +135,4 @@ def validate_config(config) -> None:
         raise InputError(f"compute_dtype must be 'float32' or 'bfloat16', got {config.compute_dtype!r}")
     if config.data.channel_order not in ckpt.CHANNEL_ORDERS:
         raise InputError(f"data.channel_order must be one of {ckpt.CHANNEL_ORDERS}")
-    if config.routing.get("cost_gradient", "probability") not in step_lib.COST_GRADIENTS:
-        raise InputError(f"routing.cost_gradient must be one of {step_lib.COST_GRADIENTS}, "
-                         f"got {config.routing.cost_gradient!r}")
     model_blocks(config)

@@ -150,7 +150,6 @@ def _train(config, workdir: Path, model: DMVFN | None) -> dict:
         graphdef, optimizer, vgg=vgg, update_mode=config.update_mode,
         estimator=config.routing.estimator, temperature=config.routing.temperature,
         cost_weight=config.routing.get("cost_weight", 0.0),
-        cost_gradient=config.routing.get("cost_gradient", "probability"),
     )
     mesh = parallel.data_mesh()
     jitted, state = step_lib.shard_train_step(step_fn, mesh, state)

@@ -36,7 +36,7 @@ HARMLESS = (
 UNREADABLE_DIR = "unreadable_checkpoints"
 # Fields added after runs had saved their configs: absent from a saved config, each had this value.
 ADDED_FIELDS = {"model.widths": list(WIDTHS), "model.scales": list(SCALES), "routing.cost_weight": 0.0,
-                "routing.cost_gradient": "probability", "routing.rescale": True, "routing.inputs": "frames", "data.still_fraction": 0.0}
+                "routing.rescale": True, "routing.inputs": "frames", "data.still_fraction": 0.0}
 
 
 class CheckpointUnreadable(InputError):

@@ -70,22 +70,9 @@ def block_costs(widths, scales) -> jax.Array:
     return c / jnp.sum(c)
 
 
-COST_GRADIENTS = ("probability", "logit")
-
-
-def routing_cost(v: jax.Array, widths, scales, gradient: str = "probability") -> jax.Array:
+def routing_cost(v: jax.Array, widths, scales) -> jax.Array:
     """The expected share of the blocks' FLOPs switched on, averaged over the batch: the routing
-    probabilities `v` (B, n) weighted by `block_costs` (1: every block on).
-
-    `gradient`: "probability" (the cost's own gradient) or "logit": the same value, with the gradient
-    divided by v (1 - v), so that it reaches the logit before the sigmoid undamped. A block whose
-    gate saturates (v near 0 or 1 for every input) no longer has its cost gradient vanish with the
-    sigmoid's slope: the cost keeps pushing the logits of blocks that do not lower the loss."""
-    if gradient not in COST_GRADIENTS:
-        raise ValueError(f"cost gradient must be one of {COST_GRADIENTS}, got {gradient!r}")
-    if gradient == "logit":
-        slope = jax.lax.stop_gradient(v * (1 - v)) + 1e-12  # the division at most undoes the sigmoid's slope
-        v = jax.lax.stop_gradient(v) + (v - jax.lax.stop_gradient(v)) / slope
+    probabilities `v` (B, n) weighted by `block_costs` (1: every block on)."""
     return jnp.mean(v @ block_costs(widths, scales))
 
 
@@ -102,7 +89,6 @@ def make_train_step(
     estimator: str = "bernoulli",
     temperature: float = 1.0,
     cost_weight: float = 0.0,
-    cost_gradient: str = "probability",
 ) -> Callable[[TrainState, jax.Array, jax.Array], tuple[TrainState, dict]]:
     """Returns `step(state, clips, lr, axis_name=None) -> (state, metrics)`, not jitted; `lr` is
     the learning rate of this batch step (a float32 scalar: `optim.lr_schedule(...)(state.step)`).
@@ -110,22 +96,20 @@ def make_train_step(
     `cost_weight` > 0 adds a compute-cost term to the loss: the weight times the expected share of
     the blocks' FLOPs the routing switches on (`routing_cost`), so that a block whose update does
     not lower the loss for an input learns to stay off for it. 0 (the official recipe) leaves the
-    loss and its program as they are. `cost_gradient`: `routing_cost`'s `gradient`.
+    loss and its program as they are.
 
     With `axis_name=None` the step is the whole-batch program (jit it on one device); under
     `shard_train_step` it runs per device with `axis_name="data"`.
     """
     if update_mode not in UPDATE_MODES:
         raise ValueError(f"update_mode must be one of {UPDATE_MODES}, got {update_mode!r}")
-    if cost_gradient not in COST_GRADIENTS:
-        raise ValueError(f"cost_gradient must be one of {COST_GRADIENTS}, got {cost_gradient!r}")
 
     def loss_fn(params, img0, img1, gt, key, rows):
         model = nnx.merge(graphdef, params)
         outputs, gates, v = model.train_forward(img0, img1, key, estimator, temperature, rows)
         total, terms = dmvfn_loss(outputs, gt, vgg)
         if cost_weight:
-            cost = routing_cost(v, model.widths, model.scales, cost_gradient)
+            cost = routing_cost(v, model.widths, model.scales)
             total = total + cost_weight * cost
             terms = {**terms, "cost": cost, "total": total}
         mse = jnp.mean((outputs[-1] - gt) ** 2)
