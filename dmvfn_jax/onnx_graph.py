@@ -28,6 +28,7 @@ OPSET = 21  # GridSample's "linear" mode (20), Shape's `end` (15); onnxruntime >
 INPUTS = ("prev", "cur")
 OUTPUT = "next"
 BATCH = "b"  # the dynamic batch dimension's name
+WARPS = ("gather", "grid_sample")  # the warp's forms (`predictor_graph`)
 
 
 def _f32(x) -> np.ndarray:
@@ -64,7 +65,6 @@ class _Graph:
         return _Graph(self._names, self._initializers)
 
 
-WARPS = ("gather", "grid_sample")
 class _Writer:
     """Writes one DMVFN's ops into `_Graph`s: NCHW float32 values, height x width fixed (padded)."""
 
