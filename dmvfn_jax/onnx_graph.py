@@ -37,12 +37,14 @@ def _f32(x) -> np.ndarray:
 
 class _Graph:
     """Nodes of one ONNX graph (the main graph or an `If` branch) under construction. Constants
-    are initializers of the main graph, which branches read from the outer scope."""
+    are initializers of the main graph, which branches read from the outer scope; equal constants
+    (the same dtype, shape and values) are one initializer."""
 
-    def __init__(self, names, initializers):
+    def __init__(self, names, initializers, constants=None):
         self.nodes = []
         self._names = names  # a shared counter: every value's name is unique in the model
         self._initializers = initializers
+        self._constants = {} if constants is None else constants  # (dtype, shape, bytes) -> name
 
     def fresh(self, hint: str) -> str:
         return f"{hint}_{next(self._names)}"
@@ -50,9 +52,12 @@ class _Graph:
     def const(self, value, hint: str = "c") -> str:
         from onnx import numpy_helper
 
-        name = self.fresh(hint)
-        self._initializers.append(numpy_helper.from_array(np.asarray(value), name))
-        return name
+        value = np.asarray(value)
+        key = (value.dtype.str, value.shape, value.tobytes())
+        if key not in self._constants:
+            self._constants[key] = name = self.fresh(hint)
+            self._initializers.append(numpy_helper.from_array(value, name))
+        return self._constants[key]
 
     def op(self, op_type: str, *inputs: str, outputs: int = 1, hint: str | None = None, **attrs):
         from onnx import helper
@@ -62,7 +67,7 @@ class _Graph:
         return names[0] if outputs == 1 else names
 
     def branch(self) -> "_Graph":
-        return _Graph(self._names, self._initializers)
+        return _Graph(self._names, self._initializers, self._constants)
 
 
 class _Writer:
@@ -76,7 +81,6 @@ class _Writer:
         self.model = model
         self.h, self.w = height, width
         self.warp_form = warp
-        self._pixel_grid = None
 
     # -- layers -------------------------------------------------------------------------
     def conv_unit(self, g: _Graph, x: str, unit) -> str:
@@ -94,14 +98,11 @@ class _Writer:
                     coordinate_transformation_mode="half_pixel")
 
     def pixel_grid(self, g: _Graph) -> str:
-        """(1, 4, H, W): each pixel's x, y, x, y, one initializer for every warp."""
-        if self._pixel_grid is None:
-            h, w = self.h, self.w
-            grid = np.zeros((1, 4, h, w), np.float32)
-            grid[0, 0::2] = np.arange(w, dtype=np.float32)[None, :]
-            grid[0, 1::2] = np.arange(h, dtype=np.float32)[:, None]
-            self._pixel_grid = g.const(grid, "pixel_grid")
-        return self._pixel_grid
+        """(1, 4, H, W): each pixel's x, y, x, y (one initializer for every warp, as every constant)."""
+        grid = np.zeros((1, 4, self.h, self.w), np.float32)
+        grid[0, 0::2] = np.arange(self.w, dtype=np.float32)[None, :]
+        grid[0, 1::2] = np.arange(self.h, dtype=np.float32)[:, None]
+        return g.const(grid, "pixel_grid")
 
     def warp(self, g: _Graph, frames: tuple[str, str], flow: str) -> tuple[str, str]:
         """`ops.warp` of both frames by the halves of `flow` (B, 4, H, W)."""

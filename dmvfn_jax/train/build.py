@@ -6,7 +6,6 @@ this module alone."""
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -20,12 +19,6 @@ from dmvfn_jax.models.routing import ROUTING_INPUTS
 from dmvfn_jax.train import step as step_lib
 
 log = logging.getLogger("dmvfn_jax")
-
-
-def has_checkpoints(workdir: Path) -> bool:
-    """Whether the run has checkpoints to resume from (readable or not: the restore decides)."""
-    folder = workdir / "checkpoints"
-    return folder.is_dir() and any(p.name.isdigit() for p in folder.iterdir())
 
 
 def build_model(config, resuming: bool = False) -> DMVFN:
@@ -63,9 +56,7 @@ def build_model(config, resuming: bool = False) -> DMVFN:
             )
         log.info("initialising from %s (trained on %s frames); frames reach the network as %s",
                  config.init_checkpoint, meta["channel_order"], order)
-        from dmvfn_jax.checkpoint import saved_routing_options  # noqa: PLC0415 (as export_model)
-
-        saved_routing = saved_routing_options(meta, config.init_checkpoint)
+        saved_routing = ckpt.saved_routing_options(meta, config.init_checkpoint)
         if saved_routing != {k: options[k] for k in saved_routing}:
             log.info("the routing of %s was trained with %s; this run trains it with %s (config.routing)",
                      config.init_checkpoint, saved_routing, {k: options[k] for k in saved_routing})

@@ -109,12 +109,16 @@ def restore(mngr, state, workdir: Path, strict: bool):
     return restored.state, restored.meta
 
 
+def has_checkpoints(workdir: Path) -> bool:
+    """Whether the run has checkpoints to resume from (readable or not: the restore decides)."""
+    folder = workdir / "checkpoints"
+    return folder.is_dir() and any(p.name.isdigit() for p in folder.iterdir())
+
+
 def export_model(model_params, graphdef, path: Path, channel_order: str, extra: dict | None = None) -> Path:
     """Writes an inference checkpoint (same format as converted official weights)."""
-    from dmvfn_jax.checkpoint import save_dmvfn
-
     model = nnx.merge(graphdef, model_params)
-    return save_dmvfn(path, ckpt.model_params(model), channel_order, extra, overwrite=True,
+    return ckpt.save_dmvfn(path, ckpt.model_params(model), channel_order, extra, overwrite=True,
                       widths=model.widths, scales=model.scales, **model.routing_options)
 
 

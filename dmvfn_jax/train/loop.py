@@ -139,7 +139,7 @@ def _train(config, workdir: Path, model: DMVFN | None) -> dict:
     if config.batch_size % jax.device_count():
         raise InputError(f"batch_size {config.batch_size} is not divisible by the {jax.device_count()} devices")
 
-    resuming = build.has_checkpoints(workdir)
+    resuming = checkpoints.has_checkpoints(workdir)
     model = model if model is not None else build.build_model(config, resuming)
     vgg = build.build_vgg(config)
     optimizer = optim.make_train_optimizer(config.weight_decay)
