@@ -1,7 +1,9 @@
-"""The README's converter, predict and Python examples run as written.
+"""The documentation's commands and examples run as written: README.md and docs/*.md.
 
-They run in a scratch folder laid out like the repository (`../shared/data/real` beside it),
-with `python` replaced by this interpreter.
+Each block is found by its content on whichever page holds it (`code_blocks` reads them all):
+the converter, predict and Python examples, the export commands and their examples, the dataset
+and own-videos commands. They run in a scratch folder laid out like the repository
+(`../shared/data/real` beside it), with `python` replaced by this interpreter.
 """
 
 import re
@@ -17,14 +19,54 @@ from PIL import Image
 from conftest import REPO, SMALL_RECIPE_STEP, finish, start
 from small_model import SMALL_MODEL_FLAGS  # tests/scripts
 
-# Appended here to the README's training commands: two steps of the small model at the recipe
+# Appended here to the documentation's training commands: two steps of the small model at the recipe
 # tests' shapes (conftest.SMALL_RECIPE_STEP), a few seconds' CPU job compiled once for all of them.
 QUICK_TRAIN = " " + shlex.join(SMALL_RECIPE_STEP + SMALL_MODEL_FLAGS) + " --config.num_train_steps=2 --config.warmup_steps=1"
 
 
+def doc_pages() -> dict[str, str]:
+    """README.md and every docs/*.md page, by path relative to the repository."""
+    paths = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
+    return {str(p.relative_to(REPO)): p.read_text() for p in paths}
+
+
+def doc_text() -> str:
+    """All the documentation pages, one after another."""
+    return "\n".join(doc_pages().values())
+
+
 def code_blocks(lang):
-    text = (REPO / "README.md").read_text()
-    return re.findall(rf"```{lang}\n(.*?)```", text, flags=re.S)
+    """The ```lang blocks of every documentation page."""
+    return [b for text in doc_pages().values() for b in re.findall(rf"```{lang}\n(.*?)```", text, flags=re.S)]
+
+
+def page_of(block):
+    """The page that holds `block`, for tracebacks."""
+    return next(name for name, text in doc_pages().items() if block in text)
+
+
+def test_doc_links_point_to_files():
+    """Every relative link of README.md and docs/*.md points to an existing file (and, with a
+    #fragment into a page, to one of its headings)."""
+    def slugs(text):
+        text = re.sub(r"```.*?```", "", text, flags=re.S)
+        return {re.sub(r"[^\w\- ]", "", h.strip().lower()).replace(" ", "-")
+                for h in re.findall(r"^#+ (.*)$", text, flags=re.M)}
+
+    bad, seen = [], 0
+    for name, text in doc_pages().items():
+        page = REPO / name
+        for target in re.findall(r"\]\(([^)\s]+)\)", re.sub(r"```.*?```", "", text, flags=re.S)):
+            if re.match(r"[a-z]+:", target):  # http:, https:, mailto:
+                continue
+            seen += 1
+            path, _, anchor = target.partition("#")
+            f = (page.parent / path).resolve() if path else page
+            if not f.exists():
+                bad.append(f"{name}: {target} (no such file)")
+            elif anchor and f.suffix == ".md" and anchor not in slugs(f.read_text()):
+                bad.append(f"{name}: {target} (no such heading)")
+    assert seen > 0 and not bad, "\n".join(bad)
 
 
 def commands(block):
@@ -77,14 +119,14 @@ def test_readme_python_examples_run(ran_tools, monkeypatch):
     assert len(blocks) == 2
     for block in blocks:
         scope = {}
-        exec(compile(block, "README.md", "exec"), scope)
+        exec(compile(block, page_of(block), "exec"), scope)
     assert scope["pred"].shape == (2, 64, 64, 3)
     assert len(scope["outs"]) == 9
 
 
 def run_export_command(tmp_path, real_data, checkpoint, fmt: str):
-    """Deploy: the README's export command for `fmt`, run in a folder laid out as the README
-    assumes (`checkpoint` at checkpoints/dmvfn_random, ../shared/data/real); returns the folder.
+    """Deploy: the documented export command for `fmt` (docs/deploy.md), run in a folder laid out
+    as the page assumes (`checkpoint` at checkpoints/dmvfn_random, ../shared/data/real); returns the folder.
     The tests give it the suite's small model: the commands are the point (the exports of the
     converted nine are test_export's)."""
     import os
@@ -105,27 +147,27 @@ def run_export_command(tmp_path, real_data, checkpoint, fmt: str):
 
 
 def test_readme_deploy_example_runs(tmp_path, real_data, small_checkpoint, monkeypatch):
-    """Deploy: the export command, then the plain-jax example, in a folder laid out as the README
-    assumes; the prediction equals Predictor's, and a wrong size is refused as the README quotes."""
+    """Deploy: the export command, then the plain-jax example, in a folder laid out as the page
+    assumes; the prediction equals Predictor's, and a wrong size is refused as the page quotes."""
     from dmvfn_jax import Predictor
 
     work = run_export_command(tmp_path, real_data, small_checkpoint, "stablehlo")
     (example,) = [b for b in code_blocks("python") if "jax.export" in b]
     monkeypatch.chdir(work)
     scope = {}
-    exec(compile(example, "README.md", "exec"), scope)
+    exec(compile(example, page_of(example), "exec"), scope)
     assert scope["nxt"].shape == (1, 256, 448, 3) and scope["meta"]["channel_order"] == "BGR"
     frames = [Image.open(real_data / f"official_sample_img_{i}.png").convert("RGB") for i in (0, 1)]
     want = Predictor.from_checkpoint(small_checkpoint).predict(*frames)
     np.testing.assert_allclose(scope["nxt"][0, ..., ::-1], want, rtol=0, atol=1e-5)
-    quoted = re.search(r"e\.g\. `(Shape mismatch.*?)`", " ".join((REPO / "README.md").read_text().split())).group(1)
+    quoted = re.search(r"e\.g\. `(Shape mismatch.*?)`", " ".join(doc_text().split())).group(1)
     with pytest.raises(ValueError) as e:
         scope["predict"].call(scope["prev"][:, :240], scope["cur"][:, :240])
     assert str(e.value) == quoted
 
 
 def test_readme_onnx_example_runs(tmp_path, real_data, small_checkpoint, monkeypatch):
-    """Deploy, ONNX: the export command, then the onnxruntime example, laid out as the README
+    """Deploy, ONNX: the export command, then the onnxruntime example, laid out as the page
     assumes; the prediction is within 1e-4 of Predictor's, and a wrong size is refused as quoted."""
     import jax
 
@@ -135,13 +177,13 @@ def test_readme_onnx_example_runs(tmp_path, real_data, small_checkpoint, monkeyp
     (example,) = [b for b in code_blocks("python") if "onnxruntime" in b]
     monkeypatch.chdir(work)
     scope = {}
-    exec(compile(example, "README.md", "exec"), scope)
+    exec(compile(example, page_of(example), "exec"), scope)
     assert scope["nxt"].shape == (1, 256, 448, 3) and scope["meta"]["channel_order"] == "BGR"
     frames = [Image.open(real_data / f"official_sample_img_{i}.png").convert("RGB") for i in (0, 1)]
     with jax.default_matmul_precision("highest"):
         want = Predictor.from_checkpoint(small_checkpoint).predict(*frames)
     np.testing.assert_allclose(scope["nxt"][0, ..., ::-1], want, rtol=0, atol=1e-4)
-    quoted = re.search(r"e\.g\. `(Got invalid dimensions.*?)`", " ".join((REPO / "README.md").read_text().split())).group(1)
+    quoted = re.search(r"e\.g\. `(Got invalid dimensions.*?)`", " ".join(doc_text().split())).group(1)
     with pytest.raises(Exception) as e:
         scope["session"].run(None, {"prev": scope["prev"][:, :240], "cur": scope["cur"][:, :240]})
     assert quoted in " ".join(str(e.value).split())
@@ -149,7 +191,7 @@ def test_readme_onnx_example_runs(tmp_path, real_data, small_checkpoint, monkeyp
 
 @pytest.mark.slow
 def test_readme_dataset_commands_run(tmp_path, real_data):
-    """Prepare and build as written, on the real Cityscapes clip laid out as leftImg8bit_sequence;
+    """Datasets (docs/datasets.md): prepare and build as written, on the real Cityscapes clip laid out as leftImg8bit_sequence;
     then the training command with overrides that make it a few seconds' CPU job: the recipe
     tests' small model and shapes (conftest.cityscapes_train_cmd), whose step is compiled once."""
     (block,) = [b for b in code_blocks("bash") if "dmvfn_jax.data.prepare cityscapes" in b]
@@ -171,7 +213,7 @@ def test_readme_dataset_commands_run(tmp_path, real_data):
 
 @pytest.mark.slow
 def test_readme_own_videos_commands_run(tmp_path, real_data, small_checkpoint):
-    """"Your own videos" as written: videos of mixed sizes made from the real frames, the suite's
+    """"Your own videos" (docs/own-videos.md) as written: videos of mixed sizes made from the real frames, the suite's
     small model with random weights in the place of the converted official ones (the commands are
     the point: converted weights are test_convert's and test_eval's), and overrides on the
     fine-tuning command that make it a few seconds' CPU job of that model."""
@@ -216,7 +258,7 @@ def test_readme_own_videos_commands_run(tmp_path, real_data, small_checkpoint):
         assert r.returncode == 0, f"{r.args}\n{r.stdout[-2000:]}\n{r.stderr[-3000:]}"
         return r
 
-    # in the README's order where a command needs the one before, side by side where it does not
+    # in the page's order where a command needs the one before, side by side where it does not
     # (two at a time, one per core): build, then train, then evaluate and predict; the frame
     # folders' build beside the first two, their evaluation after it
     building, building_frames = launch(cmds[0]), launch(cmds[4])
