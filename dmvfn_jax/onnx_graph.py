@@ -219,8 +219,12 @@ class _Writer:
         """`RoutingModule`: v (B, n); the 3x3 conv's mean as Conv and GlobalAveragePool (the
         official module's ops; the model computes the same mean without the conv)."""
         r = self.model.routing
-        second = img1 if r.inputs == "frames" else g.op("Sub", img1, img0)
-        x = g.op("Concat", img0, second, axis=1, hint="routing_in")
+        if r.inputs == "frames":
+            parts = (img0, img1)
+        else:
+            d = g.op("Sub", img1, img0)
+            parts = (img0, d) if r.inputs == "difference" else (d, g.op("Abs", d))
+        x = g.op("Concat", *parts, axis=1, hint="routing_in")
 
         def conv(x, c):
             return g.op("Conv", x, g.const(_f32(c.kernel[...]).transpose(3, 2, 0, 1), "w"), g.const(_f32(c.bias[...]), "b"),

@@ -377,7 +377,8 @@ def test_onnx_graph_is_one_operator_per_op(onnx_artifacts, predictor, routing):
     assert sum(counts.values()) <= 760  # the official export's 888 besides Constants; jax2onnx's 3,508-8,449
 
 
-@pytest.mark.parametrize("rescale, inputs, warp", [(True, "frames", "gather"), (False, "difference", "grid_sample")])
+@pytest.mark.parametrize("rescale, inputs, warp", [(True, "frames", "gather"), (False, "difference", "grid_sample"),
+                                                     (False, "motion", "gather")])
 def test_onnx_graph_follows_the_routing_options_and_widths(rescale, inputs, warp):
     """The graph is written from the model's parameters and options, so a small model with other
     widths, scales and routing options gives the same values as the model, at a size that needs no

@@ -207,6 +207,22 @@ def test_difference_inputs_read_the_first_frame_and_the_change():
         R.RoutingModule(4, inputs="flow", rngs=nnx.Rngs(0))
 
 
+def test_motion_inputs_read_the_change_only_so_every_still_pair_gets_the_same_gates():
+    """`inputs="motion"`: the module reads cat(img1 - img0, |img1 - img0|), nothing of the scene, so
+    every still pair reads zeros and gets the same probabilities whatever it shows (with
+    "difference" the first frame still tells still pairs apart)."""
+    r = R.RoutingModule(4, rescale=False, inputs="motion", rngs=nnx.Rngs(0))
+    diff = R.RoutingModule(4, rescale=False, inputs="difference", rngs=nnx.Rngs(0))
+    official = R.RoutingModule(4, rescale=False, rngs=nnx.Rngs(0))
+    rng = np.random.default_rng(2)
+    a, b, c = (jnp.asarray(rng.random((2, 16, 16, 3)), jnp.float32) for _ in range(3))
+    with jax.default_matmul_precision("highest"):
+        np.testing.assert_allclose(np.asarray(r(a, b)), np.asarray(official(b - a, jnp.abs(b - a))), rtol=0, atol=1e-6)
+        np.testing.assert_array_equal(np.asarray(r(a, a)), np.asarray(r(c, c)))
+        assert not np.allclose(np.asarray(diff(a, a)), np.asarray(diff(c, c)), atol=1e-4)
+        assert not np.allclose(np.asarray(r(a, b)), np.asarray(r(a, a)), atol=1e-4)
+
+
 def test_the_config_chooses_the_routing_options_and_bad_ones_are_named():
     import configs.demo
     from configs.common import base_config

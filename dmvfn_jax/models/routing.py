@@ -21,10 +21,12 @@ from flax import nnx
 from dmvfn_jax.models.layers import torch_conv, torch_linear
 
 ROUTING_CHOICES = ("sample", "threshold", "all")
-# What the routing module reads: "frames" (the official: the two frames, 6 channels) or
-# "difference" (the first frame and the second minus the first: still 6 channels, the same
-# parameters, but a still pair's last three are exactly zero, so motion is in plain sight).
-ROUTING_INPUTS = ("frames", "difference")
+# What the routing module reads, 6 channels in every option (the same parameters): "frames" (the
+# official: the two frames), "difference" (the first frame and the second minus the first: a still
+# pair's last three channels are exactly zero, so motion is in plain sight) or "motion" (the
+# difference and its absolute value: nothing of the scene's content, so a still pair's input is
+# exactly zero whatever it shows, and every still pair gets the same gates).
+ROUTING_INPUTS = ("frames", "difference", "motion")
 ESTIMATORS = ("bernoulli", "gumbel")
 Routing = Union[str, jax.Array, np.ndarray]
 
@@ -51,13 +53,21 @@ class RoutingModule(nnx.Module):
 
     def __call__(self, img0: jax.Array, img1: jax.Array) -> jax.Array:
         """Per-block probabilities v, (B, num_blocks), in [0, 1]."""
-        x = jnp.concatenate([img0, img1 if self.inputs == "frames" else img1 - img0], axis=-1)
+        x = routing_input(img0, img1, self.inputs)
         pooled = mean_of_conv3x3(jax.nn.relu(self.conv_a(x)), self.conv_b.kernel[...], self.conv_b.bias[...])
         v = jax.nn.sigmoid(self.l1(pooled))
         if not self.rescale:
             return v
         v = v / (jnp.sum(v, axis=1, keepdims=True) + 1e-6) * (self.num_blocks / 2)
         return jnp.clip(v, 0.0, 1.0)
+
+
+def routing_input(img0: jax.Array, img1: jax.Array, inputs: str) -> jax.Array:
+    """The routing module's 6-channel input (B, H, W, 6) for one of `ROUTING_INPUTS`."""
+    if inputs == "frames":
+        return jnp.concatenate([img0, img1], axis=-1)
+    d = img1 - img0
+    return jnp.concatenate([img0, d] if inputs == "difference" else [d, jnp.abs(d)], axis=-1)
 
 
 def mean_of_conv3x3(x: jax.Array, kernel: jax.Array, bias: jax.Array) -> jax.Array:
