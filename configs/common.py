@@ -24,7 +24,8 @@ def base_config() -> ml_collections.ConfigDict:
     # the official loss, bit for bit. rescale: the official routing module rescales its probabilities
     # to sum n/2 for every input (True); False keeps the sigmoid's, so the number of blocks can follow
     # the input (README, "Routing that adapts to the input"). inputs: what the routing module reads,
-    # "frames" (official) or "difference" (the first frame and the second minus the first). Trained
+    # "frames" (official), "difference" (the first frame and the second minus the first) or "motion"
+    # (the difference and its absolute value: `models.routing.ROUTING_INPUTS`). Trained
     # checkpoints record rescale and inputs.
     c.routing = ml_collections.ConfigDict({"estimator": "bernoulli", "temperature": 1.0,  # or "gumbel"
                                            "cost_weight": 0.0, "rescale": True, "inputs": "frames"})
@@ -68,5 +69,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.data.max_stride = 1  # temporal stride drawn from 1..min(max_stride, n // num_frames) (UCF101: 5)
     c.data.workers = 0  # input processes, tfds and clips sources (Grain mp_prefetch; 0: the training process)
     c.data.prefetch = 2  # batches the input processes load ahead of the training step, in all (workers > 0)
-    c.eval = ml_collections.ConfigDict({"num_clips": 0, "num_frames": 5, "routings": ("threshold",), "save_clips": 0})
+    # synthetic sources: at the end, num_clips held-out clips of num_frames frames (2 of context, the
+    # rest predicted) scored as eval.py scores (evaluation/heldout.py); the first save_clips as pictures
+    c.eval = ml_collections.ConfigDict({"num_clips": 0, "num_frames": 5, "save_clips": 0})
     return c

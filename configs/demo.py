@@ -39,6 +39,5 @@ def get_config():
     c.routing.cost_weight = 0.02
     c.eval.num_clips = 64
     c.eval.num_frames = 5
-    c.eval.routings = ("threshold", "all")
     c.eval.save_clips = 4
     return c

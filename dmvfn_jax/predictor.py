@@ -25,7 +25,7 @@ from dmvfn_jax import checkpoint as ckpt
 from dmvfn_jax.image_io import FrameError
 from dmvfn_jax.models import routing as routing_lib
 from dmvfn_jax.checkpoint import load_dmvfn
-from dmvfn_jax.models.dmvfn import DMVFN, InferenceResult
+from dmvfn_jax.models.dmvfn import DMVFN, InferenceResult, rollout
 
 
 def as_frames(x: Any, name: str) -> np.ndarray:
@@ -141,13 +141,14 @@ class Predictor:
             raise FrameError(f"frames[-2] and frames[-1] differ in shape: {prev.shape[1:]} vs {cur.shape[1:]}")
         prev, cur = jnp.asarray(prev), jnp.asarray(cur)
         base = jax.random.key(seed)
-        outs = []
-        for k in range(steps):
-            pred = self._run(prev, cur, routing, jax.random.fold_in(base, k), **kw).prediction
-            outs.append(pred)
+
+        def step(a, b, k):
+            pred = self._run(a, b, routing, jax.random.fold_in(base, k), **kw).prediction
             if on_step is not None:
                 pred.block_until_ready()
                 on_step(k + 1)
-            prev, cur = cur, pred
+            return pred
+
+        outs = rollout(step, prev, cur, steps)
         out = np.stack([np.asarray(o) for o in outs], axis=1)  # (B, steps, H, W, 3)
         return out if batched else out[0]

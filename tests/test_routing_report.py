@@ -69,15 +69,22 @@ def test_threshold_gates_are_the_models_own():
     np.testing.assert_array_equal(got, np.asarray(want).astype(np.int32))
 
 
-def test_the_demo_evaluation_writes_the_routing_report(tmp_path):
+def test_the_demo_evaluation_writes_the_routing_report_and_scores_as_eval_py(tmp_path):
     import configs.demo
-    from dmvfn_jax.train.evaluate import evaluate_synthetic
+    from dmvfn_jax.data.sources import heldout_synthetic, synthetic_options
+    from dmvfn_jax.evaluation.heldout import evaluate_heldout
 
     c = configs.demo.get_config()
-    c.eval.num_clips, c.eval.num_frames, c.eval.save_clips, c.eval.routings = 3, 3, 0, ("threshold",)
+    c.eval.num_clips, c.eval.num_frames, c.eval.save_clips = 3, 4, 0
     c.data.height, c.data.width = 32, 32
-    evaluate_synthetic(small_dmvfn(), c, tmp_path)
-    r = json.loads((tmp_path / "results.json").read_text())["routing"]
+    evaluate_heldout(small_dmvfn(), c, tmp_path)
+    res = json.loads((tmp_path / "results.json").read_text())
+    r = res["routing_report"]
     assert r["pairs"] == 9 and set(r["by_kind"]) == {"moving", "still", "shifted"}
     assert r["by_kind"]["still"]["mean_motion"] == 0
     assert "routing (threshold gates) on 9 held-out pairs" in (tmp_path / "results.md").read_text()
+    # copy-last-frame's PSNR per step, from the held-out clips themselves
+    clips = heldout_synthetic(c.data.seed, 3, 4, 32, 32, **synthetic_options(c.data)).astype(np.float64) / 255
+    mse = np.mean((clips[:, 1:2] - clips[:, 2:]) ** 2, axis=(2, 3, 4))  # (clips, steps)
+    np.testing.assert_allclose(res["results"]["copy_last"]["psnr"]["per_step"], np.mean(-10 * np.log10(mse), 0),
+                               rtol=1e-5)

@@ -292,19 +292,24 @@ def test_training_image_summary_is_the_labelled_strip(jax_model):
     np.testing.assert_array_equal(bgr[band:band + 128, :128], np.repeat(np.repeat(clip[0], 2, 0), 2, 1))
 
 
-def test_demo_evaluation_writes_strips_and_rollouts(tmp_path, jax_model):
+def test_demo_evaluation_writes_predictions_strips_and_rollouts(tmp_path):
+    """The demo's held-out evaluation goes through eval.py's (`evaluate_clips`): the first
+    `save_clips` clips get their predicted frames, a picture per step and a rollout GIF."""
     import configs.demo
-    from dmvfn_jax.train.evaluate import evaluate_synthetic
+    from conftest import small_dmvfn
+    from dmvfn_jax.evaluation.heldout import evaluate_heldout
 
     c = configs.demo.get_config()
-    c.eval.num_clips, c.eval.num_frames, c.eval.save_clips, c.eval.routings = 2, 4, 1, ("threshold",)
+    c.eval.num_clips, c.eval.num_frames, c.eval.save_clips = 2, 4, 1
     c.data.height, c.data.width = 32, 48
-    results = evaluate_synthetic(jax_model, c, tmp_path)
-    assert set(results) == {"copy last frame", "DMVFN (threshold)"}
-    out = tmp_path / "predictions"
-    assert sorted(p.name for p in out.iterdir()) == ["clip00_rollout.gif", "clip00_strip.png", "clip00_t+1.png",
-                                                     "clip00_t+2.png"]
-    with Image.open(out / "clip00_strip.png") as im:
+    results = evaluate_heldout(small_dmvfn(), c, tmp_path)
+    assert set(results["results"]) == {"dmvfn", "dmvfn_all_blocks", "copy_last"}
+    assert results["clips"] == 2 and results["protocol"]["horizon"] == 2
+    assert sorted(p.name for p in (tmp_path / "predictions").iterdir()) == ["clip00"]
+    assert sorted(p.name for p in (tmp_path / "predictions" / "clip00").iterdir()) == ["pred_t+1.png", "pred_t+2.png"]
+    pics = tmp_path / "images" / "clip00"
+    assert sorted(p.name for p in pics.iterdir()) == ["rollout.gif", "t+1.png", "t+2.png"]
+    with Image.open(pics / "t+1.png") as im:
         assert im.size[0] == 5 * 4 * 48 + 16  # 32-pixel frames drawn 4x
-    with Image.open(out / "clip00_rollout.gif") as im:
+    with Image.open(pics / "rollout.gif") as im:
         assert im.n_frames == 4 and im.size[0] == 2 * 4 * 48 + 4

@@ -22,6 +22,9 @@ So a run is reproducible, does not depend on the number of input workers, and re
 at a checkpoint's step. `workers=N` loads batches in N spawned processes (Grain's
 `mp_prefetch`), `prefetch` batches ahead in all; `workers=0` loads in the training process.
 
+Evaluation reads every clip once through `ClipSet`: `EvalClips` (a build's split) or `ArrayClips`
+(clips in memory, the demo's held-out synthetic clips).
+
 TensorFlow is never imported here. If something else imported it (a notebook), the source hides
 every GPU and TPU from it so that it cannot take accelerator memory.
 """
@@ -224,7 +227,67 @@ def clip_index(name: str, data_dir, split: str, records=None, read_records: bool
     return out
 
 
-class EvalClips:
+class ClipSet:
+    """What the evaluation reads of a set of clips: `__len__`, `clip_id(i)`, `frame_size(i)` and
+    `load(i)` (a clip (T, H, W, 3) uint8) from a subclass; grouping by size and padded batches here."""
+
+    where = "clips"
+    num_frames = 0
+
+    def by_size(self, indices: Sequence[int] | None = None) -> dict[tuple[int, int], list[int]]:
+        """Clip indices grouped by (height, width), smallest frames first."""
+        groups: dict[tuple[int, int], list[int]] = {}
+        for i in range(len(self)) if indices is None else indices:
+            groups.setdefault(self.frame_size(i), []).append(i)
+        return dict(sorted(groups.items(), key=lambda kv: (kv[0][0] * kv[0][1], kv[0])))
+
+    def batches(self, global_batch: int, process_index: int = 0, process_count: int = 1,
+                indices: Sequence[int] | None = None):
+        """Yields (clips (B_local, T, H, W, 3) uint8, mask (B_local,) bool, indices (B_local,) int)
+        over the clips `indices` (default: all), which must share one frame size."""
+        if global_batch % process_count:
+            raise InputError(f"eval batch {global_batch} is not divisible by the {process_count} processes")
+        order = np.arange(len(self)) if indices is None else np.asarray(indices, dtype=np.int64)
+        if len(order) == 0:
+            return
+        sizes = sorted({self.frame_size(int(i)) for i in order})
+        if len(sizes) > 1:
+            named = ", ".join(f"{w}x{h}" for h, w in sizes)
+            raise InputError(f"{self.where}: clips of different sizes in one eval batch ({named}); "
+                             "evaluate them per size (by_size)")
+        (h, w), total = sizes[0], len(order)
+        yield from eval_batches(_EvalExample(self, order, (self.num_frames, h, w, 3)), total, global_batch,
+                                process_index, process_count)
+
+
+class ArrayClips(ClipSet):
+    """Clips held in memory, (N, T, H, W, 3) uint8 in the order the evaluation reads (RGB), named
+    `<prefix>NN`: the demo's held-out synthetic clips, scored by the same evaluation as a TFDS build."""
+
+    def __init__(self, clips: np.ndarray, prefix: str = "clip"):
+        clips = np.asarray(clips)
+        if clips.ndim != 5 or clips.shape[-1] != 3 or clips.dtype != np.uint8:
+            raise InputError(f"ArrayClips: expected uint8 clips (N, T, H, W, 3), got {clips.dtype} {clips.shape}")
+        self.clips, self.prefix = clips, prefix
+        self.where, self.num_frames = f"{prefix} clips", clips.shape[1]
+
+    def __len__(self) -> int:
+        return len(self.clips)
+
+    def clip_id(self, index: int) -> str:
+        return f"{self.prefix}{index:02d}"
+
+    def frame_size(self, index: int) -> tuple[int, int]:
+        return tuple(self.clips.shape[2:4])
+
+    def too_short(self) -> list:
+        return []
+
+    def load(self, index: int) -> np.ndarray:
+        return self.clips[index]
+
+
+class EvalClips(ClipSet):
     """Every clip of a split once (or the first `max_clips`), in record order, unaugmented: the
     first `num_frames` frames of each, resized to `size` (width, height) when given (exactly as
     `prepare` resizes).
@@ -264,13 +327,6 @@ class EvalClips:
         """The clips with fewer frames than `num_frames`."""
         return [c for c in self.index if c.num_frames < self.num_frames]
 
-    def by_size(self, indices: Sequence[int] | None = None) -> dict[tuple[int, int], list[int]]:
-        """Clip indices grouped by (height, width), smallest frames first."""
-        groups: dict[tuple[int, int], list[int]] = {}
-        for i in range(len(self)) if indices is None else indices:
-            groups.setdefault(self.frame_size(i), []).append(i)
-        return dict(sorted(groups.items(), key=lambda kv: (kv[0][0] * kv[0][1], kv[0])))
-
     def load(self, index: int) -> np.ndarray:
         record = self.records[index]
         n = len(record["frames"])
@@ -285,29 +341,11 @@ class EvalClips:
             clip = np.stack([resize_linear(f, *self.resize) for f in clip])
         return in_order(clip, self.channel_order)
 
-    def batches(self, global_batch: int, process_index: int = 0, process_count: int = 1,
-                indices: Sequence[int] | None = None):
-        """Yields (clips (B_local, T, H, W, 3) uint8, mask (B_local,) bool, indices (B_local,) int)
-        over the clips `indices` (default: all), which must share one frame size."""
-        if global_batch % process_count:
-            raise InputError(f"eval batch {global_batch} is not divisible by the {process_count} processes")
-        order = np.arange(len(self)) if indices is None else np.asarray(indices, dtype=np.int64)
-        if len(order) == 0:
-            return
-        sizes = sorted({self.frame_size(int(i)) for i in order})
-        if len(sizes) > 1:
-            named = ", ".join(f"{w}x{h}" for h, w in sizes)
-            raise InputError(f"{self.where}: clips of different sizes in one eval batch ({named}); "
-                             "evaluate them per size (EvalClips.by_size)")
-        (h, w), total = sizes[0], len(order)
-        yield from eval_batches(_EvalExample(self, order, (self.num_frames, h, w, 3)), total, global_batch,
-                                process_index, process_count)
-
 
 class _EvalExample:
     """Position -> (clip, real?, clip index): the clips in `order`, zeros past its end."""
 
-    def __init__(self, clips: EvalClips, order: np.ndarray, shape: tuple[int, ...]):
+    def __init__(self, clips: ClipSet, order: np.ndarray, shape: tuple[int, ...]):
         self.clips, self.order, self.shape = clips, order, shape
 
     def __call__(self, pos: int):
@@ -318,12 +356,12 @@ class _EvalExample:
 
 
 def eval_batches(example, total: int, global_batch: int, process_index: int = 0, process_count: int = 1):
-    """(clips, mask, indices) batches of `example(pos)` for positions 0 .. total-1, on Grain: the
-    last global batch is padded (mask False) so that every process gets the same number of
-    batches, and process p reads its block of every global batch."""
-    import grain
-
-    batches = -(-total // global_batch)
-    ds = grain.MapDataset.range(batches * global_batch).map(example)
-    ds = ds.batch(global_batch // process_count)[process_index::process_count]
-    yield from ds.to_iter_dataset(grain.ReadOptions(num_threads=0, prefetch_buffer_size=0))
+    """(clips, mask, indices) batches of `example(pos)` for positions 0 .. total-1: the last global
+    batch is padded (mask False) so that every process gets the same number of batches, and
+    process p reads its block of every global batch (read in order, one clip at a time: the
+    evaluation's time is the model's)."""
+    local = global_batch // process_count
+    for start in range(0, -(-total // global_batch) * global_batch, global_batch):
+        first = start + process_index * local
+        rows = [example(pos) for pos in range(first, first + local)]
+        yield tuple(np.stack([r[k] for r in rows]) for k in range(3))

@@ -51,7 +51,7 @@ from dmvfn_jax import channels, parallel
 from dmvfn_jax.errors import InputError, run_command
 from dmvfn_jax.evaluation import metrics as metric_lib
 from dmvfn_jax.evaluation.flops import flop_costs
-from dmvfn_jax.evaluation.protocols import DATASETS, MODES, Protocol, make_protocol
+from dmvfn_jax.evaluation.protocols import DATASETS, MODES, Mode, Protocol, make_protocol
 from dmvfn_jax.evaluation.routing_report import format_routing_report, probe, routing_report
 from dmvfn_jax.evaluation.routing_report import gates_fn as routing_gates_fn
 from dmvfn_jax.evaluation.report import format_table, save_outputs, sizes_text, summarize, write_csv, write_text
@@ -140,11 +140,55 @@ def evaluate(checkpoint, dataset: str, data_dir, options: EvalOptions | None = N
     n_skipped = sum(len(v) for v in skipped.values())
     if not usable:
         raise InputError(f"{protocol.tfds_name}/{protocol.split}: no clip left to evaluate ({n_skipped} skipped)")
-    groups = clips.by_size(usable)
+    log.info("%s: %d clips of %s/%s%s; %s; mode %s", protocol.name, len(usable), protocol.tfds_name, protocol.split,
+             f" ({n_skipped} skipped)" if n_skipped else "", protocol.describe(), the_mode.describe())
+    scored = evaluate_clips(model, meta["channel_order"], clips, usable, protocol, the_mode, names,
+                            lpips_model=lpips_model, batch_size=o.batch_size, progress=o.progress,
+                            output=None if o.output is None else Path(o.output),
+                            save_predictions=o.save_predictions, save_images=o.save_images)
+    results = {
+        "dataset": dataset,
+        "tfds_name": protocol.tfds_name,
+        "split": protocol.split,
+        "clips": scored["clips"],
+        # one size: that size; several: null, and each is in "sizes" with its own figures
+        "frame_size": scored["sizes"][0]["size"] if len(scored["sizes"]) == 1 else None,
+        "resized_to": None if o.size is None else [int(o.size[0]), int(o.size[1])],
+        "skipped": skipped,
+        "checkpoint": str(checkpoint),
+        "checkpoint_channel_order": meta["channel_order"],
+        **{k: v for k, v in scored.items() if k != "clips"},
+    }
+    results["table"] = format_table(results)
+    if o.output is not None and jax.process_index() == 0:
+        out_dir = Path(o.output)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        write_text(out_dir / "results.json", json.dumps(results, indent=2) + "\n")
+        write_csv(results, out_dir / "results.csv")
+    return results
 
+
+def evaluate_clips(model, channel_order: str, clips, usable: Sequence[int], protocol: Protocol, mode: Mode,
+                   names: Sequence[str], *, lpips_model=None, batch_size: int | None = None,
+                   output: Path | None = None, save_predictions: int = 0, save_images: int = 0,
+                   progress: bool = True) -> dict:
+    """Scores the clips `usable` of `clips` (`data.pipeline.EvalClips` or `ArrayClips`: RGB uint8
+    clips, batched per frame size) under `protocol` and `mode`, sharded over the local devices:
+    each clip predicted autoregressively by the model with its routing, with every block, and
+    copied from its last frame (`step.py`), the sums all-reduced per batch. `channel_order`: the
+    order the network takes its frames in. The predictions and pictures of the first clips go to
+    `output` (`report.save_outputs`).
+
+    Returns `clips`, `sizes` (per frame size: clips, scores, GFLOPs per frame), `protocol`,
+    `mode`, `metrics`, `results` (per variant and metric `per_step` and `running_mean`), `routing`
+    (block rates), `gflops_per_frame` (None with several sizes), and `routing_report` (how the
+    routing depends on the input: threshold gates on each clip's context pair, the same frame
+    twice and the frame moved; in a run of several processes, process 0's clips).
+    """
+    groups = clips.by_size(usable)
     mesh = parallel.data_mesh()
     n_dev = jax.device_count()
-    batch_size = n_dev if o.batch_size is None else int(o.batch_size)
+    batch_size = n_dev if batch_size is None else int(batch_size)
     if batch_size < 1 or batch_size % n_dev:
         raise InputError(f"--batch-size {batch_size} must be a positive multiple of the {n_dev} devices")
     graphdef, params = nnx.split(model)
@@ -157,17 +201,14 @@ def evaluate(checkpoint, dataset: str, data_dir, options: EvalOptions | None = N
 
     def step_fn(with_preds: bool):
         if with_preds not in jitted:
-            jitted[with_preds] = sharded_eval_step(mesh, graphdef, lpips_graphdef, protocol, the_mode, names,
-                                                   meta["channel_order"], model.num_blocks, with_preds)
+            jitted[with_preds] = sharded_eval_step(mesh, graphdef, lpips_graphdef, protocol, mode, names,
+                                                   channel_order, model.num_blocks, with_preds)
         return jitted[with_preds]
 
-    log.info("%s: %d clips of %s/%s at %s%s; %s; mode %s", protocol.name, len(usable), protocol.tfds_name,
-             protocol.split, sizes_text({hw: len(m) for hw, m in groups.items()}),
-             f" ({n_skipped} skipped)" if n_skipped else "", protocol.describe(), the_mode.describe())
-    base_key = jax.random.key(the_mode.seed)
-    out_dir = Path(o.output) if o.output else None
-    n_saved = max(o.save_predictions, o.save_images)
-    bar = ProgressBar(len(usable), "clips", enabled=o.progress, log=None)
+    log.info("%d clips at %s", len(usable), sizes_text({hw: len(m) for hw, m in groups.items()}))
+    base_key = jax.random.key(mode.seed)
+    n_saved = max(save_predictions, save_images) if output is not None else 0
+    bar = ProgressBar(len(usable), "clips", enabled=progress, log=None)
     bar.start()
     per_size, b = [], 0
     smallest = None
@@ -188,18 +229,18 @@ def evaluate(checkpoint, dataset: str, data_dir, options: EvalOptions | None = N
                                                              members)):
             # from the whole batch's clips, not this process's rows: every process runs the same program
             whole = members[k * batch_size:(k + 1) * batch_size]
-            want_preds = out_dir is not None and bool(n_saved) and any(i < n_saved for i in whole)
+            want_preds = bool(n_saved) and any(i < n_saved for i in whole)
             g_clips, g_mask = parallel.global_batch(mesh, batch), parallel.global_batch(mesh, mask)
             sums, preds = step_fn(want_preds)(params, lpips_params, g_clips, g_mask, jax.random.fold_in(base_key, b))
             kept = batch[mask.astype(bool)]
             if len(kept):
                 frames = np.stack([kept[:, c0], kept[:, c1]], axis=1).astype(np.float32) / 255.0
-                gates, pairs = probe(gates_fn, params, channels.reorder(frames, meta["channel_order"]))
+                gates, pairs = probe(gates_fn, params, channels.reorder(frames, channel_order))
                 probes.append((gates, pairs.motion, pairs.kinds))
             sums = jax.tree.map(lambda a: a.astype(np.float64), parallel.host_copy(sums))
             totals = sums if totals is None else jax.tree.map(np.add, totals, sums)
             if want_preds:
-                save_outputs(out_dir, clips, batch, preds, idx, o.save_predictions, o.save_images, protocol)
+                save_outputs(output, clips, batch, preds, idx, save_predictions, save_images, protocol)
             bar.advance(int(mask.sum()) * jax.process_count())
             b += 1
         per_size.append({"size": [int(width), int(height)], "totals": totals, "flops": flops})
@@ -212,20 +253,11 @@ def evaluate(checkpoint, dataset: str, data_dir, options: EvalOptions | None = N
         one = summarize(g["totals"], names, protocol.horizon, g["flops"])
         sizes.append({"size": g["size"], **one})
     results = {
-        "dataset": dataset,
-        "tfds_name": protocol.tfds_name,
-        "split": protocol.split,
         "clips": summary["clips"],
-        # one size: that size; several: null, and each is in "sizes" with its own figures
-        "frame_size": per_size[0]["size"] if len(per_size) == 1 else None,
-        "resized_to": None if o.size is None else [int(o.size[0]), int(o.size[1])],
         "sizes": sizes,
-        "skipped": skipped,
         "protocol": {"context": list(protocol.context), "horizon": protocol.horizon, "description": protocol.describe()},
-        "mode": {"name": the_mode.name, "description": the_mode.describe()},
-        "checkpoint": str(checkpoint),
-        "checkpoint_channel_order": meta["channel_order"],
-        "metrics": names,
+        "mode": {"name": mode.name, "description": mode.describe()},
+        "metrics": list(names),
         "results": summary["results"],
         "routing": summary["routing"],
         # GFLOPs per frame at the evaluated size; with several sizes null (see "sizes")
@@ -237,11 +269,6 @@ def evaluate(checkpoint, dataset: str, data_dir, options: EvalOptions | None = N
                                                    [k for p in probes for k in p[2]])
         what = "pairs of this process's clips" if jax.process_count() > 1 else "pairs of the clips"
         log.info("%s", format_routing_report(results["routing_report"], f"{what} (moving, still, shifted)"))
-    results["table"] = format_table(results)
-    if out_dir is not None and jax.process_index() == 0:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        write_text(out_dir / "results.json", json.dumps(results, indent=2) + "\n")
-        write_csv(results, out_dir / "results.csv")
     return results
 
 

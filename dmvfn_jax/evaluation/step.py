@@ -13,6 +13,7 @@ from dmvfn_jax import channels, parallel
 from dmvfn_jax.evaluation import metrics as metric_lib
 from dmvfn_jax.evaluation.protocols import Mode, Protocol
 from dmvfn_jax.models import routing as routing_lib
+from dmvfn_jax.models.dmvfn import rollout
 
 VARIANTS = ("dmvfn", "dmvfn_all_blocks", "copy_last")
 
@@ -54,24 +55,28 @@ def make_eval_fn(graphdef, lpips_graphdef, protocol: Protocol, mode: Mode, metri
         m = mask.astype(jnp.float32)
         out = {"count": m.sum(), "gate_sum": jnp.zeros((num_blocks,)), "ran_sum": jnp.zeros((num_blocks,))}
         routed = {"prediction": [], "flow": [], "mask": [], "gates": []}
+
+        def routed_step(a, b, k):
+            ma, mb = to_model(a), to_model(b)
+            v = model.routing_probs(ma, mb)
+            gates = routing_lib.select_gates(v, mode.routing, jax.random.fold_in(key, k), rows)
+            if mode.first_decides and axis_name is not None:  # the global batch's first sample
+                first = jnp.where(jax.lax.axis_index(axis_name) == 0, gates[0], 0.0)
+                gates = jnp.broadcast_to(jax.lax.psum(first, axis_name), gates.shape)
+            res = model.infer(ma, mb, gates, first_decides=mode.first_decides, empty=mode.empty)
+            return res._replace(prediction=to_model(res.prediction))
+
+        steps = {
+            "dmvfn": routed_step,
+            "dmvfn_all_blocks": lambda a, b, k: to_model(model.infer(to_model(a), to_model(b), None).prediction),
+            "copy_last": lambda a, b, k: b,
+        }
         for variant in VARIANTS:
-            a, b = frames[:, c0], frames[:, c1]
+            results = rollout(steps[variant], frames[:, c0], frames[:, c1], protocol.horizon)
             per_metric = {name: [] for name in metric_names}
-            for k in range(protocol.horizon):
-                gt = frames[:, c1 + 1 + k]
-                if variant == "copy_last":
-                    pred = frames[:, c1]
-                elif variant == "dmvfn_all_blocks":
-                    pred = to_model(model.infer(to_model(a), to_model(b), None).prediction)
-                else:
-                    ma, mb = to_model(a), to_model(b)
-                    v = model.routing_probs(ma, mb)
-                    gates = routing_lib.select_gates(v, mode.routing, jax.random.fold_in(key, k), rows)
-                    if mode.first_decides and axis_name is not None:  # the global batch's first sample
-                        first = jnp.where(jax.lax.axis_index(axis_name) == 0, gates[0], 0.0)
-                        gates = jnp.broadcast_to(jax.lax.psum(first, axis_name), gates.shape)
-                    res = model.infer(ma, mb, gates, first_decides=mode.first_decides, empty=mode.empty)
-                    pred = to_model(res.prediction)
+            for k, res in enumerate(results):
+                pred = getattr(res, "prediction", res)
+                if variant == "dmvfn":
                     used = res.gates * m[:, None]
                     out["gate_sum"] = out["gate_sum"] + used.sum(0)
                     out["ran_sum"] = out["ran_sum"] + jnp.any(used > 0, axis=0) * m.sum()
@@ -79,10 +84,9 @@ def make_eval_fn(graphdef, lpips_graphdef, protocol: Protocol, mode: Mode, metri
                         for name, value in (("prediction", pred), ("flow", res.flow), ("mask", res.mask),
                                             ("gates", res.gates)):
                             routed[name].append(value)
-                x, y = to_metric(pred), to_metric(gt)
+                x, y = to_metric(pred), to_metric(frames[:, c1 + 1 + k])
                 for name in metric_names:
                     per_metric[name].append((fns[name](x, y) * m).sum())
-                a, b = b, pred
             out[variant] = {name: jnp.stack(vals) for name, vals in per_metric.items()}
         outputs = {k: jnp.stack(v, axis=1) for k, v in routed.items()} if with_predictions else None
         if axis_name is not None:

@@ -1,6 +1,6 @@
 """Flax NNX modules of DMVFN."""
 
-from dmvfn_jax.models.dmvfn import DMVFN, SCALES, WIDTHS, InferenceResult, merge
+from dmvfn_jax.models.dmvfn import DMVFN, SCALES, WIDTHS, InferenceResult, merge, rollout
 from dmvfn_jax.models.mvfb import MVFB
 from dmvfn_jax.models.routing import RoutingModule, bernoulli_st, gumbel_st, select_gates, training_gates
 
@@ -12,6 +12,7 @@ __all__ = [
     "WIDTHS",
     "SCALES",
     "merge",
+    "rollout",
     "bernoulli_st",
     "gumbel_st",
     "select_gates",

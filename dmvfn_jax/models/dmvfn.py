@@ -13,7 +13,7 @@ cropped back; multiples of 16 pass through untouched.
 
 from __future__ import annotations
 
-from typing import NamedTuple, Sequence
+from typing import Any, Callable, NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -42,6 +42,19 @@ class InferenceResult(NamedTuple):
     flow: jax.Array  # (B, H, W, 4) final voxel flow
     mask: jax.Array  # (B, H, W, 1) sigmoid of the fusion mask
     gates: jax.Array  # (B, n) gates actually applied
+
+
+def rollout(step: Callable[[jax.Array, jax.Array, int], Any], prev: jax.Array, cur: jax.Array,
+            steps: int) -> list:
+    """Autoregressive prediction, the one loop of the package (`Predictor.rollout`, the evaluation
+    step): `step(prev, cur, k)` for k = 0 .. steps-1 returns prediction k (an array, or anything
+    with a `.prediction`), which becomes the newer input of step k + 1. Returns the steps' results."""
+    outs = []
+    for k in range(steps):
+        out = step(prev, cur, k)
+        outs.append(out)
+        prev, cur = cur, getattr(out, "prediction", out)
+    return outs
 
 
 def warp_form(platform: str, height: int, width: int) -> str:
@@ -93,7 +106,7 @@ class DMVFN(nnx.Module):
 
         `routing_rescale`: the official routing module's rescaling of v to sum n/2 (True), or the
         sigmoid's v as it is; `routing_inputs`: what the routing module reads, the two frames (the
-        official) or the first and the difference (`routing.RoutingModule`); checkpoints record both.
+        official) or a form of their difference (`routing.ROUTING_INPUTS`); checkpoints record both.
         """
         if len(widths) != len(scales):
             raise ValueError(f"widths {widths} and scales {scales} differ in length")

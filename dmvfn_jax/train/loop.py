@@ -251,9 +251,9 @@ def _run(config, workdir: Path, graphdef, state, jitted, lr_at, mesh, mngr, tota
                      {"trained_steps": total, "config": config.get("name", "")})
         log.info("training done in %s; inference checkpoint: %s", format_duration(elapsed), workdir / "model")
         if config.get("eval") and config.eval.get("num_clips"):
-            from dmvfn_jax.train.evaluate import evaluate_synthetic
+            from dmvfn_jax.evaluation.heldout import evaluate_heldout
 
-            summary["eval"] = evaluate_synthetic(nnx.merge(graphdef, params), config, workdir)
+            summary["eval"] = evaluate_heldout(nnx.merge(graphdef, params), config, workdir)
     writer.flush()
     writer.close()
     if jax.process_index() == 0:
