@@ -8,7 +8,7 @@ Rows (`--rows`, any of):
 - `onnx`: `export.export_onnx` (what `python -m dmvfn_jax.export --format onnx` writes: the warp
   from elementwise ops and GatherElements), in onnxruntime on the CPU with `--threads` intra-op threads;
 - `onnx-grid_sample`: the same graph with each warp one GridSample (`warp="grid_sample"`);
-- `official`: the official architecture (`tests/oracles/torch_dmvfn.py`, written from the
+- `official`: the official architecture (`dmvfn_jax/parity/torch_dmvfn.py`, written from the
   reference) carrying the same weights, exported by `torch.onnx.export` (TorchScript exporter,
   opset 17, dynamic batch), as a user of the official code would deploy it; the same runtime and
   threads. Its threshold routing is traced: the official inference code decides which blocks run
@@ -30,7 +30,6 @@ from __future__ import annotations
 import argparse
 import collections
 import statistics
-import sys
 import time
 from pathlib import Path
 
@@ -56,10 +55,8 @@ def official_onnx(height: int, width: int, routing: str, prev, cur):
 
     import torch
 
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "oracles"))
-    from torch_dmvfn import TorchDMVFN
-
     from dmvfn_jax.convert.dmvfn_torch import random_official_state
+    from dmvfn_jax.parity.torch_dmvfn import TorchDMVFN
 
     net = TorchDMVFN().eval()
     net.load_state_dict({k.removeprefix("module."): torch.from_numpy(np.asarray(v)) for k, v in

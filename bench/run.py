@@ -1,4 +1,4 @@
-"""dmvfn-jax against the PyTorch oracle of the tests, same weights, same device, one run.
+"""dmvfn-jax against the PyTorch oracle of the parity tests (`dmvfn_jax.parity`), same weights and device.
 
     python bench/run.py [--quick] [--sizes 256x448,256x832,512x1024] [--batches 1,8]
                         [--repeats N] [--skip-train | --skip-infer] [--out bench/results.json]
@@ -131,11 +131,9 @@ def torch_worker(args) -> dict:
     import numpy as np
     import torch
 
-    sys.path.insert(0, str(REPO / "tests" / "oracles"))
-    import torch_dmvfn as tdm
-    import torch_losses as tl
-
     from dmvfn_jax.convert.dmvfn_torch import random_official_state
+    from dmvfn_jax.parity import torch_dmvfn as tdm
+    from dmvfn_jax.parity import torch_losses as tl
 
     cuda = torch.cuda.is_available()
     dev = torch.device("cuda" if cuda else "cpu")
@@ -209,8 +207,7 @@ def run_case(impl: str, task: str, height: int, width: int, batch: int, routing:
     cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", impl, "--task", task, "--height", str(height),
            "--width", str(width), "--batch", str(batch), "--routing", routing, "--repeats", str(args.repeats),
            "--warmup", str(args.warmup)]
-    env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    r = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=REPO)
+    r = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)
     if r.returncode != 0:
         return {"error": r.stderr.strip().splitlines()[-1] if r.stderr.strip() else f"exit {r.returncode}"}
     return json.loads(r.stdout.strip().splitlines()[-1])
@@ -286,7 +283,7 @@ def main(argv=None) -> int:
     print(markdown_table({"rows": rows}))
     if any(r.get("ratio", float("inf")) < TARGETS[r["task"]] for r in rows):
         print("\nWhere a target is missed, the reasons measured so far: BENCHMARKS.md, 'Where the targets are "
-              "missed, and why' (per-conv times against PyTorch: python bench/conv_kernels.py; the channel "
+              "missed' (per-conv times against PyTorch: python bench/conv_kernels.py; the channel "
               "cliff and the conv forms: python bench/conv_forms.py).")
     return 0
 

@@ -7,11 +7,8 @@ imports, after building the model and optimiser, after compiling (JAX) and at it
 three training steps. For JAX it also reports XLA's memory analysis of the compiled step: the
 temporary buffer it preallocates for all intermediate values, and the arguments and outputs.
 The training step is the one `bench/run.py` times (random official-format weights, 3-frame
-clips, the Laplacian loss, AdamW).
-
-Then it compiles two variants of the JAX step and prints their temporary buffers: the loss
-under `jax.checkpoint` (rematerialised in the backward pass) and the hand-written warp
-gradient of `bench/decisions/warp_vjp.py`.
+clips, the Laplacian loss, AdamW); the PyTorch side is the oracle of the parity tests
+(`dmvfn_jax.parity`).
 """
 
 from __future__ import annotations
@@ -36,24 +33,13 @@ def rss_peak() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
 
 
-def jax_worker(batch: int, size: int, variant: str = "package") -> dict:
+def jax_worker(batch: int, size: int) -> dict:
     out = {}
     import jax
 
-    from dmvfn_jax.train import step as step_lib
     from workloads import random_dmvfn, train_step  # bench/workloads.py
 
     out["imports"] = rss_now()
-    if variant == "loss-remat":
-        plain_loss = step_lib.dmvfn_loss
-        step_lib.dmvfn_loss = lambda o, g, v: jax.checkpoint(lambda o, g: plain_loss(o, g, v))(o, g)
-    elif variant == "warp-vjp":
-        sys.path.insert(0, str(Path(__file__).resolve().parent / "decisions"))
-        import warp_vjp  # bench/decisions/warp_vjp.py
-
-        from dmvfn_jax import ops
-
-        ops.warp = warp_vjp.warp_custom
     jitted, state, clips = train_step(random_dmvfn(), batch, size)
     out["model"] = rss_now()
     compiled = jitted.lower(state, clips).compile()
@@ -62,8 +48,6 @@ def jax_worker(batch: int, size: int, variant: str = "package") -> dict:
     out["xla_temp"] = analysis.temp_size_in_bytes / 2**30
     out["xla_arguments"] = analysis.argument_size_in_bytes / 2**30
     out["xla_outputs"] = analysis.output_size_in_bytes / 2**30
-    if variant != "package":
-        return out
     for _ in range(3):
         state, m = jitted(state, clips)
         jax.block_until_ready(m["total"])
@@ -76,11 +60,9 @@ def torch_worker(batch: int, size: int) -> dict:
     import numpy as np
     import torch
 
-    sys.path.insert(0, str(REPO / "tests" / "oracles"))
-    import torch_dmvfn as tdm
-    import torch_losses as tl
-
     from dmvfn_jax.convert.dmvfn_torch import random_official_state
+    from dmvfn_jax.parity import torch_dmvfn as tdm
+    from dmvfn_jax.parity import torch_losses as tl
 
     torch.set_num_threads(os.cpu_count() or 1)
     out["imports"] = rss_now()
@@ -109,23 +91,21 @@ def main() -> int:
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--size", type=int, default=256)
     p.add_argument("--worker", choices=("jax", "torch"), help=argparse.SUPPRESS)
-    p.add_argument("--variant", default="package", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.worker == "jax":
-        print(json.dumps(jax_worker(args.batch, args.size, args.variant)))
+        print(json.dumps(jax_worker(args.batch, args.size)))
         return 0
     if args.worker == "torch":
         print(json.dumps(torch_worker(args.batch, args.size)))
         return 0
-    env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""),
-           "DMVFN_JAX_CACHE": "off"}
+    env = {**os.environ, "DMVFN_JAX_CACHE": "off"}
     res = {}
 
-    def worker(impl, variant="package"):
+    def worker(impl):
         r = subprocess.run([sys.executable, __file__, "--worker", impl, "--batch", str(args.batch), "--size",
-                            str(args.size), "--variant", variant], capture_output=True, text=True, env=env, cwd=REPO)
+                            str(args.size)], capture_output=True, text=True, env=env, cwd=REPO)
         if r.returncode:
-            raise SystemExit(f"{impl} {variant} worker failed:\n{r.stderr[-3000:]}")
+            raise SystemExit(f"{impl} worker failed:\n{r.stderr[-3000:]}")
         return json.loads(r.stdout.strip().splitlines()[-1])
 
     for impl in ("jax", "torch"):
@@ -139,8 +119,6 @@ def main() -> int:
     j = res["jax"]
     print(f"XLA's compiled step: temporary buffer {j['xla_temp']:.2f}, arguments {j['xla_arguments']:.2f}, "
           f"outputs {j['xla_outputs']:.2f}")
-    for variant in ("loss-remat", "warp-vjp"):
-        print(f"  variant {variant}: temporary buffer {worker('jax', variant)['xla_temp']:.2f}", flush=True)
     return 0
 
 

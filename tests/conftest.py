@@ -6,10 +6,10 @@ import os
 import sys
 
 # DMVFN_JAX_TEST_XLA=fast compiles with LLVM's cheap settings (set before JAX starts its CPU
-# backend; the commands the tests start inherit them): compiles ~38% faster, runs 1.5-2.4x slower
-# (`python bench/compile_flags.py`). Off by default: in a full `make test` the tests that run many
-# steps became several times slower, more than the compiles saved (BENCHMARKS.md, "Compile
-# settings of the test suite"). Useful when iterating on compile-bound tests.
+# backend; the commands the tests start inherit them): compiles ~38% faster, runs 1.5-2.4x slower.
+# Off by default: in a full `make test` the tests that run many steps became several times slower,
+# more than the compiles saved (BENCHMARKS.md, Decisions, "LLVM's cheap settings for the tests").
+# Useful when iterating on compile-bound tests.
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "scripts"))
 from fast_xla import xla_flags  # noqa: E402
 from small_model import SMALL_MODEL, SMALL_MODEL_FLAGS  # noqa: E402
@@ -35,10 +35,9 @@ from dmvfn_jax import checkpoint as ckpt  # noqa: E402
 from dmvfn_jax.compile_cache import enable_compilation_cache  # noqa: E402
 from dmvfn_jax.convert import dmvfn_torch, lpips_torch  # noqa: E402
 from dmvfn_jax.models import DMVFN  # noqa: E402
+from dmvfn_jax.parity import torch_dmvfn as tdm  # noqa: E402  (the PyTorch oracle)
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "tests" / "oracles"))  # the PyTorch oracles: `import torch_dmvfn`, `import torch_losses`
-import torch_dmvfn as tdm  # noqa: E402
 # One persistent compilation cache for the whole session, in a temporary folder removed at exit:
 # the tests and the commands they start (train.py, eval.py, predict) compile many identical
 # programs (a training step takes ~50 s to compile here), and none of them writes ~/.cache.
@@ -58,9 +57,9 @@ else:
     os.environ["JAX_COMPILATION_CACHE_MAX_SIZE"] = str(2**40)
     jax.config.update("jax_compilation_cache_max_size", 2**40)
     # This process stores only its own compilations of 1 s or more: its many small eager ops are
-    # seldom read again, and with the size limit every write scans the folder (`python
-    # bench/cache_scan.py`); the commands run in-process keep this threshold, those it starts store
-    # everything (they gain from their small programs: a fresh model loads in 2 s, compiles in 10).
+    # seldom read again, and with the size limit every write scans the folder (BENCHMARKS.md,
+    # Decisions, "cache writes"); the commands run in-process keep this threshold, those it starts
+    # store everything (they gain from their small programs: a fresh model loads in 2 s, compiles in 10).
     enable_compilation_cache(_CACHE, min_compile_seconds=1.0)
 # The real video frames (../shared/data/real beside the repository, never copied into it);
 # DMVFN_JAX_REAL_DATA points elsewhere.
@@ -149,7 +148,7 @@ def converted_dir(tmp_path_factory, official_pkl) -> Path:
 def small_dmvfn(seed: int = 0) -> DMVFN:
     """The suite's small model (tests/scripts/small_model.py) with fresh random weights, drawn as
     train.py draws them (an `rbg` key): in a fresh process the default key's initialisers compile
-    about three times as long as the rbg ones (`python bench/init_cost.py`)."""
+    about three times as long as the rbg ones (BENCHMARKS.md, Decisions, "rbg key")."""
     return DMVFN(rngs=nnx.Rngs(jax.random.key(seed, impl="rbg")), **SMALL_MODEL)
 
 

@@ -24,9 +24,9 @@ import pytest
 import torch
 from flax import traverse_util
 
-import torch_dmvfn as tdm
 from dmvfn_jax import checkpoint as ckpt
 from dmvfn_jax.convert import cli, convert_dmvfn, export_dmvfn_to_torch
+from dmvfn_jax.parity import torch_dmvfn as tdm
 
 REPO = Path(__file__).resolve().parents[1]
 PREFIX = "module."

@@ -1,4 +1,4 @@
-"""The training loss against the PyTorch oracle in `torch_losses.py`, and the VGG19 converter.
+"""The training loss against the PyTorch oracle in `dmvfn_jax/parity/torch_losses.py`, and the VGG19 converter.
 
 Covers the Laplacian pyramid loss (value, bands and gradient; square and non-square), the VGG19
 perceptual loss with random torchvision-layout weights taken through `convert_weights.py vgg19`
@@ -21,12 +21,12 @@ import pytest
 import torch
 from flax import nnx, traverse_util
 
-import torch_losses as tl
 from conftest import to_nchw, to_nhwc
 from dmvfn_jax import checkpoint as ckpt
 from dmvfn_jax import losses
 from dmvfn_jax.convert import cli, convert_vgg19, vgg_torch
 from dmvfn_jax.convert.dmvfn_torch import random_official_state
+from dmvfn_jax.parity import torch_losses as tl
 
 RTOL = 1e-5
 

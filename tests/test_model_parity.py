@@ -142,12 +142,12 @@ def test_training_gradients_match_torch(torch_model, jax_model):
     """
     import copy
 
-    import torch_losses as tl
     from flax import nnx, traverse_util
 
     from dmvfn_jax import checkpoint as ckpt
     from dmvfn_jax import losses
     from dmvfn_jax.convert import dmvfn_torch
+    from dmvfn_jax.parity import torch_losses as tl
 
     a, b = random_frames(11, 2, 64, 64)
     gt, _ = random_frames(12, 2, 64, 64)

@@ -2,8 +2,9 @@
 
 Laplacian pyramid L1, a torchvision-layout VGG19 `features` (built here: torchvision's wheels do
 not import beside the CPU torch), the perceptual loss and the combined per-triplet loss, plus
-random VGG19 weights saved in torchvision's key layout. NCHW, float32, plain torch. Used only by
-the tests.
+random VGG19 weights saved in torchvision's key layout. NCHW, float32, plain torch. Used by the
+tests and by the benchmarks (the PyTorch side of bench/run.py and bench/train_memory.py); needs
+torch, and nothing in the package imports it.
 """
 from __future__ import annotations
 

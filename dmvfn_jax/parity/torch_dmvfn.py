@@ -1,8 +1,9 @@
 """Independent PyTorch oracle of DMVFN, written from docs/reference-dmvfn.md only.
 
-Used only by the tests (to check the JAX port against PyTorch semantics, and to
-build checkpoints in the official `module.`-prefixed format). Not part of the
-package. NCHW, float32, plain torch.
+Used by the tests (to check the JAX port against PyTorch semantics, and to build
+checkpoints in the official `module.`-prefixed format) and by the benchmarks (the PyTorch
+side of bench/run.py, bench/train_memory.py and bench/export_speed.py). Needs torch; nothing
+in the package imports it. NCHW, float32, plain torch.
 """
 import math
 
