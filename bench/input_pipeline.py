@@ -9,10 +9,8 @@ run from the repository root. It measures, in one run:
    256x256 crop, BGR) in batches of 8 clips (one GPU's share of the official global batch 64
    over 8 GPUs), for each count of input worker processes in --workers (0: loading in the main
    process), over --batches batches after one warm-up batch (which absorbs the start of the
-   workers). Each count is measured for both pipelines in --pipelines, one after the other:
-   `grain` (`TfdsSource.batches`, dmvfn_jax/data/pipeline.py, on Grain) and `legacy` (the
-   hand-written pool it replaced, frozen in bench/decisions/legacy_input.py), --rounds times, taking the
-   median; the ratio grain / legacy is printed per count;
+   workers), with the package's input (`TfdsSource.batches`, dmvfn_jax/data/pipeline.py, on
+   Grain), --rounds times, taking the median;
 2. the training step of the official recipe (update_per_triplet, AdamW, no VGG term, 256x256,
    float32) jitted on the local JAX device. A full official step is 8 clips of 30 frames, 28
    updates; on a CPU that takes minutes, so by default the step is measured on CPU with 3 frames
@@ -48,8 +46,6 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))  # for configs/
-
 REAL_CLIP = ROOT.parent / "shared" / "data" / "real" / "cityscapes_aachen00"
 FRAMES, HEIGHT, WIDTH = 30, 512, 1024  # a prepared Cityscapes clip
 CROP = 256
@@ -62,9 +58,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--batches", type=int, default=3, help="timed batches per worker count (default 3)")
     p.add_argument("--batch", type=int, default=DEVICE_CLIPS, help="clips per batch (default 8)")
     p.add_argument("--prefetch", type=int, default=2, help="batches loaded ahead with workers (default 2)")
-    p.add_argument("--pipelines", default="grain,legacy",
-                   help="grain (the package's input), legacy (bench/decisions/legacy_input.py); default both")
-    p.add_argument("--rounds", type=int, default=3, help="measurements per pipeline and worker count; median (default 3)")
+    p.add_argument("--rounds", type=int, default=3, help="measurements per worker count; median (default 3)")
     p.add_argument("--step_frames", type=int, default=3,
                    help="frames per clip in the measured step (3 = one update; 30 = the official step)")
     p.add_argument("--step_batch", type=int, default=None,
@@ -81,9 +75,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--out", type=Path, default=None, help="write the results as JSON to this file")
     args = p.parse_args(argv)
     args.workers = [int(w) for w in args.workers.split(",")]
-    args.pipelines = [x.strip() for x in args.pipelines.split(",") if x.strip()]
-    if not args.pipelines or set(args.pipelines) - {"grain", "legacy"} or args.rounds < 1:
-        p.error("--pipelines takes grain and/or legacy; --rounds must be >= 1")
+    if args.rounds < 1:
+        p.error("--rounds must be >= 1")
     if min(args.workers) < 0 or args.batches < 1 or args.batch < 1 or args.step_repeats < 1:
         p.error("--workers must be >= 0, --batches, --batch and --step_repeats >= 1")
     if not 3 <= args.step_frames <= FRAMES:
@@ -149,17 +142,13 @@ def prepare_input(args, work: Path) -> dict:
             "clips_in_dataset": clips, "prepare_build_s": time.perf_counter() - t0}
 
 
-def measure_input(data: dict, args, workers: int, pipeline: str = "grain") -> tuple[dict, np.ndarray]:
-    """Clips/s of `pipeline`'s batches with `workers` processes; also returns the warm-up batch."""
-    if pipeline == "grain":
-        from dmvfn_jax.data.pipeline import TfdsSource as Source
-    else:
-        sys.path.insert(0, str(ROOT / "bench" / "decisions"))
-        from legacy_input import LegacyTfdsSource as Source
+def measure_input(data: dict, args, workers: int) -> tuple[dict, np.ndarray]:
+    """Clips/s of the training input's batches with `workers` processes; also returns the warm-up batch."""
+    from dmvfn_jax.data.pipeline import TfdsSource
 
-    source = Source(data["dataset"], data["data_dir"], "train", seed=0, num_frames=FRAMES, crop_h=CROP,
-                    crop_w=CROP, global_batch=args.batch, channel_order="BGR", workers=workers,
-                    prefetch=args.prefetch)
+    source = TfdsSource(data["dataset"], data["data_dir"], "train", seed=0, num_frames=FRAMES, crop_h=CROP,
+                        crop_w=CROP, global_batch=args.batch, channel_order="BGR", workers=workers,
+                        prefetch=args.prefetch)
     batches = source.batches(0, args.batches + 1)
     # The clock stops when the last timed batch arrives: closing the input afterwards is timed
     # apart (Grain's workers finish the batches they have started; the generator's end would
@@ -176,7 +165,7 @@ def measure_input(data: dict, args, workers: int, pipeline: str = "grain") -> tu
     clips = args.batches * args.batch
     rate = clips / (t2 - t1)
     per_process = rate / max(workers, 1)
-    return {"pipeline": pipeline, "workers": workers, "processes": max(workers, 1), "warmup_batch_s": t1 - t0,
+    return {"workers": workers, "processes": max(workers, 1), "warmup_batch_s": t1 - t0,
             "timed_s": t2 - t1, "close_s": t3 - t2, "clips": clips, "clips_per_s": rate,
             "clips_per_s_per_process": per_process, "s_per_clip_per_process": 1.0 / per_process}, first
 
@@ -193,13 +182,13 @@ def measure_step(args, sample: np.ndarray) -> dict:
     """Time of the official recipe's jitted training step on jax.devices()[0]."""
     import jax
 
-    from configs.cityscapes import get_config
-    from dmvfn_jax.train import optim
     from dmvfn_jax import parallel
+    from dmvfn_jax.train import optim
     from dmvfn_jax.train import step as step_lib
     from dmvfn_jax.train.build import build_model
+    from workloads import load_config  # bench/workloads.py
 
-    config = get_config()
+    config = load_config("cityscapes")
     assert config.update_mode == "update_per_triplet", config.update_mode
     device = jax.devices()[0]
     batch = args.step_batch or (1 if device.platform == "cpu" else DEVICE_CLIPS)
@@ -256,33 +245,23 @@ def main(argv=None) -> int:
               f"prepare + build {data['prepare_build_s']:.1f} s")
         print(f"machine: {os.cpu_count()} CPU cores\n")
 
-        rounds: dict[tuple[str, int], list[dict]] = {}
+        rounds: dict[int, list[dict]] = {}
         sample = None
-        for _ in range(args.rounds):  # rounds interleaved, so that drifts of the machine hit both alike
+        for _ in range(args.rounds):  # rounds interleaved, so that drifts of the machine hit every count alike
             for w in args.workers:
-                for pipeline in args.pipelines:
-                    row, first = measure_input(data, args, w, pipeline)
-                    rounds.setdefault((pipeline, w), []).append(row)
-                    if sample is None:
-                        sample = first
-                    else:  # both pipelines draw windows and augmentations from the same generators
-                        assert first.shape == sample.shape
-        all_rows = [median_row(rounds[(pipeline, w)]) for w in args.workers for pipeline in args.pipelines]
+                row, first = measure_input(data, args, w)
+                rounds.setdefault(w, []).append(row)
+                if sample is None:
+                    sample = first
+        rows = [median_row(rounds[w]) for w in args.workers]
     print(f"1. training input: {FRAMES} frames, {CROP}x{CROP} crop, BGR, batch {args.batch}, prefetch "
           f"{args.prefetch}; {args.batches} timed batches after 1 warm-up; median of {args.rounds} round(s)")
-    print(f"{'pipeline':>8} {'workers':>7} {'processes':>9} {'warm-up s':>9} {'timed s':>8} {'close s':>7} "
+    print(f"{'workers':>7} {'processes':>9} {'warm-up s':>9} {'timed s':>8} {'close s':>7} "
           f"{'clips/s':>8} {'clips/s/process':>15} {'s/clip/process':>14}")
-    for r in all_rows:
-        print(f"{r['pipeline']:>8} {r['workers']:>7} {r['processes']:>9} {r['warmup_batch_s']:>9.2f} "
+    for r in rows:
+        print(f"{r['workers']:>7} {r['processes']:>9} {r['warmup_batch_s']:>9.2f} "
               f"{r['timed_s']:>8.2f} {r['close_s']:>7.2f} {r['clips_per_s']:>8.2f} "
               f"{r['clips_per_s_per_process']:>15.2f} {r['s_per_clip_per_process']:>14.3f}")
-    ratios = {}
-    if {"grain", "legacy"} <= set(args.pipelines):
-        for w in args.workers:
-            g, old = (median_row(rounds[(x, w)])["clips_per_s"] for x in ("grain", "legacy"))
-            ratios[w] = g / old
-        print("   grain / legacy clips/s: " + ", ".join(f"{ratios[w]:.2f} ({w} workers)" for w in args.workers))
-    rows = [r for r in all_rows if r["pipeline"] == args.pipelines[0]]
 
     if args.step_time is not None:
         step = {"official_step_s": args.step_time, "extrapolated": False, "given": True}
@@ -316,8 +295,7 @@ def main(argv=None) -> int:
             "command": " ".join([Path(sys.executable).name, *sys.argv]), "cpu_count": os.cpu_count(),
             "data": data, "input": {"frames": FRAMES, "crop": CROP, "channel_order": "BGR", "batch": args.batch,
                                     "prefetch": args.prefetch, "timed_batches": args.batches, "rounds": args.rounds,
-                                    "rows": rows, "all_rows": all_rows,
-                                    "grain_over_legacy": {str(w): r for w, r in ratios.items()}},
+                                    "rows": rows},
             "step": step, "consumed_clips_per_s": demand, "best_per_process": best,
             "needed_input_processes": needed, "run_time_s": elapsed,
         }

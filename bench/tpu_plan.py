@@ -45,10 +45,9 @@ def run_plan(topology: str, dtype: str, work: Path) -> dict:
 
 def official_clips() -> int:
     """Clips the official Cityscapes schedule trains on: configs/cityscapes.py's steps x batch."""
-    sys.path.insert(0, str(ROOT))
-    from configs import cityscapes
+    from workloads import load_config  # bench/workloads.py
 
-    c = cityscapes.get_config()
+    c = load_config("cityscapes")
     return c.num_train_steps * c.batch_size
 
 

@@ -16,12 +16,12 @@ the buffers the TPU program writes to HBM as written and as tiled (`dmvfn_jax.hl
 - `warp`, `warp_grad`: `ops.warp` alone on 2 frames at `--big` (3 channels), and its gradient
   with respect to image and flow.
 
-These are the figures of issue "make the TPU move data, not padding" and BENCHMARKS.md's TPU
-plan. Every figure is the compiler's estimate, not a measurement: no TPU was used. On the TPU the
+These are the figures of BENCHMARKS.md, "Where the TPU's bytes go". Every figure is the
+compiler's estimate (`plan.compiled_cost`), not a measurement: no TPU was used. On the TPU the
 warp is the form `ops.warp_impl_for` chooses there (the Pallas kernel of `dmvfn_jax.tpu_warp`),
-whose own cost is what the kernel declares (`tpu_warp._cost`), not the compiler's estimate. XLA's cost
-analysis counts a while loop's body once; the TPU compiler turns some gathers into loops, so each
-row also prints the while loops of the TPU program (`loops`) as a warning sign.
+whose own cost is what the kernel declares (its `pl.CostEstimate`), not the compiler's estimate.
+XLA's cost analysis counts a while loop's body once; the TPU compiler turns some gathers into
+loops, so each row also prints the while loops of the TPU program (`loops`) as a warning sign.
 """
 
 from __future__ import annotations
@@ -29,9 +29,6 @@ from __future__ import annotations
 import argparse
 import re
 import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import jax  # noqa: E402
 
@@ -42,16 +39,16 @@ import numpy as np  # noqa: E402
 from flax import nnx  # noqa: E402
 from jax.sharding import Mesh  # noqa: E402
 
-from configs import cityscapes, demo  # noqa: E402
 from dmvfn_jax import hlo, ops, parallel, plan, tpu  # noqa: E402
 from dmvfn_jax.models.dmvfn import DMVFN  # noqa: E402
+from workloads import load_config  # noqa: E402  (bench/workloads.py: configs/*.py)
 
 CASES = ("demo", "train", "forward", "warp", "warp_grad")
 TOPOLOGY = "v5e:2x2"
 
 
 def _figures(compiled) -> dict:
-    c = plan._cost(compiled)
+    c = plan.compiled_cost(compiled)
     text = compiled.as_text()
     written, tiled = hlo.padding_totals(hlo.buffers(text))
     return {"flops": float(c.get("flops", 0.0)), "bytes": float(c.get("bytes accessed", 0.0)),
@@ -85,11 +82,11 @@ def _one_device(fn, *shapes) -> tuple[dict, dict]:
 def run_case(name: str, clips: int, size: int, big: int) -> tuple[str, dict, dict]:
     frames, flow = (2, big, big, 3), (2, big, big, 2)
     if name == "demo":
-        return f"demo step, {clips} clip(s) x 3 frames at {size}x{size}", *_step_case(demo.get_config(), clips, size)
+        return f"demo step, {clips} clip(s) x 3 frames at {size}x{size}", *_step_case(load_config("demo"), clips, size)
     if name == "train":
-        config = cityscapes.get_config()
-        config.vgg_checkpoint = ""
-        return f"the nine's update, 2 clips x 3 frames at {big}x{big}", *_step_case(config, 2, big)
+        nine = load_config("cityscapes")
+        nine.vgg_checkpoint = ""
+        return f"the nine's update, 2 clips x 3 frames at {big}x{big}", *_step_case(nine, 2, big)
     if name == "forward":
         graphdef, state = nnx.split(nnx.eval_shape(lambda: DMVFN(rngs=nnx.Rngs(0), conv_form="plain")))
 

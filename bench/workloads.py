@@ -1,18 +1,34 @@
-"""The model and training step the bench scripts measure, built one way for all of them."""
+"""The model, training step and configs the bench scripts measure, built one way for all of them."""
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
 
-def random_dmvfn(seed: int = 0):
+REPO = Path(__file__).resolve().parents[1]
+
+
+def load_config(name: str):
+    """`configs/NAME.py`'s `get_config()`. The config files import `configs.common`, so they need
+    the repository root on `sys.path` (as `train.py` and `python -m dmvfn_jax.plan` run from it
+    have): this is the one place the bench scripts put it there."""
+    import importlib
+
+    if str(REPO) not in sys.path:
+        sys.path.append(str(REPO))
+    return importlib.import_module(f"configs.{name}").get_config()
+
+
+def random_dmvfn(seed: int = 0, **model_kwargs):
     """DMVFN carrying random weights in the official format (`random_official_state`), as
-    loaded from a converted checkpoint."""
+    loaded from a converted checkpoint; `model_kwargs` go to `DMVFN` (e.g. `conv_form`)."""
     from flax import nnx
 
     from dmvfn_jax import checkpoint as ckpt
     from dmvfn_jax.convert.dmvfn_torch import random_official_state, torch_to_jax
     from dmvfn_jax.models import DMVFN
 
-    build = lambda: DMVFN(rngs=nnx.Rngs(0))  # noqa: E731
+    build = lambda: DMVFN(rngs=nnx.Rngs(0), **model_kwargs)  # noqa: E731
     return ckpt.build_with_params(build, torch_to_jax(random_official_state(seed), ckpt.flat_shapes(ckpt.abstract_params(build))))
 
 
@@ -42,27 +58,6 @@ def train_step(model, batch: int, size: int, seed: int = 0):
     return jitted, state, clips
 
 
-def compile_and_time_step(jitted, state, *args, repeats: int = 5) -> tuple[float, float, object]:
-    """`(compile_s, step_ms, state)` of a training step `jitted(state, *args) -> (state, metrics)`
-    that donates its state: seconds to lower and compile it, then the median ms of `repeats` steps
-    (after one warm-up), each continuing from the state the last returned."""
-    import time
-
-    from timing import median_ms  # bench/, beside this module
-
-    t = time.perf_counter()
-    compiled = jitted.lower(state, *args).compile()
-    compile_s = time.perf_counter() - t
-    box = [state]
-
-    def once():
-        box[0], metrics = compiled(box[0], *args)
-        return metrics["total"]
-
-    step_ms = median_ms(once, repeats=repeats)
-    return compile_s, step_ms, box[0]
-
-
 def train_thunk(model, batch: int, size: int):
     """A function that runs one compiled training step (`train_step`) and waits for it; each
     call continues from the state the last one returned."""
@@ -77,22 +72,3 @@ def train_thunk(model, batch: int, size: int):
         jax.block_until_ready(metrics["total"])
 
     return once
-
-
-def run_fresh(child_src: str, *args: str, timeout: float = 1800) -> dict:
-    """Runs `child_src` in a fresh Python process with the compilation cache off (so that every
-    compile is timed, never read back) as `python -c child_src REPO *args`, and returns the JSON
-    object the child prints on its last line of output; exits with the child's error if it fails."""
-    import json
-    import os
-    import subprocess
-    import sys
-    from pathlib import Path
-
-    repo = Path(__file__).resolve().parents[1]
-    env = {**os.environ, "DMVFN_JAX_CACHE": "off", "JAX_ENABLE_COMPILATION_CACHE": "false"}
-    r = subprocess.run([sys.executable, "-c", child_src, str(repo), *map(str, args)], capture_output=True,
-                       text=True, env=env, timeout=timeout)
-    if r.returncode:
-        sys.exit(f"a fresh process failed ({' '.join(map(str, args))}):\n{r.stderr[-3000:]}")
-    return json.loads(r.stdout.strip().splitlines()[-1])

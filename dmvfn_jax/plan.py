@@ -128,7 +128,11 @@ def compile_train_step(config, mesh, *, vgg: bool = False, precision: str = "def
     return CompiledStep(compiled, abstract, batch, blocks, warp)
 
 
-def _cost(compiled) -> dict:
+def compiled_cost(compiled) -> dict:
+    """XLA's cost analysis of a compiled program (`jax.stages.Compiled`) as one dict, e.g.
+    `{"flops": ..., "bytes accessed": ...}`: the compiler's estimates (a while loop's body counted
+    once; a Pallas kernel counts what it declares), whichever form `cost_analysis()` returns them
+    in (a dict, or a list of one per program); {} where the backend reports none."""
     cost = compiled.cost_analysis()
     if isinstance(cost, (list, tuple)):
         cost = cost[0] if cost else {}
@@ -189,7 +193,7 @@ def plan(config, topology_name: str, *, per_chip_batch: int | None = None, vgg: 
                          f"the TPU compiler says: {e}; lower the per-chip batch or use bfloat16") from None
 
     mem = compiled.memory_analysis()
-    cost = _cost(compiled)
+    cost = compiled_cost(compiled)
     found = hlo.collectives(compiled.as_text())
     coll = {k: v for k, v in hlo.summary(found).items() if v["ops"]}
     chip = topo.chip

@@ -11,7 +11,7 @@ over the samples (what a sequential training mode would do). Random weights and 
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # bench/: timing.py, workloads.py
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # bench/, for timing.py (BENCHMARKS.md, "Running")
 
 import argparse
 import jax
@@ -21,7 +21,7 @@ from flax import nnx
 
 from dmvfn_jax import losses
 from dmvfn_jax.models import DMVFN
-from timing import median_ms  # bench/timing.py (bench/ is on sys.path when run as a script)
+from timing import median_ms  # bench/timing.py
 
 
 def main():

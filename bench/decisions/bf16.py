@@ -13,7 +13,7 @@ so only the PSNR column means anything there; the time is for GPUs and TPUs.
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # bench/: timing.py, workloads.py
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # bench/, for timing.py (BENCHMARKS.md, "Running")
 
 import argparse
 

@@ -10,15 +10,12 @@ run: about 90 small programs, one per parameter shape), from the start of the bu
 parameters being ready.
 """
 
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # bench/: timing.py, workloads.py
-
 import argparse
 import subprocess
+import sys
 import tempfile
 import time
+from pathlib import Path
 
 CHILD = """
 import sys, time

@@ -11,7 +11,7 @@ Prints median milliseconds per call after one warm-up; the faster is `ops.WARP_I
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # bench/: timing.py, workloads.py
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # bench/, for timing.py (BENCHMARKS.md, "Running")
 
 import argparse
 import jax
@@ -19,7 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from dmvfn_jax import ops
-from timing import median_ms  # bench/timing.py (bench/ is on sys.path when run as a script)
+from timing import median_ms  # bench/timing.py
 
 
 def main() -> None:

@@ -12,8 +12,9 @@ Forms:
 - `map_coordinates`, `gather`: `ops.warp_map_coordinates` and `ops.warp_gather`, the two forms
   the model can use (both exact for any flow);
 - `pallas`: `ops.warp_pallas`, the Pallas TPU kernel the model uses on a TPU (`dmvfn_jax.tpu_warp`);
-  its TPU bytes and FLOPs are what the kernel declares (`tpu_warp._cost`), and its CPU column is
-  `warp_gather`'s program (the same values; the kernel runs on a CPU only in interpret mode);
+  its TPU bytes and FLOPs are what the kernel declares (its `pl.CostEstimate`), and its CPU
+  column is `warp_gather`'s program (the same values; the kernel runs on a CPU only in
+  interpret mode);
 - `band`: an experiment, not a form the model can use: every 8 output rows read a window of
   `--band-rows` source rows (a dynamic slice), and the four corners are picked from it by one-hot
   matrix products (columns: over the full width; rows: over the window). Exact only where every
@@ -31,9 +32,6 @@ from __future__ import annotations
 import argparse
 import re
 import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 import jax  # noqa: E402
 
@@ -78,7 +76,7 @@ def figures(fn, *args, cpu_fn=None) -> tuple[dict, dict]:
         compiled = jitted.lower(*args).compile()
         text = compiled.as_text()
         written, tiled = hlo.padding_totals(hlo.buffers(text))
-        cost = plan._cost(compiled)
+        cost = plan.compiled_cost(compiled)
         out.append({"bytes": float(cost.get("bytes accessed", 0.0)), "flops": float(cost.get("flops", 0.0)),
                     "written": written, "tiled": tiled, "loops": len(re.findall(r"\swhile\(", text))})
     return out[0], out[1]
