@@ -31,7 +31,7 @@ GAUSS_KERNEL = (np.outer(_TAPS, _TAPS) / 256.0).astype(np.float32)
 # reflect padding folded into the matrix's edge rows. XLA compiles a pyramid of those (and its
 # gradient) in a fraction of the time the shifted adds take, and on CPU runs it faster while the
 # axis is short; past `MATRIX_MAX` the dense matrix's work (n/2 multiply-adds per output) loses to
-# the five taps. BENCHMARKS.md, attempt 17; `python bench/decisions/laplacian.py`.
+# the five taps. BENCHMARKS.md, Decisions, attempt 17.
 # The longest axis (the input's for the blur, the output's for the upsample) run as a matrix; read
 # when a pyramid is traced, so 0 traces the shifted adds everywhere (the form before attempt 17).
 MATRIX_MAX = 256

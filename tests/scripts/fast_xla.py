@@ -1,6 +1,6 @@
 """LLVM's cheap settings for XLA's CPU backend, the one spelling the suite uses.
 
-Programs compile about 38% faster and run 1.5-2.4x slower (`python bench/compile_flags.py`);
+Programs compile about 38% faster and run 1.5-2.4x slower (BENCHMARKS.md, Decisions);
 numbers move by about 1e-7 relative (LLVM's code differs, the HLO passes do not). The helper
 scripts whose cost is compiling and that compare programs compiled under the same settings
 (one device against eight, one process against two, the collectives of a compiled program) use

@@ -1,6 +1,6 @@
 """The small DMVFN of the tests whose point is not the model (sharding, collectives, several
 processes, the training loop's faults and signals): two narrow blocks, whose training step
-compiles and runs faster than the official nine's (`python bench/compile_model_size.py` measures both).
+compiles and runs faster than the official nine's (BENCHMARKS.md, Decisions, "The small model of the tests").
 The tests of the model itself, its parity and its learning keep the official nine."""
 
 SMALL_MODEL = {"widths": (16, 16), "scales": (2, 1)}
