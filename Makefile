@@ -3,8 +3,8 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
-# libtpu for `python -m dmvfn_jax.plan` (TPU compilation on this machine), pinned to what jax[tpu]
-# requires, installed where only dmvfn_jax.tpu looks: as a package, every JAX process on a machine
+# libtpu for `python -m dmvfn_jax.planning.plan` (TPU compilation on this machine), pinned to what jax[tpu]
+# requires, installed where only dmvfn_jax.planning.tpu looks: as a package, every JAX process on a machine
 # without TPU chips would try to start the TPU runtime and print its failure.
 LIBTPU := libtpu==0.0.42.*
 LIBTPU_STAMP := $(VENV)/libtpu/.installed

@@ -5,7 +5,7 @@ same weights, frames and routing, CPU.
                                  [--rows onnx,official,predictor,stablehlo] [--rounds 7] [--threads 2]
 
 Rows (`--rows`, any of):
-- `onnx`: `export.export_onnx` (what `python -m dmvfn_jax.export --format onnx` writes: the warp
+- `onnx`: `export.export_onnx` (what `python -m dmvfn_jax.deploy.export --format onnx` writes: the warp
   from elementwise ops and GatherElements), in onnxruntime on the CPU with `--threads` intra-op threads;
 - `onnx-grid_sample`: the same graph with each warp one GridSample (`warp="grid_sample"`);
 - `official`: the official architecture (`dmvfn_jax/parity/torch_dmvfn.py`, written from the
@@ -36,10 +36,10 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from dmvfn_jax import export
+from dmvfn_jax.deploy import export
 from dmvfn_jax.image_io import parse_size
-from dmvfn_jax.onnx_graph import node_counts
-from dmvfn_jax.predictor import Predictor
+from dmvfn_jax.deploy.onnx_graph import node_counts
+from dmvfn_jax.predict.predictor import Predictor
 from timing import interleaved_times  # bench/timing.py
 from workloads import random_dmvfn  # bench/workloads.py
 

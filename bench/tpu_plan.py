@@ -1,4 +1,4 @@
-"""The BENCHMARKS.md TPU table: `python -m dmvfn_jax.plan` for the official Cityscapes recipe on
+"""The BENCHMARKS.md TPU table: `python -m dmvfn_jax.planning.plan` for the official Cityscapes recipe on
 several slices, in float32 and bfloat16, one subprocess per plan.
 
     .venv/bin/python bench/tpu_plan.py [--topologies v4-8,v5e-8,...] [--dtypes float32,bfloat16] [--out FILE]
@@ -31,7 +31,7 @@ DTYPES = ("float32", "bfloat16")
 
 def run_plan(topology: str, dtype: str, work: Path) -> dict:
     out = work / f"{topology}_{dtype}.json"
-    cmd = [sys.executable, "-m", "dmvfn_jax.plan", "--config", "configs/cityscapes.py", "--topology", topology,
+    cmd = [sys.executable, "-m", "dmvfn_jax.planning.plan", "--config", "configs/cityscapes.py", "--topology", topology,
            "--per-chip-batch", "8", "--vgg", f"--config.compute_dtype={dtype}", "--json", str(out)]
     t0 = time.perf_counter()
     r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)

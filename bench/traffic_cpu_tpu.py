@@ -6,7 +6,7 @@
 Each case is one device's program, compiled on this machine's CPU and for one chip of a v5e:2x2
 slice (libtpu's compile-only devices; nothing runs), and printed with the FLOPs and the bytes
 accessed each compiler estimates (`compiled.cost_analysis()`), their ratio, and the bytes of
-the buffers the TPU program writes to HBM as written and as tiled (`dmvfn_jax.hlo.buffers`):
+the buffers the TPU program writes to HBM as written and as tiled (`dmvfn_jax.planning.hlo.buffers`):
 
 - `demo`: the demo config's training step, `--clips` clips of 3 frames at `--size` (per_batch,
   Laplacian loss, float32; on the TPU 4 x `--clips` clips over the 4 chips, so each gets `--clips`);
@@ -39,7 +39,8 @@ import numpy as np  # noqa: E402
 from flax import nnx  # noqa: E402
 from jax.sharding import Mesh  # noqa: E402
 
-from dmvfn_jax import hlo, ops, parallel, plan, tpu  # noqa: E402
+from dmvfn_jax import ops, parallel  # noqa: E402
+from dmvfn_jax.planning import hlo, plan, tpu  # noqa: E402
 from dmvfn_jax.models.dmvfn import DMVFN  # noqa: E402
 from workloads import load_config  # noqa: E402  (bench/workloads.py: configs/*.py)
 

@@ -10,7 +10,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 def load_config(name: str):
     """`configs/NAME.py`'s `get_config()`. The config files import `configs.common`, so they need
-    the repository root on `sys.path` (as `train.py` and `python -m dmvfn_jax.plan` run from it
+    the repository root on `sys.path` (as `train.py` and `python -m dmvfn_jax.planning.plan` run from it
     have): this is the one place the bench scripts put it there."""
     import importlib
 

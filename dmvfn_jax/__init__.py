@@ -14,7 +14,7 @@ def __getattr__(name):
 
         return DMVFN
     if name == "Predictor":
-        from dmvfn_jax.predictor import Predictor
+        from dmvfn_jax.predict.predictor import Predictor
 
         return Predictor
     raise AttributeError(f"module 'dmvfn_jax' has no attribute {name!r}")

@@ -27,7 +27,7 @@ def _run(prog: str, extra: str | None, purpose: str, module: str, function: str 
 
 
 def predict(prog: str = "dmvfn-predict") -> int:
-    return _run(prog, None, "", "dmvfn_jax.predict")
+    return _run(prog, None, "", "dmvfn_jax.predict.command")
 
 
 def train(prog: str = "dmvfn-train") -> int:
@@ -51,8 +51,8 @@ def prepare(prog: str = "dmvfn-prepare") -> int:
 
 
 def export(prog: str = "dmvfn-export") -> int:
-    return _run(prog, None, "", "dmvfn_jax.export")
+    return _run(prog, None, "", "dmvfn_jax.deploy.export")
 
 
 def plan(prog: str = "dmvfn-plan") -> int:
-    return _run(prog, "train", "planning a training run", "dmvfn_jax.plan")
+    return _run(prog, "train", "planning a training run", "dmvfn_jax.planning.plan")

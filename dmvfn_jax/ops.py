@@ -34,7 +34,7 @@ _TARGETS: list[str] = []  # the platforms `compiling_for` names, innermost last
 @contextlib.contextmanager
 def compiling_for(platform: str):
     """Warps traced inside are chosen for `platform` ("cpu", "gpu", "tpu") instead of JAX's default
-    backend: for programs compiled ahead of time for other devices (`dmvfn_jax.plan` traces on a CPU
+    backend: for programs compiled ahead of time for other devices (`dmvfn_jax.planning.plan` traces on a CPU
     host for compile-only TPU devices)."""
     _TARGETS.append(platform)
     try:
@@ -60,7 +60,7 @@ def warp(img: jax.Array, flow: jax.Array) -> jax.Array:
     """Backward warp in the form `warp_impl_for` chooses for the platform being compiled for
     (`warp_map_coordinates`, `warp_gather` or `warp_pallas`; the same values).
 
-    Its operations are named `warp` in the compiled program (`dmvfn_jax.hlo.source`)."""
+    Its operations are named `warp` in the compiled program (`dmvfn_jax.planning.hlo.source`)."""
     with jax.named_scope("warp"):
         _check_warp_args(img, flow)
         platform = _TARGETS[-1] if _TARGETS else jax.default_backend()

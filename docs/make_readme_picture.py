@@ -40,7 +40,7 @@ def main(argv=None) -> int:
 
     def body():
         from dmvfn_jax.files import atomic_file
-        from dmvfn_jax.predictor import Predictor
+        from dmvfn_jax.predict.predictor import Predictor
 
         files = list_frames(args.frames)[args.start:args.start + 3]
         if len(files) < 3:

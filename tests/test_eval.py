@@ -24,7 +24,7 @@ from dmvfn_jax.errors import InputError
 from dmvfn_jax.evaluation.lpips import load_lpips
 from dmvfn_jax.evaluation.run import evaluate
 from dmvfn_jax.image_io import load_image, save_png
-from dmvfn_jax.predictor import Predictor
+from dmvfn_jax.predict.predictor import Predictor
 
 
 def nchw(x):

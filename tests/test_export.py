@@ -1,4 +1,4 @@
-"""`python -m dmvfn_jax.export`: the StableHLO and ONNX artifacts against `Predictor`, alone,
+"""`python -m dmvfn_jax.deploy.export`: the StableHLO and ONNX artifacts against `Predictor`, alone,
 and bad inputs.
 
 Each routing is exported once per format (in-process `main`), at 56x72 (not a multiple of 16,
@@ -26,8 +26,8 @@ import pytest
 from flax import nnx
 
 from dmvfn_jax import Predictor
-from dmvfn_jax import export
-from dmvfn_jax.onnx_graph import node_counts
+from dmvfn_jax.deploy import export
+from dmvfn_jax.deploy.onnx_graph import node_counts
 
 REPO = Path(__file__).resolve().parents[1]
 H, W = 56, 72
@@ -231,7 +231,7 @@ def test_rgb_checkpoint_records_rgb(converted_dir, tmp_path):
 
 def test_runs_as_a_module(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    proc = subprocess.run([sys.executable, "-m", "dmvfn_jax.export", "--checkpoint", "no_such_checkpoint",
+    proc = subprocess.run([sys.executable, "-m", "dmvfn_jax.deploy.export", "--checkpoint", "no_such_checkpoint",
                            "--format", "onnx", "--size", SIZE, "--output", "y"], cwd=tmp_path, env=env,
                           capture_output=True, text=True, timeout=120)
     one_error_line(proc.returncode, proc.stderr, "no_such_checkpoint")
@@ -281,7 +281,7 @@ def test_onnx_metadata_sidecar_and_printed_convention(onnx_artifacts, converted_
     assert [f["name"] for f in meta["inputs"]] == ["prev", "cur"] and meta["output"]["name"] == "next"
     assert (meta["routing"], meta["conv_form"], meta["batch_mode"], meta["onnx_opset"]) == (
         "threshold", "plain", "batched", export.ONNX_OPSET)
-    assert meta["onnx_graph"] == "dmvfn_jax.onnx_graph.predictor_graph" and meta["checkpoint"] == str(converted_dir)
+    assert meta["onnx_graph"] == "dmvfn_jax.deploy.onnx_graph.predictor_graph" and meta["checkpoint"] == str(converted_dir)
     assert "platforms" not in meta and meta["warp"].startswith("gather")
     assert f"float32 (b, {H}, {W}, 3) NHWC" in out and "values in [0, 1], BGR channel order" in out
     assert f"wrote {path}" in out and "ONNX opset 21, NCHW" in out
@@ -386,7 +386,7 @@ def test_onnx_graph_follows_the_routing_options_and_widths(rescale, inputs, warp
     import onnxruntime as ort
 
     from dmvfn_jax.models import DMVFN
-    from dmvfn_jax.onnx_graph import predictor_graph
+    from dmvfn_jax.deploy.onnx_graph import predictor_graph
 
     model = DMVFN(rngs=nnx.Rngs(3), widths=(16, 8, 8), scales=(4, 2, 1), routing_rescale=rescale,
                   routing_inputs=inputs)

@@ -1,7 +1,7 @@
-"""`dmvfn_jax.hlo`: collectives, their sizes and how often a call runs them, on small HLO texts
+"""`dmvfn_jax.planning.hlo`: collectives, their sizes and how often a call runs them, on small HLO texts
 written in the two dialects the project meets (XLA CPU annotates loop trip counts, TPU does not)."""
 
-from dmvfn_jax import hlo
+from dmvfn_jax.planning import hlo
 
 TPU_STYLE = """HloModule jit_step, entry_computation_layout={(f32[8]{0})->f32[8]{0}}
 

@@ -85,7 +85,7 @@ def test_the_core_alone_predicts_on_the_sample_frames(tmp_path, converted_dir, r
     frames = [real_data / "official_sample_img_0.png", real_data / "official_sample_img_1.png"]
     code = textwrap.dedent(f"""
         import sys
-        from dmvfn_jax.predict import main
+        from dmvfn_jax.predict.command import main
         rc = main(["--checkpoint", {str(converted_dir)!r}, "--frames", {str(frames[0])!r}, {str(frames[1])!r},
                    "--output", {str(tmp_path / "lean.png")!r}])
         print("heavy:", sorted({set(HEAVY)!r} & {{m.split(".")[0] for m in sys.modules}}))
@@ -98,7 +98,7 @@ def test_the_core_alone_predicts_on_the_sample_frames(tmp_path, converted_dir, r
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-4000:]
     assert "heavy: []" in r.stdout, r.stdout
     # the same prediction as this (full) environment's
-    from dmvfn_jax import predict
+    from dmvfn_jax.predict import command as predict
 
     assert predict.main(["--checkpoint", str(converted_dir), "--frames", *map(str, frames),
                          "--output", str(tmp_path / "full.png")]) == 0

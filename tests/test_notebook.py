@@ -20,7 +20,7 @@ from nbclient import NotebookClient
 from PIL import Image
 
 from conftest import REPO
-from dmvfn_jax.predictor import Predictor
+from dmvfn_jax.predict.predictor import Predictor
 
 NOTEBOOK = REPO / "notebooks" / "demo.ipynb"
 STEPS = 3

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from dmvfn_jax import predict
+from dmvfn_jax.predict import command as predict
 
 REPO = Path(__file__).resolve().parents[1]
 W, H = 448, 256  # the official sample pair and the Vimeo clip

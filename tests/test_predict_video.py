@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from dmvfn_jax import predict
+from dmvfn_jax.predict import command as predict
 from dmvfn_jax import visualize as viz
 from dmvfn_jax.image_io import FrameError, load_video_frames
-from dmvfn_jax.predictor import Predictor
+from dmvfn_jax.predict.predictor import Predictor
 
 W, H = 112, 64
 

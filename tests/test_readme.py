@@ -136,7 +136,7 @@ def run_export_command(tmp_path, real_data, checkpoint, fmt: str):
     (work / "checkpoints" / "dmvfn_random").symlink_to(checkpoint)
     (tmp_path / "shared" / "data").mkdir(parents=True)
     (tmp_path / "shared" / "data" / "real").symlink_to(real_data)
-    (block,) = [b for b in code_blocks("bash") if "dmvfn_jax.export" in b and f"--format {fmt}" in b]
+    (block,) = [b for b in code_blocks("bash") if "dmvfn_jax.deploy.export" in b and f"--format {fmt}" in b]
     (cmd,) = commands(block)
     env = {**os.environ, "PYTHONPATH": str(REPO)}  # this checkout's dmvfn_jax, whatever the venv's editable install says
     r = subprocess.run(cmd.replace("python ", f"{sys.executable} ", 1), shell=True, cwd=work, env=env,

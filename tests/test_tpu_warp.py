@@ -11,7 +11,8 @@ import torch
 from flax import nnx
 
 from conftest import random_frames, small_dmvfn, to_nchw, to_nhwc
-from dmvfn_jax import hlo, losses, ops, tpu, tpu_warp
+from dmvfn_jax import losses, ops, tpu_warp
+from dmvfn_jax.planning import hlo, tpu
 
 FRAMES, FLOW = (2, 256, 256, 3), (2, 256, 256, 2)
 
@@ -39,7 +40,7 @@ def test_the_tpu_warp_counts_near_the_cpu_bytes_where_xla_gathers_count_a_tile_p
     """2 frames at 256x256, forward and with its gradient: bytes accessed for one v5e chip against
     this CPU's for the same program. XLA's gathers (map_coordinates, the CPU's form) count 165x and
     14x (BENCHMARKS.md); the kernel's program <= 10x (the issue's bound). The kernel's own share of
-    the TPU figure is what `tpu_warp._cost` declares, the rest is the compiler's estimate."""
+    the TPU figure is what the kernel's `pl.CostEstimate` declares, the rest is the compiler's estimate."""
     assert ops.warp_impl_for("tpu", 3, 256, 256) == "pallas" and ops.warp_impl_for("cpu", 3, 256, 256) == \
         "map_coordinates"
     gathers = lambda i, f: ops.warp_map_coordinates(i, f)  # noqa: E731
@@ -103,7 +104,7 @@ def test_hlo_sources_name_the_kernel():
 def test_exports_trace_the_portable_warp_even_when_compiling_for_a_tpu():
     """An artifact runs on every platform it carries, so `export_predictor` traces the warp for no
     platform in particular (`export.WARP_TARGET`) inside a caller's `compiling_for("tpu")` too."""
-    from dmvfn_jax import export
+    from dmvfn_jax.deploy import export
 
     with ops.compiling_for("tpu"):
         exported = export.export_predictor(small_dmvfn(), 32, 32, routing="all", platforms=("cpu", "tpu"))

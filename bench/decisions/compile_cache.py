@@ -23,7 +23,7 @@ t0 = float(sys.argv[1])
 from dmvfn_jax.compile_cache import enable_compilation_cache
 enable_compilation_cache(sys.argv[2])
 import numpy as np
-from dmvfn_jax.predictor import Predictor
+from dmvfn_jax.predict.predictor import Predictor
 h, w = (int(v) for v in sys.argv[4].split("x"))
 p = Predictor.from_checkpoint(sys.argv[3])
 x = np.random.default_rng(0).random((h, w, 3), dtype=np.float32)

@@ -5,7 +5,7 @@
 For each size (2 frames of 3 channels, square), each form of the warp is compiled for this CPU
 and for one v5e chip (libtpu's compile-only devices; nothing runs), forward and with its
 gradient, and printed with the bytes each compiler's cost analysis counts, the TPU/CPU ratio,
-the TPU program's HBM buffers as written and as tiled (`dmvfn_jax.hlo.buffers`) and its while
+the TPU program's HBM buffers as written and as tiled (`dmvfn_jax.planning.hlo.buffers`) and its while
 loops. All figures are compiler estimates.
 
 Forms:
@@ -39,7 +39,8 @@ jax.config.update("jax_platforms", "cpu")
 
 import jax.numpy as jnp  # noqa: E402
 
-from dmvfn_jax import hlo, ops, plan, tpu  # noqa: E402
+from dmvfn_jax import ops  # noqa: E402
+from dmvfn_jax.planning import hlo, plan, tpu  # noqa: E402
 
 HIGHEST = jax.lax.Precision.HIGHEST
 

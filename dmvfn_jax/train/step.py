@@ -174,7 +174,7 @@ def shard_train_step(step_fn, mesh: Mesh, state: TrainState):
     replicated, the state donated and the batch sharded on `data`.
 
     `state` may be concrete (it is placed on the mesh) or a tree of `jax.ShapeDtypeStruct`
-    (returned as is: `jitted.lower(state, batch, lr)` compiles ahead of time, `dmvfn_jax.plan`).
+    (returned as is: `jitted.lower(state, batch, lr)` compiles ahead of time, `dmvfn_jax.planning.plan`).
     Returns `(jitted_step, state_on_mesh)`.
     """
     replicated, batch = parallel.replicated(mesh), parallel.batch_sharded(mesh)

@@ -1,5 +1,5 @@
 """Run as a script: compile training and evaluation steps on 8 fake CPU devices and print, one JSON
-line per program, the collectives of the compiled HLO (`dmvfn_jax.hlo`).
+line per program, the collectives of the compiled HLO (`dmvfn_jax.planning.hlo`).
 
     python tests/scripts/collectives_check.py [--official] VARIANT [VARIANT ...]
 
@@ -30,7 +30,8 @@ import jax.numpy as jnp  # noqa: E402
 from flax import nnx  # noqa: E402
 from jax.sharding import NamedSharding, PartitionSpec as P  # noqa: E402
 
-from dmvfn_jax import hlo, parallel  # noqa: E402
+from dmvfn_jax import parallel  # noqa: E402
+from dmvfn_jax.planning import hlo  # noqa: E402
 from dmvfn_jax.models import DMVFN  # noqa: E402
 from dmvfn_jax.train import step as S  # noqa: E402
 from dmvfn_jax.train.optim import make_train_optimizer  # noqa: E402

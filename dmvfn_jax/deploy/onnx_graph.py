@@ -1,6 +1,6 @@
 """The next-frame predictor as an ONNX graph, written from a DMVFN's parameters (needs `onnx`).
 
-`python -m dmvfn_jax.export --format onnx` writes what `predictor_graph` builds. The graph is
+`python -m dmvfn_jax.deploy.export --format onnx` writes what `predictor_graph` builds. The graph is
 what ONNX has single operators for, in NCHW from one `Transpose` at the entry to one at the exit:
 `Conv` with its bias, `PRelu`, `Resize` (linear, `half_pixel`: PyTorch's `interpolate(bilinear,
 align_corners=False)`, which `ops.resize_by` equals), `ConvTranspose`, `Pad` (edge) where the

@@ -1,10 +1,10 @@
-"""Plan a TPU run from a machine without TPUs: `python -m dmvfn_jax.plan --config FILE --topology NAME`.
+"""Plan a TPU run from a machine without TPUs: `python -m dmvfn_jax.planning.plan --config FILE --topology NAME`.
 
-    python -m dmvfn_jax.plan --config configs/cityscapes.py --topology v5e-256 --per-chip-batch 8 --vgg
-    python -m dmvfn_jax.plan --config configs/demo.py --topology v5e:2x2 --config.batch_size=8
+    python -m dmvfn_jax.planning.plan --config configs/cityscapes.py --topology v5e-256 --per-chip-batch 8 --vgg
+    python -m dmvfn_jax.planning.plan --config configs/demo.py --topology v5e:2x2 --config.batch_size=8
 
 Compiles the config's exact training step (`make_train_step` + `shard_train_step`, the program
-`train.py` runs) for the TPU slice on compile-only devices (libtpu; `dmvfn_jax.tpu`) and prints,
+`train.py` runs) for the TPU slice on compile-only devices (libtpu; `dmvfn_jax.planning.tpu`) and prints,
 per chip:
 
 - memory: parameters, optimiser state, the batch, XLA's temporaries and the total against the
@@ -12,18 +12,18 @@ per chip:
   `error:` line when the step does not fit;
 - FLOPs and HBM bytes per step (compiler estimates: `compiled.cost_analysis()`, which counts a
   loop body once, times the step's updates) and the collectives with their sizes and the times
-  a step runs them (`dmvfn_jax.hlo`);
+  a step runs them (`dmvfn_jax.planning.hlo`);
 - the matmul precision: float32 convs run on TPU as bfloat16 passes; JAX's default precision is
   one pass (bfloat16 accuracy), `high` three, `highest` six. `--precision` compiles with another
   setting; train.py takes it from `JAX_DEFAULT_MATMUL_PRECISION=highest`;
 - a roofline lower bound of the step time, max(FLOPs x passes / peak FLOP/s, bytes / HBM
-  bandwidth), from the chip's public figures (`dmvfn_jax.tpu.CHIPS`, each with its source) and
+  bandwidth), from the chip's public figures (`dmvfn_jax.planning.tpu.CHIPS`, each with its source) and
   XLA's FLOP and traffic estimates (the compute term alone is a strict bound; the traffic term is
   as good as XLA's estimate, which counts DMVFN's few-channel tensors in the TPU's 128-lane
   tiles), and an estimate of the all-reduce time over the inter-chip links (it may overlap the
   compute);
 - the implied wall time of the config's schedule (a lower bound: steps x step bound);
-- where the HBM goes: the buffers the step writes to HBM (`dmvfn_jax.hlo.buffers`), as written and
+- where the HBM goes: the buffers the step writes to HBM (`dmvfn_jax.planning.hlo.buffers`), as written and
   as laid out in the TPU's (8, 128) tiles, grouped by the JAX operation that made them (its named
   scope: `block3`, `warp`, `laplacian_loss`, ...), the most tiled bytes first, each with the
   TPU compiler's own cycle estimate for its instructions (`--top N` rows; all in the JSON);
@@ -144,7 +144,7 @@ def hbm_report(text: str, updates: int = 1) -> dict:
 
     `updates`: the step's updates, for the totals' per-update figures; the rows count every run of
     a loop body already (`hlo.buffers`)."""
-    from dmvfn_jax import hlo
+    from dmvfn_jax.planning import hlo
 
     found = hlo.buffers(text)
     written, tiled = hlo.padding_totals(found)
@@ -163,7 +163,7 @@ def plan(config, topology_name: str, *, per_chip_batch: int | None = None, vgg: 
     from jax.sharding import Mesh
     import numpy as np
 
-    from dmvfn_jax import hlo, tpu
+    from dmvfn_jax.planning import hlo, tpu
     from dmvfn_jax.train.build import validate_config
 
     topo = tpu.parse_topology(topology_name)
@@ -337,7 +337,7 @@ def format_plan(p: dict, top: int = 10) -> str:
 
 
 def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=prog or "python -m dmvfn_jax.plan", description=__doc__.split("\n\n")[0],
+    p = argparse.ArgumentParser(prog=prog or "python -m dmvfn_jax.planning.plan", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter,
                                 epilog="Any --config.KEY=VALUE overrides the config, as in train.py.")
     p.add_argument("--config", required=True, help="Python config file (configs/*.py)")

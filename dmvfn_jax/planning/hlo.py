@@ -3,13 +3,13 @@ it writes and their tiles, its collectives.
 
 `buffers(text)` lists every buffer the program writes, with its bytes as written and as laid
 out in the TPU's tiles, and `by_source` groups them by the JAX operation (named scope) that made
-them: `dmvfn_jax.plan`'s where-the-HBM-goes report.
+them: `dmvfn_jax.planning.plan`'s where-the-HBM-goes report.
 
 `collectives(text)` lists every collective instruction of the program with its kind, the bytes
 of its result and how many times one call of the program runs it: an instruction inside a
 `while` body with a known trip count (a `lax.scan`) runs that many times per call, one inside a
 conditional branch is counted as if the branch were taken. The tests assert on it (only
-all-reduces cross devices in the training and evaluation steps) and `dmvfn_jax.plan` prints it
+all-reduces cross devices in the training and evaluation steps) and `dmvfn_jax.planning.plan` prints it
 for a TPU topology.
 """
 

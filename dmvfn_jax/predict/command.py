@@ -123,7 +123,7 @@ def main(argv=None, prog: str | None = None) -> int:
 
     def body():
         frames, where = read_inputs(args)
-        from dmvfn_jax.predictor import Predictor
+        from dmvfn_jax.predict.predictor import Predictor
 
         t0 = time.perf_counter()
         predictor = Predictor.from_checkpoint(args.checkpoint)

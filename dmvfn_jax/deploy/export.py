@@ -1,6 +1,6 @@
 """Export the next-frame predictor as a StableHLO or ONNX artifact that runs without dmvfn_jax.
 
-    python -m dmvfn_jax.export --checkpoint DIR --size WxH --output FILE
+    python -m dmvfn_jax.deploy.export --checkpoint DIR --size WxH --output FILE
                                [--format stablehlo|onnx] [--routing threshold|all]
                                [--platforms cpu,cuda,tpu] [--precision highest|default] [--overwrite]
 
@@ -19,7 +19,7 @@ checkpoint's channel order, float32 in [0, 1], NHWC, batch first) and how the pr
   CPU lowering only.
 - `--precision`: of the convs and matmuls: `highest` (default, float32 on every backend) or
   `default` (the backend's default: TF32 on recent GPUs, bfloat16 passes on TPU; faster there).
-- `--format onnx`: FILE is an ONNX model (opset 21, `dmvfn_jax.onnx_graph`: NCHW between one
+- `--format onnx`: FILE is an ONNX model (opset 21, `dmvfn_jax.deploy.onnx_graph`: NCHW between one
   transpose at the entry and one at the exit, one ONNX operator per op of the model; the `onnx`
   extra: `pip install 'dmvfn-jax[onnx]'`), weights inside, inputs `prev`, `cur`, output `next`,
   the same convention and a dynamic batch dimension `b`; onnxruntime runs it. `--platforms` and
@@ -38,7 +38,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from dmvfn_jax import onnx_graph, ops
+from dmvfn_jax import ops
+from dmvfn_jax.deploy import onnx_graph
 from dmvfn_jax.errors import InputError, run_command
 
 FORMATS = ("stablehlo", "onnx")
@@ -156,7 +157,7 @@ def onnx_metadata(height: int, width: int, *, channel_order: str, routing: str, 
         "matmul_precision": "float32",
         "warp": "gather: bilinear, border (elementwise ops and GatherElements)",
         "onnx_opset": ONNX_OPSET,
-        "onnx_graph": "dmvfn_jax.onnx_graph.predictor_graph",
+        "onnx_graph": "dmvfn_jax.deploy.onnx_graph.predictor_graph",
         "dmvfn_jax_version": _dist_version("dmvfn-jax"),
         "onnx_version": onnx.__version__,
         "jax_version": jax.__version__,
@@ -260,7 +261,7 @@ def export_checkpoint(checkpoint, output, size: str, routing: str = "threshold",
 
 def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog=prog or "python -m dmvfn_jax.export",
+        prog=prog or "python -m dmvfn_jax.deploy.export",
         description=__doc__.split("\n\n")[0],
         epilog=__doc__.split("\n\n", 2)[2],
         formatter_class=argparse.RawDescriptionHelpFormatter,

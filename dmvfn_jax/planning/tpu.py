@@ -3,7 +3,7 @@
 libtpu (from PyPI) can describe any TPU slice and compile for it on a CPU host:
 `jax.experimental.topologies.get_topology_desc` returns compile-only devices of that slice, and
 a program jitted over a mesh of them lowers and compiles as it would on the pod (MaxText's
-`train_compile.py` works this way). `dmvfn_jax.plan` builds on this module.
+`train_compile.py` works this way). `dmvfn_jax.planning.plan` builds on this module.
 
 libtpu is looked up, in order, at `$TPU_LIBRARY_PATH`, as the `libtpu` package (the `[tpu]`
 extra, or `jax[tpu]`), and at `<venv>/libtpu/libtpu/libtpu.so` (`make plan-deps`: a pip
