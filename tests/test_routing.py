@@ -235,7 +235,7 @@ def test_the_config_chooses_the_routing_options_and_bad_ones_are_named():
     assert c.routing.cost_weight == 0 and c.data.still_fraction == 0
     c = configs.demo.get_config()  # the demo trains with the options on
     c.model.widths, c.model.scales = (8, 8), (2, 1)
-    assert build.build_model(c).routing_options == {"routing_rescale": False, "routing_inputs": "difference"}
+    assert build.build_model(c).routing_options == {"routing_rescale": False, "routing_inputs": "motion"}
     c.routing.inputs = "flow"
     with pytest.raises(InputError, match="config.routing.inputs must be one of"):
         build.build_model(c)

@@ -8,7 +8,7 @@ still, shifted).
 
 `--weights`: each weight W trains `configs/demo.py` with `--config.routing.cost_weight=W` into
 ROOT/cost_W. `--runs NAME:KEY=VALUE,...`: each trains it with those config overrides into
-ROOT/NAME. A finished run is not trained again. One run after another; then the table. About 3
+ROOT/NAME. A finished run is not trained again. One run after another; then the table. About 5
 minutes a run on a 2-core CPU.
 """
 
@@ -45,9 +45,7 @@ def main(argv=None) -> int:
         print(f"{name} ({', '.join(sets) or 'the demo config'}): {workdir}", flush=True)
         if not (workdir / "results.json").exists():
             subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        results = json.loads((workdir / "results.json").read_text())
-        psnr, r = results["psnr"], results["routing"]
-        rows.append((name, psnr["DMVFN (threshold)"]["t+1"], psnr["DMVFN (all)"]["t+1"], psnr["copy last frame"]["t+1"], r))
+        rows.append((name, *t1_and_report(json.loads((workdir / "results.json").read_text()))))
     width = max(len(r[0]) for r in rows)
     print(f"{'run':>{width}s} {'PSNR t+1':>9s} {'all blocks':>10s} {'copy-last':>9s} {'patterns':>8s} {'blocks':>7s} "
           f"{'still':>6s} {'moving':>6s} {'shifted':>7s}  most common pattern")
@@ -57,6 +55,17 @@ def main(argv=None) -> int:
               f"{k['still']['mean_blocks']:6.2f} {k['moving']['mean_blocks']:6.2f} {k['shifted']['mean_blocks']:7.2f}  "
               f"{r['most_common_pattern']}")
     return 0
+
+
+def t1_and_report(results: dict) -> tuple:
+    """(t+1 PSNR routed, all blocks, copy-last, routing report) of a run's results.json: eval.py's
+    keys, or those of a run evaluated before the demo went through eval.py's evaluation (3aae53f)."""
+    if "psnr" in results:
+        p = results["psnr"]
+        return p["DMVFN (threshold)"]["t+1"], p["DMVFN (all)"]["t+1"], p["copy last frame"]["t+1"], results["routing"]
+    r = results["results"]
+    return (*(r[v]["psnr"]["per_step"][0] for v in ("dmvfn", "dmvfn_all_blocks", "copy_last")),
+            results["routing_report"])
 
 
 if __name__ == "__main__":
