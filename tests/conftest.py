@@ -82,7 +82,7 @@ def default_xla_env() -> dict:
 FILE_SECONDS = {"test_training.py": 200, "test_readme.py": 191, "test_faults.py": 127, "test_export.py": 108,
                 "test_eval.py": 108, "test_plan.py": 106, "test_pod_faults.py": 105, "test_model_parity.py": 101,
                 "test_inference.py": 83, "test_conv_forms.py": 58, "test_tpu_warp.py": 54, "test_predictor.py": 48,
-                "test_routing.py": 47, "test_train_datasets.py": 45, "test_train_step.py": 43,
+                "test_routing.py": 47, "test_train_datasets.py": 45, "test_sharded_step.py": 43,
                 "test_multiprocess.py": 41, "test_collectives.py": 40, "test_pipeline.py": 32}
 
 
