@@ -52,7 +52,7 @@ def evaluate_heldout(model, config, workdir: str | Path) -> dict:
         write_text(workdir / "results.md", results["setup"] + "\n\n```\n" + results["table"] + "\n\n"
                    + routing_text + "\n```\n")
         write_text(workdir / "results.json", json.dumps(results, indent=2) + "\n")
-    log.info("%s\n%s\n%s", results["setup"], results["table"], routing_text)
+    log.info("%s\n%s", results["setup"], results["table"])  # the routing report: logged by evaluate_clips
     psnr = {v: results["results"][v]["psnr"]["running_mean"][0] for v in ("dmvfn", "copy_last")}
     log.info("t+1 PSNR: %s %.2f dB, %s %.2f dB (%+.2f dB); pictures in %s", VARIANT_LABELS["dmvfn"], psnr["dmvfn"],
              VARIANT_LABELS["copy_last"], psnr["copy_last"], psnr["dmvfn"] - psnr["copy_last"], workdir / "images")

@@ -205,7 +205,7 @@ def evaluate_clips(model, channel_order: str, clips, usable: Sequence[int], prot
                                                    channel_order, model.num_blocks, with_preds)
         return jitted[with_preds]
 
-    log.info("%d clips at %s", len(usable), sizes_text({hw: len(m) for hw, m in groups.items()}))
+    log.info("clips by size: %s", sizes_text({hw: len(m) for hw, m in groups.items()}))
     base_key = jax.random.key(mode.seed)
     n_saved = max(save_predictions, save_images) if output is not None else 0
     bar = ProgressBar(len(usable), "clips", enabled=progress, log=None)
