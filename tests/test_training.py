@@ -15,7 +15,7 @@ from flax import nnx
 from conftest import REPO, demo_train_cmd, finish, kill_at_checkpoint, model_params, small_dmvfn, start
 from small_model import SMALL_MODEL  # tests/scripts
 from dmvfn_jax import checkpoint as ckpt
-from dmvfn_jax.data.sources import heldout_synthetic
+from dmvfn_jax.data.sources import heldout_synthetic, synthetic_options
 from dmvfn_jax.errors import InputError
 from dmvfn_jax.losses import dmvfn_loss
 from dmvfn_jax.train import build, checkpoints, loop
@@ -65,7 +65,7 @@ def heldout_scores(model, clips):
 def test_loss_falls_and_psnr_rises(tmp_path):
     config = tiny_config(small=False, num_train_steps=60, warmup_steps=5, checkpoint_every=1000, image_every=30)
     before = build.build_model(config)
-    clips = heldout_synthetic(config.data.seed, 16, 3, 64, 64)
+    clips = heldout_synthetic(config.data.seed, 16, 3, 64, 64, **synthetic_options(config.data))  # as trained
     loss0, psnr0 = heldout_scores(before, clips)
     summary = loop.train_and_evaluate(config, tmp_path)
     assert summary["status"] == "completed" and summary["step"] == 60
