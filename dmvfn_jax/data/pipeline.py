@@ -229,10 +229,8 @@ def clip_index(name: str, data_dir, split: str, records=None, read_records: bool
 
 class ClipSet:
     """What the evaluation reads of a set of clips: `__len__`, `clip_id(i)`, `frame_size(i)` and
-    `load(i)` (a clip (T, H, W, 3) uint8) from a subclass; grouping by size and padded batches here."""
-
-    where = "clips"
-    num_frames = 0
+    `load(i)` (a clip (T, H, W, 3) uint8), `where` (named in errors) and `num_frames` from a subclass;
+    grouping by size and padded batches here."""
 
     def by_size(self, indices: Sequence[int] | None = None) -> dict[tuple[int, int], list[int]]:
         """Clip indices grouped by (height, width), smallest frames first."""
@@ -279,9 +277,6 @@ class ArrayClips(ClipSet):
 
     def frame_size(self, index: int) -> tuple[int, int]:
         return tuple(self.clips.shape[2:4])
-
-    def too_short(self) -> list:
-        return []
 
     def load(self, index: int) -> np.ndarray:
         return self.clips[index]
