@@ -5,17 +5,20 @@ from __future__ import annotations
 import os
 import sys
 
-# DMVFN_JAX_TEST_XLA=fast compiles with LLVM's cheap settings (set before JAX starts its CPU
-# backend; the commands the tests start inherit them): compiles ~38% faster, runs 1.5-2.4x slower.
-# Off by default: in a full `make test` the tests that run many steps became several times slower,
-# more than the compiles saved (BENCHMARKS.md, Decisions, "LLVM's cheap settings for the tests").
-# Useful when iterating on compile-bound tests.
+# XLA's CPU settings for the suite, set before JAX starts its CPU backend (the commands the tests
+# start inherit them; tests/scripts/fast_xla.py): by default LLVM at level 1, which compiles the
+# training steps 6-25% faster and runs them as fast (BENCHMARKS.md, Decisions, "XLA's CPU
+# settings for the tests"). DMVFN_JAX_TEST_XLA=fast: LLVM's cheap settings (compiles ~38% faster, runs 1.5-2.4x
+# slower; in a full `make test` the tests that run many steps became several times slower, more
+# than the compiles saved), useful when iterating on compile-bound tests; =default: XLA's own.
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "scripts"))
-from fast_xla import xla_flags  # noqa: E402
+from fast_xla import SUITE_XLA, xla_flags  # noqa: E402
 from small_model import SMALL_MODEL, SMALL_MODEL_FLAGS  # noqa: E402
 
-if os.environ.get("DMVFN_JAX_TEST_XLA", "default") == "fast":
-    os.environ["XLA_FLAGS"] = xla_flags()
+_XLA = os.environ.get("DMVFN_JAX_TEST_XLA", "suite")
+if _XLA not in ("suite", "fast", "default"):
+    raise SystemExit(f"DMVFN_JAX_TEST_XLA must be suite, fast or default, got {_XLA!r}")
+os.environ["XLA_FLAGS"] = xla_flags(SUITE_XLA if _XLA == "suite" else "", fast=_XLA == "fast", suite=False)
 
 import atexit  # noqa: E402
 import shutil  # noqa: E402
@@ -69,9 +72,9 @@ torch.set_num_threads(2)
 
 
 def default_xla_env() -> dict:
-    """The environment without the suite's cheap LLVM settings: for programs whose figures are the
-    compiler's own (the TPU plan's memory and collectives)."""
-    return {**os.environ, "XLA_FLAGS": xla_flags(fast=False)}
+    """The environment at XLA's own settings (without the suite's LLVM level or cheap settings): for
+    programs whose figures are the compiler's own (the TPU plan's memory and collectives)."""
+    return {**os.environ, "XLA_FLAGS": xla_flags(fast=False, suite=False)}
 
 
 # The test files' shares of the suite's time, in seconds (the sums of their tests' `--durations`

@@ -66,6 +66,7 @@ def _train(config, workdir):
     return train_and_evaluate(config, workdir)
 
 
+@pytest.mark.command_precision  # at the shapes of conftest.SMALL_RECIPE_STEP, train.py's step: compiled once
 def test_train_kitti_and_vimeo_configs_from_tfds_builds(tmp_path, real_data):
     import configs.kitti
     import configs.vimeo
@@ -78,6 +79,7 @@ def test_train_kitti_and_vimeo_configs_from_tfds_builds(tmp_path, real_data):
     c = configs.kitti.get_config()
     c.data_dir = str(tmp_path / "tfds")
     c.data.height = c.data.width = 64
+    c.data.num_frames = 4  # windows of 4 of the 9 frames: the Cityscapes tests' program (SMALL_RECIPE_STEP)
     s = _train(c, tmp_path / "run_kitti")
     assert s["status"] == "completed" and s["step"] == 2 and np.isfinite(s["last_metrics"]["total"])
 

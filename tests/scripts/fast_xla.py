@@ -1,19 +1,30 @@
-"""LLVM's cheap settings for XLA's CPU backend, the one spelling the suite uses.
+"""The XLA CPU settings of the suite, the one spelling it uses.
 
-Programs compile about 38% faster and run 1.5-2.4x slower (BENCHMARKS.md, Decisions);
-numbers move by about 1e-7 relative (LLVM's code differs, the HLO passes do not). The helper
-scripts whose cost is compiling and that compare programs compiled under the same settings
-(one device against eight, one process against two, the collectives of a compiled program) use
-them; `DMVFN_JAX_TEST_XLA=fast` turns them on for the whole suite (tests/conftest.py).
+`SUITE_XLA`, the suite's default (tests/conftest.py sets it, and the commands the tests start
+inherit it): LLVM at optimisation level 1 instead of 2. The training steps compile 6-25%
+faster, the nine's threefry initialisers three times as fast, and the steps run as fast
+(`bench/decisions/compile_level.py`; BENCHMARKS.md, Decisions). `DMVFN_JAX_TEST_XLA=default` runs
+the suite at XLA's own settings.
+
+`FAST_XLA`, LLVM's cheap settings: programs compile about 38% faster and run 1.5-2.4x slower
+(BENCHMARKS.md, Decisions); numbers move by about 1e-7 relative (LLVM's code differs, the HLO
+passes do not). The helper scripts whose cost is compiling and that compare programs compiled
+under the same settings (one device against eight, one process against two, the collectives of a
+compiled program) use them; `DMVFN_JAX_TEST_XLA=fast` turns them on for the whole suite.
 """
 
 import os
 
+SUITE_XLA = "--xla_backend_optimization_level=1"
 FAST_XLA = "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true"
 
 
-def xla_flags(*extra: str, fast: bool = True) -> str:
-    """`XLA_FLAGS` of this process's environment with the cheap settings taken out, then `extra`
-    and (with `fast`) the cheap settings appended once: the one place the suite builds it."""
-    flags = os.environ.get("XLA_FLAGS", "").replace(FAST_XLA, "").split()
-    return " ".join(flags + [f for f in extra if f] + (FAST_XLA.split() if fast else []))
+def xla_flags(*extra: str, fast: bool = True, suite: bool = True) -> str:
+    """`XLA_FLAGS` of this process's environment with the suite's and the cheap settings taken out,
+    then `extra`, then the cheap settings (`fast`), or else the suite's level where this process
+    has it (`suite`; `fast=False, suite=False`: XLA's own settings): the one place the suite builds it."""
+    env = os.environ.get("XLA_FLAGS", "")
+    ours = set(SUITE_XLA.split() + FAST_XLA.split())
+    flags = [f for f in env.split() if f not in ours]
+    level = FAST_XLA if fast else SUITE_XLA if suite and SUITE_XLA in env.split() else ""
+    return " ".join(flags + [f for f in extra if f] + level.split())
