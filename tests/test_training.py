@@ -249,10 +249,11 @@ def test_a_config_saved_before_config_model_existed_resumes_as_the_official_bloc
 
 
 @pytest.mark.slow
-@pytest.mark.command_precision  # the demo step of train.py's runs here
-def test_init_checkpoint_channel_order_must_match_the_data(tmp_path, converted_dir):
+@pytest.mark.command_precision  # the small model's demo step of train.py's runs here
+def test_init_checkpoint_channel_order_must_match_the_data(tmp_path, converted_dir, small_checkpoint):
     """Official weights expect BGR: training them on RGB data is refused unless asked, and the log
-    says which order the frames reach the network in."""
+    says which order the frames reach the network in. The small model's BGR checkpoint
+    (conftest.small_checkpoint) stands in for the converted nine where it is trained."""
     from configs import finetune
 
     with pytest.raises(InputError, match=r"init_checkpoint .* was trained on BGR frames, but config.data.channel_order "
@@ -267,8 +268,7 @@ def test_init_checkpoint_channel_order_must_match_the_data(tmp_path, converted_d
         loop.train_and_evaluate(tiny_config(init_checkpoint=str(converted_dir), data=dict(demo.get_config().data,
                                             channel_order="BGR")), tmp_path / "other_blocks")
     assert not (tmp_path / "other_blocks" / "checkpoints").exists()
-    config = tiny_config(small=False, init_checkpoint=str(converted_dir), allow_channel_order_change=True,
-                         num_train_steps=3)
+    config = tiny_config(init_checkpoint=str(small_checkpoint), allow_channel_order_change=True, num_train_steps=3)
     loop.train_and_evaluate(config, tmp_path / "asked")
     logged = (tmp_path / "asked" / "train.log").read_text()
     assert "was trained on BGR frames; training it on RGB frames (allow_channel_order_change)" in logged
