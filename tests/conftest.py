@@ -7,18 +7,18 @@ import sys
 
 # XLA's CPU settings for the suite, set before JAX starts its CPU backend (the commands the tests
 # start inherit them; tests/scripts/fast_xla.py): by default LLVM at level 1, which compiles the
-# training steps 6-25% faster and runs them as fast (BENCHMARKS.md, Decisions, "XLA's CPU
-# settings for the tests"). DMVFN_JAX_TEST_XLA=fast: LLVM's cheap settings (compiles ~38% faster, runs 1.5-2.4x
-# slower; in a full `make test` the tests that run many steps became several times slower, more
-# than the compiles saved), useful when iterating on compile-bound tests; =default: XLA's own.
+# training steps 5-25% faster and runs them as fast (BENCHMARKS.md, Decisions, "XLA's CPU settings
+# for the tests"). DMVFN_JAX_TEST_XLA=fast: LLVM's cheap settings (compiles ~38% faster, runs
+# 1.5-2.4x slower; in a full `make test` the tests that run many steps became several times slower,
+# more than the compiles saved), useful when iterating on compile-bound tests; =default: XLA's own.
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "scripts"))
-from fast_xla import SUITE_XLA, xla_flags  # noqa: E402
+from fast_xla import LEVELS, xla_flags  # noqa: E402
 from small_model import SMALL_MODEL, SMALL_MODEL_FLAGS  # noqa: E402
 
 _XLA = os.environ.get("DMVFN_JAX_TEST_XLA", "suite")
-if _XLA not in ("suite", "fast", "default"):
-    raise SystemExit(f"DMVFN_JAX_TEST_XLA must be suite, fast or default, got {_XLA!r}")
-os.environ["XLA_FLAGS"] = xla_flags(SUITE_XLA if _XLA == "suite" else "", fast=_XLA == "fast", suite=False)
+if _XLA not in LEVELS:
+    raise SystemExit(f"DMVFN_JAX_TEST_XLA must be one of {', '.join(LEVELS)}, got {_XLA!r}")
+os.environ["XLA_FLAGS"] = xla_flags(level=_XLA)
 
 import atexit  # noqa: E402
 import shutil  # noqa: E402
@@ -74,15 +74,15 @@ torch.set_num_threads(2)
 def default_xla_env() -> dict:
     """The environment at XLA's own settings (without the suite's LLVM level or cheap settings): for
     programs whose figures are the compiler's own (the TPU plan's memory and collectives)."""
-    return {**os.environ, "XLA_FLAGS": xla_flags(fast=False, suite=False)}
+    return {**os.environ, "XLA_FLAGS": xla_flags(level="default")}
 
 
-# The test files' shares of the suite's time, in seconds (the sums of their tests' `--durations`
-# under `make test`, 2026-12-06). pytest-xdist's `--dist loadscope` hands each worker a whole file at
-# a time, in the order collected: the longest first, so that the run does not end with one worker
-# still on a long file and the other idle (longest processing time first). Unlisted files follow, as
-# collected; the order changes no result.
-FILE_SECONDS = {"test_readme.py": 214, "test_pod_faults.py": 186, "test_training.py": 170, "test_eval.py": 154,
+# The test files' shares of the suite's time, in seconds (the sums of their tests' `--durations=0`
+# under `make test`, 2026-12-06, before test_training's init-checkpoint test moved to the small model).
+# pytest-xdist's `--dist loadscope` hands each worker a whole file at a time, in the order collected:
+# the longest first, so that the run does not end with one worker still on a long file and the other
+# idle (longest processing time first). Unlisted files follow, as collected; the order changes no result.
+FILE_SECONDS = {"test_readme.py": 214, "test_training.py": 202, "test_pod_faults.py": 186, "test_eval.py": 154,
                 "test_faults.py": 132, "test_model_parity.py": 115, "test_plan.py": 99, "test_export.py": 98,
                 "test_train_datasets.py": 87, "test_inference.py": 80, "test_conv_forms.py": 75,
                 "test_collectives.py": 66, "test_tpu_warp.py": 66, "test_routing.py": 65, "test_sharded_step.py": 64,

@@ -17,7 +17,7 @@ from pytorch_msssim import ssim as torch_ssim
 
 from conftest import REPO, cityscapes_train_cmd, finish, random_alexnet_state, random_linear_state, start
 from dmvfn_jax import visualize
-from fast_xla import FAST_XLA, xla_flags  # tests/scripts, on the path through conftest
+from fast_xla import xla_flags  # tests/scripts, on the path through conftest
 from dmvfn_jax.data.build import build
 from dmvfn_jax.data.synthetic import synthetic_video
 from dmvfn_jax.errors import InputError
@@ -159,7 +159,7 @@ def test_sharded_evaluation_counts_every_clip_once(tmp_path, generic_tfds, small
     """3 clips on 2 (fake) devices with a global batch of 2: the last batch is padded and masked;
     the results equal the 1-device run's (of the suite's small model: the sharding is the point)."""
     def run(devices, batch, out, *extra):
-        flags = xla_flags(f"--xla_force_host_platform_device_count={devices}", fast=FAST_XLA in os.environ.get("XLA_FLAGS", ""))
+        flags = xla_flags(f"--xla_force_host_platform_device_count={devices}", level="inherit")
         env = {**os.environ, "XLA_FLAGS": flags}
         cmd = [sys.executable, str(REPO / "eval.py"), "--checkpoint", str(small_checkpoint), "--dataset", "clip_folder",
                "--data_dir", str(generic_tfds), "--context", "1,2", "--horizon", "2", "--metrics", "psnr,ssim",

@@ -69,7 +69,7 @@ def test_loss_falls_and_psnr_rises(tmp_path):
     before = build.build_model(config)
     clips = heldout_synthetic(config.data.seed, 16, 3, 64, 64, **synthetic_options(config.data))  # as trained
     loss0, psnr0 = heldout_scores(before, clips)
-    summary = loop.train_and_evaluate(config, tmp_path)
+    summary = loop.train_and_evaluate(config, tmp_path, model=before)  # the model just scored: built once
     assert summary["status"] == "completed" and summary["step"] == 60
     from dmvfn_jax import Predictor
 

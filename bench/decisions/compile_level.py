@@ -6,7 +6,7 @@ level 2), the suite's (level 1) and LLVM's cheap settings (level 0 without the e
 
 Per setting, a fresh process each (no compilation cache): the compile time of the demo config's
 training step (one update of 4 clips of 3 frames at 64x64) of the suite's small model and of the
-official nine, the mean time of 10 steps, and the time to build the nine with `nnx.Rngs(0)` (31
+official nine, the median time of 10 steps (from the same state), and the time to build the nine with `nnx.Rngs(0)` (31
 threefry initialisers compiled one by one, as docs/predict.md's example does). `--pytest FILES`
 times `pytest -n 2` on those test files under each `DMVFN_JAX_TEST_XLA` setting instead, one
 setting after the other.
@@ -34,6 +34,7 @@ import json, sys, time
 import jax, numpy as np
 from flax import nnx
 sys.path.insert(0, {bench!r})
+from timing import median_ms
 from workloads import load_config
 from dmvfn_jax.data.sources import heldout_synthetic
 from dmvfn_jax.models import DMVFN
@@ -51,12 +52,8 @@ for name, blocks in (("small", dict(widths=(16, 16), scales=(2, 1))), ("nine", {
     step = jax.jit(S.make_train_step(graphdef, opt, update_mode="per_batch"))
     clips, lr = heldout_synthetic(0, 4, 3, 64, 64), np.float32(1e-4)
     t = time.perf_counter(); compiled = step.lower(state, clips, lr).compile(); out[name + "_compile_s"] = time.perf_counter() - t
-    state, m = compiled(state, clips, lr); jax.block_until_ready(state)
-    t = time.perf_counter()
-    for _ in range(10):
-        state, m = compiled(state, clips, lr)
-    jax.block_until_ready(state); out[name + "_step_ms"] = (time.perf_counter() - t) * 100
-    out[name + "_loss"] = float(m["total"])
+    out[name + "_step_ms"] = median_ms(compiled, state, clips, lr, repeats=10)  # bench/timing.py
+    out[name + "_loss"] = float(compiled(state, clips, lr)[1]["total"])
 print(json.dumps(out))
 """
 

@@ -23,7 +23,8 @@ import os
 
 from fast_xla import xla_flags  # tests/scripts, this script's folder
 
-os.environ["XLA_FLAGS"] = xla_flags("--xla_force_host_platform_device_count=8", fast=os.environ.get("FAST", "1") == "1")
+os.environ["XLA_FLAGS"] = xla_flags("--xla_force_host_platform_device_count=8",
+                                   level="fast" if os.environ.get("FAST", "1") == "1" else "default")
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402

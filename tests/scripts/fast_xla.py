@@ -1,7 +1,7 @@
 """The XLA CPU settings of the suite, the one spelling it uses.
 
 `SUITE_XLA`, the suite's default (tests/conftest.py sets it, and the commands the tests start
-inherit it): LLVM at optimisation level 1 instead of 2. The training steps compile 6-25%
+inherit it): LLVM at optimisation level 1 instead of 2. The training steps compile 5-25%
 faster, the nine's threefry initialisers three times as fast, and the steps run as fast
 (`bench/decisions/compile_level.py`; BENCHMARKS.md, Decisions). `DMVFN_JAX_TEST_XLA=default` runs
 the suite at XLA's own settings.
@@ -17,14 +17,15 @@ import os
 
 SUITE_XLA = "--xla_backend_optimization_level=1"
 FAST_XLA = "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true"
+LEVELS = {"suite": SUITE_XLA, "fast": FAST_XLA, "default": ""}  # the values of DMVFN_JAX_TEST_XLA
 
 
-def xla_flags(*extra: str, fast: bool = True, suite: bool = True) -> str:
+def xla_flags(*extra: str, level: str = "fast") -> str:
     """`XLA_FLAGS` of this process's environment with the suite's and the cheap settings taken out,
-    then `extra`, then the cheap settings (`fast`), or else the suite's level where this process
-    has it (`suite`; `fast=False, suite=False`: XLA's own settings): the one place the suite builds it."""
-    env = os.environ.get("XLA_FLAGS", "")
-    ours = set(SUITE_XLA.split() + FAST_XLA.split())
-    flags = [f for f in env.split() if f not in ours]
-    level = FAST_XLA if fast else SUITE_XLA if suite and SUITE_XLA in env.split() else ""
-    return " ".join(flags + [f for f in extra if f] + level.split())
+    then `extra`, then the settings of `level`: "suite", "fast", "default" (XLA's own) or "inherit"
+    (whichever of them this process runs at): the one place the suite builds it."""
+    env = os.environ.get("XLA_FLAGS", "").split()
+    if level == "inherit":
+        level = "fast" if FAST_XLA.split()[-1] in env else "suite" if SUITE_XLA in env else "default"
+    ours = {f for v in LEVELS.values() for f in v.split()}
+    return " ".join([f for f in env if f not in ours] + [f for f in extra if f] + LEVELS[level].split())
