@@ -7,8 +7,8 @@ import sys
 
 # XLA's CPU settings for the suite, set before JAX starts its CPU backend (the commands the tests
 # start inherit them; tests/scripts/fast_xla.py): by default LLVM at level 1, which compiles the
-# training steps 5-25% faster and runs them as fast (BENCHMARKS.md, Decisions, "XLA's CPU settings
-# for the tests"). DMVFN_JAX_TEST_XLA=fast: LLVM's cheap settings (compiles ~38% faster, runs
+# nine's step 5-25% faster and its threefry initialisers 3x, and runs within noise to a fifth
+# slower (BENCHMARKS.md, Decisions, "XLA's CPU settings for the tests"). DMVFN_JAX_TEST_XLA=fast: LLVM's cheap settings (compiles ~38% faster, runs
 # 1.5-2.4x slower; in a full `make test` the tests that run many steps became several times slower,
 # more than the compiles saved), useful when iterating on compile-bound tests; =default: XLA's own.
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "scripts"))

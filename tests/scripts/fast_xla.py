@@ -1,8 +1,9 @@
 """The XLA CPU settings of the suite, the one spelling it uses.
 
 `SUITE_XLA`, the suite's default (tests/conftest.py sets it, and the commands the tests start
-inherit it): LLVM at optimisation level 1 instead of 2. The training steps compile 5-25%
-faster, the nine's threefry initialisers three times as fast, and the steps run as fast
+inherit it): LLVM at optimisation level 1 instead of 2. The nine's training step compiles
+5-25% faster (the small model's within noise), the steps run within noise to a fifth slower, and
+the nine's threefry initialisers three times as fast
 (`bench/decisions/compile_level.py`; BENCHMARKS.md, Decisions). `DMVFN_JAX_TEST_XLA=default` runs
 the suite at XLA's own settings.
 
