@@ -170,3 +170,22 @@ def test_the_module_form_of_a_command_names_its_extra_too():
     assert r.returncode == 1
     assert re.fullmatch(r"python -m dmvfn_jax\.data\.build: error: building TFDS datasets needs the 'data' extra: "
                         r"pip install 'dmvfn-jax\[data\]' \(not installed: tensorflow_datasets\)\n", r.stderr), r.stderr
+
+
+def test_the_training_log_writer_leaves_torch_unloaded(tmp_path):
+    """tensorboardX imports torch whenever it is installed (2 s per `train.py` process); the writer
+    keeps it out, writes its events, and torch still imports afterwards."""
+    code = textwrap.dedent(f"""
+        import sys
+        from dmvfn_jax.train.report import MetricWriter
+        w = MetricWriter({str(tmp_path)!r})
+        w.scalars(1, {{"loss": 0.5}})
+        w.close()
+        print("torch loaded:", "torch" in sys.modules)
+        import torch
+        print("torch then:", torch.zeros(2).shape)
+    """)
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "torch loaded: False" in r.stdout and "torch then: torch.Size([2])" in r.stdout, r.stdout
+    assert list(tmp_path.glob("events.out.tfevents.*")), list(tmp_path.iterdir())
