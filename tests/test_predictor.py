@@ -71,10 +71,14 @@ def test_batched_predict_and_rollout(predictor, sample_frames):
 
 
 def test_compiles_once_per_shape(converted_dir):
+    """One program per input shape, whatever the routing: the choice is data, not a constant."""
     p = Predictor.from_checkpoint(converted_dir)
     a, b = np.random.default_rng(0).random((2, 40, 56, 3), dtype=np.float32)
     p.predict(a, b)
     p.predict(b, a)
+    assert p.trace_count == 1
+    for routing in ("all", "sample", np.ones(9)):
+        p.predict(a, b, routing=routing)
     assert p.trace_count == 1
     p.rollout([a, b], steps=3)
     assert p.trace_count == 1

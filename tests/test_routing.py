@@ -92,6 +92,24 @@ def test_select_gates_choices():
     np.testing.assert_array_equal(R.select_gates(v, np.array([[1, 0, 0], [0, 0, 1]])), [[1, 0, 0], [0, 0, 1]])
 
 
+def test_gates_by_index_are_select_gates_with_the_choice_as_data():
+    """The predictor's one program: each choice, passed as an int32 to one jitted function, gives
+    `select_gates`' gates; the routing probabilities are computed only where a choice reads them."""
+    v = jnp.array([[0.2, 0.5, 0.7], [0.6, 0.49, 1.0]])
+    calls = []
+
+    def probs(a, b):
+        calls.append(1)  # runs while tracing, once per branch that computes them
+        return v + 0 * (a + b).sum()
+
+    key, given = jax.random.key(4), jnp.array([[1.0, 0, 0], [0, 0, 1]])
+    fn = jax.jit(lambda c: R.gates_by_index(probs, jnp.ones(2), jnp.ones(2), c, key, given))
+    for i, choice in enumerate(R.CHOICES_BY_INDEX):
+        want = R.select_gates(v, given if choice == "explicit" else choice, key)
+        np.testing.assert_array_equal(fn(jnp.int32(i)), want, err_msg=choice)
+    assert fn._cache_size() == 1 and len(calls) == 2  # one program; probs traced for the shape and the cond
+
+
 @pytest.mark.parametrize(
     "routing,match",
     [("random", "unknown routing"), (np.ones(4), r"shape \(3,\)"), (np.ones((2, 2)), r"shape \(3,\)")],

@@ -21,6 +21,8 @@ from flax import nnx
 from dmvfn_jax.models.layers import torch_conv, torch_linear
 
 ROUTING_CHOICES = ("sample", "threshold", "all")
+# `gates_by_index`'s order: the routing choices and explicit gates, as one compiled program's data
+CHOICES_BY_INDEX = ("threshold", "sample", "all", "explicit")
 # What the routing module reads, 6 channels in every option (the same parameters): "frames" (the
 # official: the two frames), "difference" (the first frame and the second minus the first: a still
 # pair's last three channels are exactly zero, so motion is in plain sight) or "motion" (the
@@ -185,3 +187,20 @@ def select_gates(v: jax.Array, routing: Routing, key: jax.Array | None = None, r
         return _bernoulli(key, v, rows).astype(v.dtype)
     gates = jnp.asarray(routing, v.dtype)
     return jnp.broadcast_to(gates, v.shape)
+
+
+def gates_by_index(probs, img0: jax.Array, img1: jax.Array, choice: jax.Array, key: jax.Array,
+                   given: jax.Array) -> jax.Array:
+    """`select_gates` with the routing choice as data: one compiled program serves them all.
+
+    `choice`: an int32 scalar indexing `CHOICES_BY_INDEX`; `probs(img0, img1)`: the routing
+    probabilities (B, n), computed only for "threshold" and "sample"; `given`: the gates (B, n)
+    of "explicit" (ignored otherwise). The gates equal `select_gates`' for the same choice."""
+    shape = jax.eval_shape(probs, img0, img1)
+    v = jax.lax.cond(choice < 2, probs, lambda a, b: jnp.zeros(shape.shape, shape.dtype), img0, img1)
+    return jax.lax.switch(choice, [
+        lambda: (v >= 0.5).astype(v.dtype),
+        lambda: _bernoulli(key, v, None).astype(v.dtype),
+        lambda: jnp.ones_like(v),
+        lambda: jnp.broadcast_to(given.astype(v.dtype), v.shape),
+    ])

@@ -7,7 +7,7 @@
 
 Inputs are HWC (or NHWC batches) uint8 or float arrays in [0, 1], or PIL images, all RGB.
 The checkpoint's channel order (BGR for the official weights) is handled inside; outputs are
-always RGB. One compilation per input shape and routing choice.
+always RGB. One compilation per input shape: every routing choice runs the same program.
 """
 
 from __future__ import annotations
@@ -66,7 +66,7 @@ class Predictor:
         self.metadata = dict(metadata or {})
         self._graphdef, self._state = nnx.split(model)
         self.trace_count = 0  # how many times the prediction function was traced (compiled)
-        self._step = jax.jit(self._step_impl, static_argnames=("routing", "first_decides", "empty"))
+        self._step = jax.jit(self._step_impl, static_argnames=("first_decides", "empty"))
 
     @classmethod
     def from_checkpoint(cls, path: str | os.PathLike) -> "Predictor":
@@ -75,23 +75,25 @@ class Predictor:
         return cls(model, meta["channel_order"], meta)
 
     # -- compiled core ----------------------------------------------------------------------
-    def _step_impl(self, state, prev, cur, key, gates, *, routing, first_decides, empty) -> InferenceResult:
+    def _step_impl(self, state, prev, cur, key, gates, choice, *, first_decides, empty) -> InferenceResult:
+        """One program for every routing choice: `choice` indexes `routing_lib.CHOICES_BY_INDEX`
+        (data, not a compile-time constant); `gates` (B, n) are read when it is "explicit"."""
         self.trace_count += 1  # runs only while tracing
         model = nnx.merge(self._graphdef, state)
         prev, cur = channels.reorder(prev, self.channel_order), channels.reorder(cur, self.channel_order)
-        chosen = gates if routing == "explicit" else routing
-        res = model.predict(prev, cur, chosen, key, first_decides=first_decides, empty=empty)
+        chosen = routing_lib.gates_by_index(model.routing_probs, prev, cur, choice, key, gates)
+        res = model.infer(prev, cur, chosen, first_decides=first_decides, empty=empty)
         return res._replace(prediction=channels.reorder(res.prediction, self.channel_order))
 
     def _run(self, prev, cur, routing, key, first_decides=False, empty="merge") -> InferenceResult:
         routing_lib.check_routing(routing, self.model.num_blocks)
+        shape = (prev.shape[0], self.model.num_blocks)
         if isinstance(routing, str):
-            name, gates = routing, None
+            name, gates = routing, jnp.zeros(shape, jnp.float32)
         else:
-            name, gates = "explicit", jnp.broadcast_to(jnp.asarray(routing, jnp.float32), (prev.shape[0], self.model.num_blocks))
-        return self._step(
-            self._state, prev, cur, key, gates, routing=name, first_decides=first_decides, empty=empty
-        )
+            name, gates = "explicit", jnp.broadcast_to(jnp.asarray(routing, jnp.float32), shape)
+        choice = jnp.int32(routing_lib.CHOICES_BY_INDEX.index(name))
+        return self._step(self._state, prev, cur, key, gates, choice, first_decides=first_decides, empty=empty)
 
     # -- public API -------------------------------------------------------------------------
     def predict_full(self, prev, cur, routing: routing_lib.Routing = "threshold", seed: int = 0, **kw) -> InferenceResult:
