@@ -122,3 +122,17 @@ def test_a_preemption_notice_to_one_process_stops_both_at_the_same_step(tmp_path
     assert not (workdir / "model").exists()
     assert ocp_utils.is_checkpoint_finalized(workdir / "checkpoints" / str(saved[0]))
     assert_resumes_exactly(workdir, saved[0], uninterrupted())
+
+
+def test_a_process_whose_peers_never_start_stops_with_one_line(tmp_path):
+    """Process 0 of 2 alone: after --initialization_timeout seconds it ends with one line and the
+    peer-lost status, where JAX's client aborted it with a page of traces."""
+    alone = start([sys.executable, SCRIPT, "0", str(free_port()), str(tmp_path / "alone"), "none", "0", *RUN,
+                   "--initialization_timeout=3"])
+    (r,) = both([alone], timeout=120)
+    assert r.returncode == EXIT_PEER_LOST, (r.returncode, r.stderr[-3000:])
+    assert r.stderr.strip().splitlines()[-1] == (
+        "train.py: process 0 of 2 stops: the 2 processes did not all connect to the coordinator "
+        f"127.0.0.1:{r.args[3]} within 3 s (--initialization_timeout); start every process with the same command "
+        "(exit status 75)"), r.stderr[-3000:]
+    assert "Traceback" not in r.stderr and "Fatal Python error" not in r.stderr, r.stderr[-3000:]

@@ -55,10 +55,9 @@ def main(argv):
                          f"--heartbeat_timeout ({FLAGS.heartbeat_timeout})")
             return 1
         jax.config.update("jax_cpu_collectives_implementation", "gloo")  # CPU-only runs; no effect on GPU/TPU
-        jax.distributed.initialize(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id,
-                                   initialization_timeout=FLAGS.initialization_timeout,
-                                   heartbeat_timeout_seconds=FLAGS.heartbeat_timeout,
-                                   shutdown_timeout_seconds=FLAGS.shutdown_timeout)
+        pod.initialize(_PROG[0], FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id,
+                       FLAGS.initialization_timeout, heartbeat_timeout_seconds=FLAGS.heartbeat_timeout,
+                       shutdown_timeout_seconds=FLAGS.shutdown_timeout)
         if jax.process_count() > 1:
             watchdog = pod.Watchdog(FLAGS.peer_timeout, _stop_lost).start()
     from dmvfn_jax.train.loop import TrainingDiverged, train_and_evaluate

@@ -68,6 +68,28 @@ def exit_now(prog: str, line: str) -> None:
     os._exit(EXIT_PEER_LOST)
 
 
+def initialize(prog: str, coordinator: str | None, num_processes: int | None, process_id: int | None,
+               timeout: int, **kwargs) -> None:
+    """`jax.distributed.initialize`, ended with one line and `EXIT_PEER_LOST` when the other
+    processes have not all connected in `timeout` seconds. JAX's own client aborts the process
+    there (a C++ fatal error, "Fatal Python error: Aborted" and a page of traces, about twice
+    `timeout` later); a timer thread reports first."""
+    import threading  # noqa: PLC0415
+
+    def late():
+        exit_now(prog, f"process {process_id} of {num_processes} stops: the {num_processes} processes did not all "
+                       f"connect to the coordinator {coordinator} within {timeout} s (--initialization_timeout); "
+                       f"start every process with the same command (exit status {EXIT_PEER_LOST})")
+
+    timer = threading.Timer(timeout, late)
+    timer.daemon = True
+    timer.start()
+    try:
+        jax.distributed.initialize(coordinator, num_processes, process_id, initialization_timeout=timeout, **kwargs)
+    finally:
+        timer.cancel()
+
+
 class Preemption:
     """`stop_at(step)` after each step: True when the run should save this step and stop."""
 
