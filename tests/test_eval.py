@@ -320,3 +320,31 @@ def test_mixed_sizes_are_evaluated_and_reported_per_size(tmp_path, mixed_tfds, s
     want = np.mean([copy_last_psnr(clips["a"], 2, 2), copy_last_psnr(clips["b"], 2, 2),
                     copy_last_psnr(resized, 2, 2)], axis=0)
     np.testing.assert_allclose(one["results"]["copy_last"]["psnr"]["per_step"], want, rtol=1e-5)
+
+
+def test_a_padded_row_adds_nothing_to_the_sums():
+    """The last batch is padded with zero clips (mask 0): their scores (PSNR inf for a zero frame
+    against itself) are left out, not multiplied by 0 (inf * 0 is nan); the sums are the real
+    clip's alone. The rollout runs in the evaluation step's scan (one traced step per variant)."""
+    import jax
+    from flax import nnx
+
+    from conftest import small_dmvfn
+    from dmvfn_jax.evaluation.protocols import MODES, Protocol
+    from dmvfn_jax.evaluation.step import make_eval_fn
+
+    graphdef, params = nnx.split(small_dmvfn())
+    clips = np.zeros((2, 4, 32, 32, 3), np.uint8)
+    clips[0] = synthetic_video(3, 4, 32, 32)
+    fn = jax.jit(make_eval_fn(graphdef, None, Protocol("t", "", "test", (0, 1), 2), MODES["clean"], ["psnr"], "RGB",
+                              2, False))
+    padded, _ = fn(params, None, clips, np.array([1, 0], np.float32), jax.random.key(0))
+    alone, _ = fn(params, None, clips[[0, 0]], np.array([1, 0], np.float32), jax.random.key(0))
+    for variant in ("dmvfn", "dmvfn_all_blocks", "copy_last"):
+        got = np.asarray(padded[variant]["psnr"])
+        assert np.all(np.isfinite(got)), (variant, got)
+        np.testing.assert_allclose(got, np.asarray(alone[variant]["psnr"]), rtol=1e-6)
+    truth = clips[0].astype(np.float64) / 255
+    want = [-10 * np.log10(np.mean((truth[1] - truth[2 + k]) ** 2)) for k in range(2)]
+    np.testing.assert_allclose(np.asarray(padded["copy_last"]["psnr"]), want, rtol=1e-5)
+    assert float(padded["count"]) == 1

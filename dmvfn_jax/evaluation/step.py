@@ -53,8 +53,7 @@ def make_eval_fn(graphdef, lpips_graphdef, protocol: Protocol, mode: Mode, metri
         fns = {name: _metric_fn(name, lpips_model) for name in metric_names}
         frames = clips.astype(jnp.float32) / 255.0
         m = mask.astype(jnp.float32)
-        out = {"count": m.sum(), "gate_sum": jnp.zeros((num_blocks,)), "ran_sum": jnp.zeros((num_blocks,))}
-        routed = {"prediction": [], "flow": [], "mask": [], "gates": []}
+        out = {"count": m.sum()}
 
         def routed_step(a, b, k):
             ma, mb = to_model(a), to_model(b)
@@ -71,24 +70,41 @@ def make_eval_fn(graphdef, lpips_graphdef, protocol: Protocol, mode: Mode, metri
             "dmvfn_all_blocks": lambda a, b, k: to_model(model.infer(to_model(a), to_model(b), None).prediction),
             "copy_last": lambda a, b, k: b,
         }
-        for variant in VARIANTS:
-            results = rollout(steps[variant], frames[:, c0], frames[:, c1], protocol.horizon)
-            per_metric = {name: [] for name in metric_names}
-            for k, res in enumerate(results):
+
+        def kept(variant):
+            """The variant's step for `rollout(scan=True)`: the prediction, kept (and, routed, its gates,
+            flow and mask)."""
+            def step(a, b, k):
+                res = steps[variant](a, b, k)
                 pred = getattr(res, "prediction", res)
+                extras = {"prediction": pred}
                 if variant == "dmvfn":
-                    used = res.gates * m[:, None]
-                    out["gate_sum"] = out["gate_sum"] + used.sum(0)
-                    out["ran_sum"] = out["ran_sum"] + jnp.any(used > 0, axis=0) * m.sum()
+                    extras["gates"] = res.gates
                     if with_predictions:
-                        for name, value in (("prediction", pred), ("flow", res.flow), ("mask", res.mask),
-                                            ("gates", res.gates)):
-                            routed[name].append(value)
-                x, y = to_metric(pred), to_metric(frames[:, c1 + 1 + k])
-                for name in metric_names:
-                    per_metric[name].append((fns[name](x, y) * m).sum())
-            out[variant] = {name: jnp.stack(vals) for name, vals in per_metric.items()}
-        outputs = {k: jnp.stack(v, axis=1) for k, v in routed.items()} if with_predictions else None
+                        extras.update(flow=res.flow, mask=res.mask)
+                return pred, extras
+            return step
+
+        horizon = protocol.horizon
+        truth = jnp.moveaxis(frames[:, c1 + 1:c1 + 1 + horizon], 1, 0)  # (horizon, B, H, W, 3)
+        real = jnp.broadcast_to(m > 0, (horizon, m.shape[0])).reshape(-1)
+        outputs = None
+        for variant in VARIANTS:
+            # one traced step per variant (the rollout's scan), then every prediction scored at once:
+            # scoring inside the scan would keep it from overlapping the next step's model
+            stacked = rollout(kept(variant), frames[:, c0], frames[:, c1], horizon, scan=True)
+            preds = stacked["prediction"]  # (horizon, B, H, W, 3)
+            x = to_metric(preds).reshape((-1,) + preds.shape[2:])
+            y = to_metric(truth).reshape(x.shape)
+            # where, not a product: a padded row (zeros, mask 0) scores PSNR inf, and inf * 0 is nan
+            out[variant] = {name: jnp.where(real, fns[name](x, y), 0.0).reshape(horizon, -1).sum(1)
+                            for name in metric_names}
+            if variant == "dmvfn":
+                used = stacked["gates"] * m[None, :, None]  # (horizon, B, n)
+                out["gate_sum"] = used.sum((0, 1))
+                out["ran_sum"] = (jnp.any(used > 0, axis=1) * m.sum()).sum(0)
+                if with_predictions:  # each (B, horizon, ...)
+                    outputs = {k: jnp.moveaxis(v, 0, 1) for k, v in stacked.items()}
         if axis_name is not None:
             out = parallel.psum_packed(out, axis_name)
         return out, outputs

@@ -44,11 +44,22 @@ class InferenceResult(NamedTuple):
     gates: jax.Array  # (B, n) gates actually applied
 
 
-def rollout(step: Callable[[jax.Array, jax.Array, int], Any], prev: jax.Array, cur: jax.Array,
-            steps: int) -> list:
+def rollout(step: Callable[[jax.Array, jax.Array, Any], Any], prev: jax.Array, cur: jax.Array,
+            steps: int, *, scan: bool = False):
     """Autoregressive prediction, the one loop of the package (`Predictor.rollout`, the evaluation
     step): `step(prev, cur, k)` for k = 0 .. steps-1 returns prediction k (an array, or anything
-    with a `.prediction`), which becomes the newer input of step k + 1. Returns the steps' results."""
+    with a `.prediction`), which becomes the newer input of step k + 1. Returns the steps' results.
+
+    `scan=True` (inside `jit`) runs the loop as one `lax.scan`, so that `step` is traced and
+    compiled once instead of `steps` times: k is then a traced int32, `step` returns
+    `(prediction, extras)`, and the result is `extras` stacked along a new leading axis (steps, ...)."""
+    if scan:
+        def body(carry, k):
+            a, b = carry
+            pred, extras = step(a, b, k)
+            return (b, pred), extras
+
+        return jax.lax.scan(body, (prev, cur), jnp.arange(steps, dtype=jnp.int32))[1]
     outs = []
     for k in range(steps):
         out = step(prev, cur, k)
