@@ -43,7 +43,9 @@ def both(procs, timeout: float = 300) -> list[subprocess.CompletedProcess]:
 
 @pytest.fixture(scope="module")
 def uninterrupted(tmp_path_factory):
-    """The run without faults, started at once and waited for when a test first needs it."""
+    """The run without faults, started at once and waited for when a test first needs it (before
+    the first faulty launch: two processes compiling the same step beside two others would each
+    compile it; after, they read it from the compilation cache)."""
     workdir = tmp_path_factory.mktemp("pod") / "straight"
     procs = launch(workdir)
 
@@ -67,6 +69,7 @@ def assert_resumes_exactly(workdir, step: int, reference):
 
 def test_a_lost_process_stops_the_other_at_once_with_one_line(tmp_path, uninterrupted):
     workdir = tmp_path / "killed"
+    reference = uninterrupted()  # first: its processes compile the step once, for the cache; these read it
     p0, p1 = launch(workdir, "kill", 8)
     p1.wait(timeout=300)
     lost_at = time.monotonic()
@@ -88,7 +91,7 @@ def test_a_lost_process_stops_the_other_at_once_with_one_line(tmp_path, uninterr
     steps = [p for p in (workdir / "checkpoints").iterdir() if p.name.isdigit()]
     assert all(ocp_utils.is_checkpoint_finalized(p) for p in steps) and max(int(p.name) for p in steps) == step
     assert not (workdir / "model").exists()
-    assert_resumes_exactly(workdir, step, uninterrupted())
+    assert_resumes_exactly(workdir, step, reference)
 
 
 def test_a_hung_process_is_found_by_the_watchdog(tmp_path):

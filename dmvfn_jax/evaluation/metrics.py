@@ -20,6 +20,8 @@ Every function returns one value per image, shape (B,), in float32.
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -89,6 +91,9 @@ def _ssim_terms(x, y, data_range: float, win: np.ndarray):
     return ssim_map.mean(axis=(1, 2)), cs_map.mean(axis=(1, 2))
 
 
+# Compiled as a whole when called outside `jit` too: the blurs are hundreds of small ops, slow one
+# by one (inside the evaluation step they are traced into its program as before)
+@functools.partial(jax.jit, static_argnames="data_range")
 def ssim(x, y, data_range: float = 1.0) -> jax.Array:
     """SSIM per image as `pytorch_msssim.ssim(..., size_average=False)`."""
     x, y = _check_pair(x, y, "ssim")
@@ -120,6 +125,7 @@ def check_ms_ssim_size(height: int, width: int) -> None:
         )
 
 
+@functools.partial(jax.jit, static_argnames="data_range")
 def ms_ssim(x, y, data_range: float = 1.0) -> jax.Array:
     """MS-SSIM per image as `pytorch_msssim.ms_ssim(..., size_average=False)`."""
     x, y = _check_pair(x, y, "ms_ssim")
