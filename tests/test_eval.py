@@ -337,7 +337,7 @@ def test_a_padded_row_adds_nothing_to_the_sums():
     clips = np.zeros((2, 4, 32, 32, 3), np.uint8)
     clips[0] = synthetic_video(3, 4, 32, 32)
     fn = jax.jit(make_eval_fn(graphdef, None, Protocol("t", "", "test", (0, 1), 2), MODES["clean"], ["psnr"], "RGB",
-                              2, False))
+                              False))
     padded, _ = fn(params, None, clips, np.array([1, 0], np.float32), jax.random.key(0))
     alone, _ = fn(params, None, clips[[0, 0]], np.array([1, 0], np.float32), jax.random.key(0))
     for variant in ("dmvfn", "dmvfn_all_blocks", "copy_last"):

@@ -202,7 +202,7 @@ def evaluate_clips(model, channel_order: str, clips, usable: Sequence[int], prot
     def step_fn(with_preds: bool):
         if with_preds not in jitted:
             jitted[with_preds] = sharded_eval_step(mesh, graphdef, lpips_graphdef, protocol, mode, names,
-                                                   channel_order, model.num_blocks, with_preds)
+                                                   channel_order, with_preds)
         return jitted[with_preds]
 
     log.info("clips by size: %s", sizes_text({hw: len(m) for hw, m in groups.items()}))

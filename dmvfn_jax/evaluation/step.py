@@ -25,7 +25,7 @@ def _metric_fn(name: str, lpips_model):
 
 
 def make_eval_fn(graphdef, lpips_graphdef, protocol: Protocol, mode: Mode, metric_names, model_order: str,
-                 num_blocks: int, with_predictions: bool):
+                 with_predictions: bool):
     """fn(params, lpips_params, clips uint8 (B,T,H,W,3) RGB, mask (B,), key, axis_name=None) -> (sums, outputs).
 
     sums: per variant and metric the masked sum over the batch per step (horizon,), `count`,
@@ -90,8 +90,8 @@ def make_eval_fn(graphdef, lpips_graphdef, protocol: Protocol, mode: Mode, metri
         real = jnp.broadcast_to(m > 0, (horizon, m.shape[0])).reshape(-1)
         outputs = None
         for variant in VARIANTS:
-            # one traced step per variant (the rollout's scan), then every prediction scored at once:
-            # scoring inside the scan would keep it from overlapping the next step's model
+            # one traced step per variant (the rollout's scan), then every prediction scored at once
+            # (BENCHMARKS.md, Decisions, 35)
             stacked = rollout(kept(variant), frames[:, c0], frames[:, c1], horizon, scan=True)
             preds = stacked["prediction"]  # (horizon, B, H, W, 3)
             x = to_metric(preds).reshape((-1,) + preds.shape[2:])
@@ -113,10 +113,10 @@ def make_eval_fn(graphdef, lpips_graphdef, protocol: Protocol, mode: Mode, metri
 
 
 def sharded_eval_step(mesh, graphdef, lpips_graphdef, protocol: Protocol, mode: Mode, metric_names,
-                      model_order: str, num_blocks: int, with_predictions: bool):
+                      model_order: str, with_predictions: bool):
     """`make_eval_fn` jitted per device over `mesh`: parameters and key replicated, clips and mask
     sharded on `data`; the sums come back replicated, the predictions sharded."""
-    fn = make_eval_fn(graphdef, lpips_graphdef, protocol, mode, metric_names, model_order, num_blocks,
+    fn = make_eval_fn(graphdef, lpips_graphdef, protocol, mode, metric_names, model_order,
                       with_predictions)
     replicated, sharded, data = parallel.replicated(mesh), parallel.batch_sharded(mesh), P(parallel.DATA_AXIS)
     fn = parallel.per_device(fn, mesh, in_specs=(P(), P(), data, data, P()), out_specs=(P(), data))

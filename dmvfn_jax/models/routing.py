@@ -11,6 +11,8 @@ Inference choices (`select_gates`): `"sample"` (Bernoulli, seeded), `"threshold"
 
 from __future__ import annotations
 
+import functools
+
 from typing import Union
 
 import jax
@@ -21,8 +23,10 @@ from flax import nnx
 from dmvfn_jax.models.layers import torch_conv, torch_linear
 
 ROUTING_CHOICES = ("sample", "threshold", "all")
-# `gates_by_index`'s order: the routing choices and explicit gates, as one compiled program's data
-CHOICES_BY_INDEX = ("threshold", "sample", "all", "explicit")
+# `gates_by_index`'s order: the routing choices and explicit gates, as one compiled program's data;
+# those that read the routing probabilities first
+_READ_PROBS = ("threshold", "sample")
+CHOICES_BY_INDEX = _READ_PROBS + ("all", "explicit")
 # What the routing module reads, 6 channels in every option (the same parameters): "frames" (the
 # official: the two frames), "difference" (the first frame and the second minus the first: a still
 # pair's last three channels are exactly zero, so motion is in plain sight) or "motion" (the
@@ -197,10 +201,6 @@ def gates_by_index(probs, img0: jax.Array, img1: jax.Array, choice: jax.Array, k
     probabilities (B, n), computed only for "threshold" and "sample"; `given`: the gates (B, n)
     of "explicit" (ignored otherwise). The gates equal `select_gates`' for the same choice."""
     shape = jax.eval_shape(probs, img0, img1)
-    v = jax.lax.cond(choice < 2, probs, lambda a, b: jnp.zeros(shape.shape, shape.dtype), img0, img1)
-    return jax.lax.switch(choice, [
-        lambda: (v >= 0.5).astype(v.dtype),
-        lambda: _bernoulli(key, v, None).astype(v.dtype),
-        lambda: jnp.ones_like(v),
-        lambda: jnp.broadcast_to(given.astype(v.dtype), v.shape),
-    ])
+    v = jax.lax.cond(choice < len(_READ_PROBS), probs, lambda a, b: jnp.zeros(shape.shape, shape.dtype), img0, img1)
+    return jax.lax.switch(choice, [functools.partial(select_gates, v, c if c != "explicit" else given, key)
+                                   for c in CHOICES_BY_INDEX])

@@ -89,10 +89,10 @@ class Predictor:
         routing_lib.check_routing(routing, self.model.num_blocks)
         shape = (prev.shape[0], self.model.num_blocks)
         if isinstance(routing, str):
-            name, gates = routing, jnp.zeros(shape, jnp.float32)
+            name, gates = routing, np.zeros(shape, np.float32)
         else:
             name, gates = "explicit", jnp.broadcast_to(jnp.asarray(routing, jnp.float32), shape)
-        choice = jnp.int32(routing_lib.CHOICES_BY_INDEX.index(name))
+        choice = np.int32(routing_lib.CHOICES_BY_INDEX.index(name))
         return self._step(self._state, prev, cur, key, gates, choice, first_decides=first_decides, empty=empty)
 
     # -- public API -------------------------------------------------------------------------

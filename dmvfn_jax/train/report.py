@@ -19,7 +19,7 @@ def _summary_writer_class():
     """tensorboardX's `SummaryWriter`, imported without PyTorch where PyTorch is not loaded yet.
 
     tensorboardX imports torch whenever it is installed (the parity extra installs it) only to
-    accept torch tensors; this writer passes floats and numpy arrays, and the import costs 2.6 s
+    accept torch tensors; this writer passes floats and numpy arrays, and the import cost about 2 s
     per process on a 2-core CPU. A `None` in `sys.modules` makes `import torch` raise ImportError
     for the duration of tensorboardX's import, which it handles; torch imports normally after."""
     if "torch" in sys.modules or "tensorboardX" in sys.modules:

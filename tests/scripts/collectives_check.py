@@ -72,7 +72,7 @@ def eval_program(blocks, mode_name):
     graphdef, params = nnx.split(model)
     protocol = make_protocol("clip_folder", None, (0, 1), 2)
     fn = sharded_eval_step(parallel.data_mesh(), graphdef, None, protocol, MODES[mode_name], ["psnr", "ssim"],
-                           "BGR" if mode_name == "official" else "RGB", model.num_blocks, True)
+                           "BGR" if mode_name == "official" else "RGB", True)
     clips = jax.ShapeDtypeStruct((BATCH, 4, SIZE, SIZE, 3), jnp.uint8)
     mask = jax.ShapeDtypeStruct((BATCH,), jnp.bool_)
     key = jax.eval_shape(lambda: jax.random.key(0))
