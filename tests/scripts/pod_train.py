@@ -29,6 +29,22 @@ from dmvfn_jax import parallel  # noqa: E402
 from dmvfn_jax.train import cli  # noqa: E402
 
 PACE = 0.1
+
+if pid != "0":
+    # JAX writes the persistent compilation cache from process 0 only, and on CPU a cache key holds
+    # the process's own topology, so process 1 never reads process 0's entries: it compiled every
+    # program in every launch of the pod-fault tests (about 10 s of CPU a launch, which process 0
+    # waited for at the first step). Here process 1 stores its own entries, read by its next launches.
+    import jax
+    from jax._src import compilation_cache, compiler
+
+    def _cache_write(cache_key, compile_time_secs, module_name, backend, executable, host_callbacks):
+        if not host_callbacks and compile_time_secs >= jax.config.jax_persistent_cache_min_compile_time_secs:
+            compilation_cache.put_executable_and_time(cache_key, module_name, executable, backend,
+                                                      int(compile_time_secs))
+
+    assert callable(compiler._cache_write), "jax._src.compiler._cache_write is gone: see above"
+    compiler._cache_write = _cache_write
 feed, fed = parallel.global_batch, [0]
 
 
