@@ -78,15 +78,15 @@ def default_xla_env() -> dict:
 
 
 # The test files' shares of the suite's time, in seconds (the sums of their tests' `--durations=0`
-# under `make test`, 2026-12-06, before test_training's init-checkpoint test moved to the small model).
+# under `make test`'s workers, 2026-12-06, after the pod-fault tests' second process kept its cache entries).
 # pytest-xdist's `--dist loadscope` hands each worker a whole file at a time, in the order collected:
 # the longest first, so that the run does not end with one worker still on a long file and the other
 # idle (longest processing time first). Unlisted files follow, as collected; the order changes no result.
-FILE_SECONDS = {"test_readme.py": 214, "test_training.py": 202, "test_pod_faults.py": 186, "test_eval.py": 154,
-                "test_faults.py": 132, "test_model_parity.py": 115, "test_plan.py": 99, "test_export.py": 98,
-                "test_train_datasets.py": 87, "test_inference.py": 80, "test_conv_forms.py": 75,
-                "test_collectives.py": 66, "test_tpu_warp.py": 66, "test_routing.py": 65, "test_sharded_step.py": 64,
-                "test_metrics.py": 56, "test_ops_parity.py": 47, "test_multiprocess.py": 44}
+FILE_SECONDS = {"test_readme.py": 125, "test_eval.py": 105, "test_training.py": 102, "test_pod_faults.py": 94,
+                "test_faults.py": 80, "test_plan.py": 65, "test_inference.py": 64, "test_metrics.py": 58,
+                "test_export.py": 53, "test_conv_forms.py": 48, "test_model_parity.py": 47, "test_tpu_warp.py": 46,
+                "test_train_datasets.py": 42, "test_routing.py": 37, "test_sharded_step.py": 35,
+                "test_collectives.py": 33, "test_ops_parity.py": 30, "test_convert.py": 25, "test_multiprocess.py": 24}
 
 
 def pytest_collection_modifyitems(config, items):
