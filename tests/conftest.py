@@ -85,8 +85,8 @@ def default_xla_env() -> dict:
 FILE_SECONDS = {"test_readme.py": 125, "test_eval.py": 105, "test_training.py": 102, "test_pod_faults.py": 94,
                 "test_faults.py": 80, "test_plan.py": 65, "test_inference.py": 64, "test_metrics.py": 58,
                 "test_export.py": 53, "test_conv_forms.py": 48, "test_model_parity.py": 47, "test_tpu_warp.py": 46,
-                "test_train_datasets.py": 42, "test_routing.py": 37, "test_sharded_step.py": 35,
-                "test_collectives.py": 33, "test_ops_parity.py": 30, "test_convert.py": 25, "test_multiprocess.py": 24}
+                "test_train_datasets.py": 42, "test_routing.py": 37, "test_data_parallel.py": 68,
+                "test_ops_parity.py": 30, "test_convert.py": 25, "test_multiprocess.py": 24}
 
 
 def pytest_collection_modifyitems(config, items):
