@@ -18,7 +18,7 @@ the buffers the TPU program writes to HBM as written and as tiled (`dmvfn_jax.pl
 
 These are the figures of BENCHMARKS.md, "Where the TPU's bytes go". Every figure is the
 compiler's estimate (`plan.compiled_cost`), not a measurement: no TPU was used. On the TPU the
-warp is the form `ops.warp_impl_for` chooses there (the Pallas kernel of `dmvfn_jax.tpu_warp`),
+warp is the form `ops.warp_impl_for` chooses there (the Pallas kernel of `dmvfn_jax.models.tpu_warp`),
 whose own cost is what the kernel declares (its `pl.CostEstimate`), not the compiler's estimate.
 XLA's cost analysis counts a while loop's body once; the TPU compiler turns some gathers into
 loops, so each row also prints the while loops of the TPU program (`loops`) as a warning sign.
@@ -39,7 +39,8 @@ import numpy as np  # noqa: E402
 from flax import nnx  # noqa: E402
 from jax.sharding import Mesh  # noqa: E402
 
-from dmvfn_jax import ops, parallel  # noqa: E402
+from dmvfn_jax import parallel  # noqa: E402
+from dmvfn_jax.models import ops  # noqa: E402
 from dmvfn_jax.planning import hlo, plan, tpu  # noqa: E402
 from dmvfn_jax.models.dmvfn import DMVFN  # noqa: E402
 from workloads import load_config  # noqa: E402  (bench/workloads.py: configs/*.py)

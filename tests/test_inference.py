@@ -9,8 +9,7 @@ import pytest
 from flax import nnx
 
 from conftest import random_frames
-from dmvfn_jax import ops
-from dmvfn_jax.models import mvfb
+from dmvfn_jax.models import mvfb, ops
 
 
 @functools.partial(nnx.jit, static_argnames=("sequential", "first_decides"))

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from conftest import to_nchw, to_nhwc
-from dmvfn_jax import ops
+from dmvfn_jax.models import ops
 from dmvfn_jax.parity import torch_dmvfn as tdm
 
 TOL = dict(rtol=0, atol=1e-5)

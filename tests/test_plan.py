@@ -23,7 +23,7 @@ def plans(tmp_path_factory):
     The small step is of the suite's small model (tests/scripts/small_model.py): the plan's
     machinery is the point, and the two blocks compile for the TPU faster than the nine
     (BENCHMARKS.md, "The small model of the tests"; the nine's plans are `bench/tpu_plan.py`'s).
-    8 clips per chip: with the warp's Pallas kernel (`dmvfn_jax.tpu_warp`), the step of 4 clips fits
+    8 clips per chip: with the warp's Pallas kernel (`dmvfn_jax.models.tpu_warp`), the step of 4 clips fits
     the TPU's on-chip memory and reports no HBM temporaries (2 did before the kernel); 8 compile for
     the TPU in about 31 s here."""
     out = tmp_path_factory.mktemp("plan")

@@ -1,4 +1,4 @@
-"""The warp's TPU kernel (`dmvfn_jax.tpu_warp`, `ops.warp_pallas`): what the TPU compiler makes of
+"""The warp's TPU kernel (`dmvfn_jax.models.tpu_warp`, `ops.warp_pallas`): what the TPU compiler makes of
 it (libtpu's compile-only devices, nothing runs), and the network with it against PyTorch (the
 kernel in Pallas's interpret mode on this CPU). Its op-level parity with grid_sample, forward and
 gradients, is in test_ops_parity.py with the other forms."""
@@ -11,7 +11,8 @@ import torch
 from flax import nnx
 
 from conftest import random_frames, small_dmvfn, to_nchw, to_nhwc
-from dmvfn_jax import losses, ops, tpu_warp
+from dmvfn_jax import losses
+from dmvfn_jax.models import ops, tpu_warp
 from dmvfn_jax.planning import hlo, tpu
 
 FRAMES, FLOW = (2, 256, 256, 3), (2, 256, 256, 2)

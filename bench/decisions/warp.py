@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from dmvfn_jax import ops
+from dmvfn_jax.models import ops
 from timing import median_ms  # bench/timing.py
 
 

@@ -11,7 +11,7 @@ loops. All figures are compiler estimates.
 Forms:
 - `map_coordinates`, `gather`: `ops.warp_map_coordinates` and `ops.warp_gather`, the two forms
   the model can use (both exact for any flow);
-- `pallas`: `ops.warp_pallas`, the Pallas TPU kernel the model uses on a TPU (`dmvfn_jax.tpu_warp`);
+- `pallas`: `ops.warp_pallas`, the Pallas TPU kernel the model uses on a TPU (`dmvfn_jax.models.tpu_warp`);
   its TPU bytes and FLOPs are what the kernel declares (its `pl.CostEstimate`), and its CPU
   column is `warp_gather`'s program (the same values; the kernel runs on a CPU only in
   interpret mode);
@@ -39,7 +39,7 @@ jax.config.update("jax_platforms", "cpu")
 
 import jax.numpy as jnp  # noqa: E402
 
-from dmvfn_jax import ops  # noqa: E402
+from dmvfn_jax.models import ops  # noqa: E402
 from dmvfn_jax.planning import hlo, plan, tpu  # noqa: E402
 
 HIGHEST = jax.lax.Precision.HIGHEST

@@ -38,9 +38,9 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from dmvfn_jax import ops
 from dmvfn_jax.deploy import onnx_graph
 from dmvfn_jax.errors import InputError, run_command
+from dmvfn_jax.models import ops
 
 FORMATS = ("stablehlo", "onnx")
 ROUTINGS = ("threshold", "all")

@@ -19,8 +19,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from dmvfn_jax import ops
-from dmvfn_jax.models import mvfb
+from dmvfn_jax.models import mvfb, ops
 from dmvfn_jax.models import routing as routing_lib
 from dmvfn_jax.models.mvfb import MVFB
 

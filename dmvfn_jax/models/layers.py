@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from dmvfn_jax import ops
+from dmvfn_jax.models import ops
 
 
 def _torch_default_bias_init(fan_in: int):

@@ -10,7 +10,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from dmvfn_jax import ops
+from dmvfn_jax.models import ops
 from dmvfn_jax.models.layers import ConvTranspose, ConvUnit
 
 IN_PLANES = 17  # img0, img1, warped img0, warped img1 (3 each), mask (1), flow (4)

@@ -87,7 +87,7 @@ def compile_train_step(config, mesh, *, vgg: bool = False, precision: str = "def
     import jax.numpy as jnp
     from flax import nnx
 
-    from dmvfn_jax import ops
+    from dmvfn_jax.models import ops
     from dmvfn_jax.models.dmvfn import DMVFN, warp_form
     from dmvfn_jax.train import optim
     from dmvfn_jax.train import step as step_lib

@@ -20,7 +20,7 @@ from jax.scipy.ndimage import map_coordinates
 # The backward warp's forms, all tested against PyTorch's grid_sample:
 #   "map_coordinates": jax.scipy's per channel (the CPU's and GPU's; faster on CPU, BENCHMARKS.md);
 #   "gather": four gathers of whole pixels;
-#   "pallas": the corners picked by one-hot products in a Pallas TPU kernel (`dmvfn_jax.tpu_warp`;
+#   "pallas": the corners picked by one-hot products in a Pallas TPU kernel (`dmvfn_jax.models.tpu_warp`;
 #             TPU only): XLA's TPU gathers fetch a tile per scalar;
 #   "pallas_interpret": the same kernel in Pallas's interpret mode, on any backend (the tests).
 # `warp_impl_for` chooses per platform; DMVFN_WARP forces one everywhere.
@@ -49,7 +49,7 @@ def warp_impl_for(platform: str, channels: int, height: int, width: int) -> str:
     if WARP_IMPL is not None:
         return WARP_IMPL
     if platform == "tpu":
-        from dmvfn_jax import tpu_warp  # noqa: PLC0415 (Pallas is imported only where it is used)
+        from dmvfn_jax.models import tpu_warp  # noqa: PLC0415 (Pallas is imported only where it is used)
 
         if tpu_warp.fits(channels, -(-height // tpu_warp.TILE_ROWS) * tpu_warp.TILE_ROWS, width):
             return "pallas"
@@ -119,7 +119,7 @@ def warp_pallas(img: jax.Array, flow: jax.Array, interpret: bool = False) -> jax
     Pallas kernel: compiled for a TPU, or in interpret mode anywhere) from the image as planes
     (B, C, H, W), and blended there as `warp_gather` blends (`bilinear`). Rows are padded to a multiple
     of the kernel's tile (never read: the corners' rows are clamped to the image)."""
-    from dmvfn_jax import tpu_warp  # noqa: PLC0415 (Pallas is imported only where it is used)
+    from dmvfn_jax.models import tpu_warp  # noqa: PLC0415 (Pallas is imported only where it is used)
 
     _check_warp_args(img, flow)
     _, h, w, _ = img.shape
