@@ -32,15 +32,25 @@ _TARGETS: list[str] = []  # the platforms `compiling_for` names, innermost last
 
 
 @contextlib.contextmanager
-def compiling_for(platform: str):
+def compiling_for(platform: str, device=None):
     """Warps traced inside are chosen for `platform` ("cpu", "gpu", "tpu") instead of JAX's default
     backend: for programs compiled ahead of time for other devices (`dmvfn_jax.planning.plan` traces on a CPU
-    host for compile-only TPU devices)."""
+    host for compile-only TPU devices). `device`: one of those devices, made JAX's default device
+    inside, for Pallas kernels whose lowering asks the chip (`tpu_relayout`); lower inside too."""
     _TARGETS.append(platform)
     try:
-        yield
+        if device is None:
+            yield
+        else:
+            with jax.default_device(device):
+                yield
     finally:
         _TARGETS.pop()
+
+
+def platform() -> str:
+    """The platform being compiled for: the innermost `compiling_for`, else JAX's default backend."""
+    return _TARGETS[-1] if _TARGETS else jax.default_backend()
 
 
 def warp_impl_for(platform: str, channels: int, height: int, width: int) -> str:
@@ -63,8 +73,7 @@ def warp(img: jax.Array, flow: jax.Array) -> jax.Array:
     Its operations are named `warp` in the compiled program (`dmvfn_jax.planning.hlo.source`)."""
     with jax.named_scope("warp"):
         _check_warp_args(img, flow)
-        platform = _TARGETS[-1] if _TARGETS else jax.default_backend()
-        impl = warp_impl_for(platform, img.shape[3], img.shape[1], img.shape[2])
+        impl = warp_impl_for(platform(), img.shape[3], img.shape[1], img.shape[2])
         if impl == "gather":
             return warp_gather(img, flow)
         if impl in ("pallas", "pallas_interpret"):
@@ -99,14 +108,8 @@ def corner_indices(img: jax.Array, flow: jax.Array):
     (grid_sample's border mode): `(wx, wy, x0, x1, y0, y1)`, the weights (B, H, W) in img's dtype
     and the corners' int32 indices (B, H, W)."""
     _, h, w, _ = img.shape
-    ys = jnp.arange(h, dtype=flow.dtype)[:, None]
-    xs = jnp.arange(w, dtype=flow.dtype)[None, :]
-    x = jnp.clip(xs + flow[..., 0], 0, w - 1)
-    y = jnp.clip(ys + flow[..., 1], 0, h - 1)
-    x0, y0 = jnp.floor(x), jnp.floor(y)
-    x0i, y0i = x0.astype(jnp.int32), y0.astype(jnp.int32)
-    wx, wy = (x - x0).astype(img.dtype), (y - y0).astype(img.dtype)
-    return wx, wy, x0i, jnp.minimum(x0i + 1, w - 1), y0i, jnp.minimum(y0i + 1, h - 1)
+    wx, wy, *corners = _planes_corner_indices(h, w, flow[..., 0], flow[..., 1])
+    return (wx.astype(img.dtype), wy.astype(img.dtype), *corners)
 
 
 def bilinear(v00, v01, v10, v11, wx, wy):
@@ -117,20 +120,63 @@ def bilinear(v00, v01, v10, v11, wx, wy):
 def warp_pallas(img: jax.Array, flow: jax.Array, interpret: bool = False) -> jax.Array:
     """The same backward warp as `warp_gather`, its four corners picked by `tpu_warp.corners` (a
     Pallas kernel: compiled for a TPU, or in interpret mode anywhere) from the image as planes
-    (B, C, H, W), and blended there as `warp_gather` blends (`bilinear`). Rows are padded to a multiple
-    of the kernel's tile (never read: the corners' rows are clamped to the image)."""
+    (B, C, H, W), and blended there as `warp_gather` blends (`bilinear`)."""
+    _check_warp_args(img, flow)
+    planes = jnp.transpose(img, (0, 3, 1, 2))
+    out = planes_warp_pallas(planes, flow[..., 0], flow[..., 1], interpret)
+    return jnp.transpose(out, (0, 2, 3, 1))
+
+
+def _planes_corner_indices(h: int, w: int, fx: jax.Array, fy: jax.Array):
+    """`corner_indices` for flows given as planes fx, fy (B, H, W)."""
+    x = jnp.clip(jnp.arange(w, dtype=fx.dtype)[None, None, :] + fx, 0, w - 1)
+    y = jnp.clip(jnp.arange(h, dtype=fy.dtype)[None, :, None] + fy, 0, h - 1)
+    x0, y0 = jnp.floor(x), jnp.floor(y)
+    x0i, y0i = x0.astype(jnp.int32), y0.astype(jnp.int32)
+    return x - x0, y - y0, x0i, jnp.minimum(x0i + 1, w - 1), y0i, jnp.minimum(y0i + 1, h - 1)
+
+
+def planes_warp_pallas(planes: jax.Array, fx: jax.Array, fy: jax.Array, interpret: bool = False) -> jax.Array:
+    """`warp_pallas` on planes: the image (B, C, H, W), the flow's components (B, H, W) each; the
+    warped planes. Rows are padded to a multiple of the kernel's tile (never read: the corners'
+    rows are clamped to the image)."""
     from dmvfn_jax.models import tpu_warp  # noqa: PLC0415 (Pallas is imported only where it is used)
 
-    _check_warp_args(img, flow)
-    _, h, w, _ = img.shape
-    wx, wy, x0, x1, y0, y1 = corner_indices(img, flow)
+    _, _, h, w = planes.shape
+    wx, wy, x0, x1, y0, y1 = _planes_corner_indices(h, w, fx, fy)
     pad = -h % tpu_warp.TILE_ROWS
-    planes = jnp.transpose(img, (0, 3, 1, 2))
     if pad:
         planes = jnp.pad(planes, ((0, 0), (0, 0), (0, pad), (0, 0)))
         x0, x1, y0, y1 = (jnp.pad(a, ((0, 0), (0, pad), (0, 0)), mode="edge") for a in (x0, x1, y0, y1))
     v = tpu_warp.corners(planes, y0, y1, x0, x1, interpret)[:, :, :, :h]  # (B, 4, C, H, W)
-    return jnp.transpose(bilinear(v[:, 0], v[:, 1], v[:, 2], v[:, 3], wx[:, None], wy[:, None]), (0, 2, 3, 1))
+    wx, wy = wx.astype(planes.dtype)[:, None], wy.astype(planes.dtype)[:, None]
+    return bilinear(v[:, 0], v[:, 1], v[:, 2], v[:, 3], wx, wy)
+
+
+def planes_warp_gather(planes: jax.Array, fx: jax.Array, fy: jax.Array) -> jax.Array:
+    """The same warp on planes from four gathers (any backend; `warp_gather`'s values)."""
+    b, c, h, w = planes.shape
+    wx, wy, x0, x1, y0, y1 = _planes_corner_indices(h, w, fx, fy)
+    flat = planes.reshape(b, c, h * w)
+
+    def at(yi, xi):
+        return jnp.take_along_axis(flat, (yi * w + xi).reshape(b, 1, h * w), axis=2).reshape(b, c, h, w)
+
+    wx, wy = wx.astype(planes.dtype)[:, None], wy.astype(planes.dtype)[:, None]
+    return bilinear(at(y0, x0), at(y0, x1), at(y1, x0), at(y1, x1), wx, wy)
+
+
+def warp_planes(planes: jax.Array, fx: jax.Array, fy: jax.Array) -> jax.Array:
+    """Backward warp of planes (B, C, H, W) by the flow's components fx, fy (B, H, W): the Pallas
+    kernel where `warp_impl_for` chooses it, else four gathers. Named `warp` like `warp`."""
+    with jax.named_scope("warp"):
+        _, c, h, w = planes.shape
+        if fx.shape != (planes.shape[0], h, w) or fy.shape != fx.shape:
+            raise ValueError(f"warp_planes: planes {planes.shape} and flow {fx.shape}, {fy.shape} do not match")
+        impl = warp_impl_for(platform(), c, h, w)
+        if impl in ("pallas", "pallas_interpret"):
+            return planes_warp_pallas(planes, fx, fy, interpret=impl == "pallas_interpret")
+        return planes_warp_gather(planes, fx, fy)
 
 
 def warp_map_coordinates(img: jax.Array, flow: jax.Array) -> jax.Array:
