@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from dmvfn_jax.models import mvfb, ops
+from dmvfn_jax.models import grid, mvfb, ops
 from dmvfn_jax.models import routing as routing_lib
 from dmvfn_jax.models.mvfb import MVFB
 
@@ -106,6 +106,7 @@ class DMVFN(nnx.Module):
         conv_form: str | None = None,
         routing_rescale: bool = True,
         routing_inputs: str = "frames",
+        layout: str | None = None,
     ):
         """`dtype`: computation dtype of the blocks' convs (e.g. `jnp.bfloat16`); parameters,
         flows, warps and outputs stay float32.
@@ -117,17 +118,25 @@ class DMVFN(nnx.Module):
         `routing_rescale`: the official routing module's rescaling of v to sum n/2 (True), or the
         sigmoid's v as it is; `routing_inputs`: what the routing module reads, the two frames (the
         official) or a form of their difference (`routing.ROUTING_INPUTS`); checkpoints record both.
+
+        `layout`: how the blocks hold their tensors, the same values up to float reassociation
+        (`grid.LAYOUTS`): "pixels" (NHWC, as the official code) or "cells" (8 x 8 pixels per
+        cell, lane-dense on a TPU; `dmvfn_jax.models.grid`); None chooses per platform at trace
+        time (`grid.choose_layout`: cells on a TPU, pixels elsewhere).
         """
         if len(widths) != len(scales):
             raise ValueError(f"widths {widths} and scales {scales} differ in length")
         if conv_form is not None and conv_form not in mvfb.FORMS:
             raise ValueError(f"conv_form must be None or one of {mvfb.FORMS}, got {conv_form!r}")
+        if layout is not None and layout not in grid.LAYOUTS:
+            raise ValueError(f"layout must be None or one of {grid.LAYOUTS}, got {layout!r}")
         self.blocks = nnx.List([MVFB(nf, dtype=dtype, rngs=rngs) for nf in widths])
         self.routing = routing_lib.RoutingModule(len(widths), rescale=routing_rescale, inputs=routing_inputs,
                                                    rngs=rngs)
         self.widths = tuple(widths)
         self.scales = tuple(scales)
         self.conv_form = conv_form
+        self.layout = layout
 
     @property
     def num_blocks(self) -> int:
@@ -192,6 +201,23 @@ class DMVFN(nnx.Module):
             mask = state.mask + gate * mask_d
             return FlowState(flow, mask, ops.warp(img0, flow[..., 0:2]), ops.warp(img1, flow[..., 2:4]))
 
+    def layout_for(self, height: int, width: int) -> str:
+        """The layout of a call on frames of this padded size: the model's, else the platform's."""
+        return self.layout or grid.choose_layout(ops.platform(), height, width)
+
+    def _cells_update(self, i, fr: grid.Frames, state: FlowState):
+        """`_block_update` over cells (`grid.block`)."""
+        with jax.named_scope(f"block{i}"):
+            x13 = jnp.concatenate([fr.cells0, fr.cells1, state.warped0, state.warped1, state.mask], axis=-1)
+            return grid.block(self.blocks[i], x13, state.flow, self.scales[i])
+
+    @staticmethod
+    def _cells_advance(fr: grid.Frames, state: FlowState, flow_d, mask_d, gate) -> FlowState:
+        with jax.named_scope("advance"):
+            flow = state.flow + gate * flow_d
+            mask = state.mask + gate * mask_d
+            return FlowState(flow, mask, grid.warp(fr.planes0, flow, 0), grid.warp(fr.planes1, flow, 2))
+
     def block_alone(self, i: int, img0: jax.Array, img1: jax.Array) -> FlowState:
         """Block `i` applied once to the frames from the initial state (zero flow and mask), its
         17-channel convs in the plain form: one block's share of `infer`, e.g. for per-block
@@ -216,6 +242,8 @@ class DMVFN(nnx.Module):
         return [o[:, :h, :w] for o in self._train_blocks(p0, p1, gates)]
 
     def _train_blocks(self, p0, p1, gates) -> list[jax.Array]:
+        if self.layout_for(*p0.shape[1:3]) == "cells":
+            return self._train_blocks_cells(p0, p1, gates)
         state = self._initial_state(p0, p1)
         parts = self._frame_parts(p0, p1)
         outputs = []
@@ -226,6 +254,19 @@ class DMVFN(nnx.Module):
             state = self._advance(p0, p1, state, flow_d, mask_d, _gate_column(gates, i))
         outputs.append(merge(p0, p1, state.flow, state.mask))
         return outputs
+
+    def _train_blocks_cells(self, p0, p1, gates) -> list[jax.Array]:
+        """`_train_blocks` over cells; the outputs as NHWC."""
+        fr = grid.frames(p0, p1)
+        state = FlowState(*grid.initial_state(fr))
+        outputs = []
+        for i in range(self.num_blocks):
+            flow_d, mask_d = self._cells_update(i, fr, state)
+            if i < self.num_blocks - 1:
+                outputs.append(grid.merge(fr, state.flow + flow_d, state.mask + mask_d))
+            state = self._cells_advance(fr, state, flow_d, mask_d, _gate_column(gates, i))
+        outputs.append(grid.blend(state.mask, state.warped0, state.warped1))  # the state's warps: `merge`'s
+        return [grid.to_pixels(o) for o in outputs]
 
     def train_forward(
         self,
@@ -289,29 +330,43 @@ class DMVFN(nnx.Module):
             gates = jnp.broadcast_to(gates[0:1], gates.shape)
         if sequential is None:
             sequential = b > 1 and jax.default_backend() == "cpu"
+        layout = self.layout_for(*p0.shape[1:3])
         if sequential:
             def one(args):
                 a, c, g = args
-                return jax.tree.map(lambda x: x[0], self._run_blocks(a[None], c[None], g[None], static_all, conv_form))
+                state = self._run_blocks(a[None], c[None], g[None], static_all, conv_form, layout)
+                return jax.tree.map(lambda x: x[0], state)
 
             state = jax.lax.map(one, (p0, p1, gates))
         else:
-            state = self._run_blocks(p0, p1, gates, static_all, conv_form)
-        pred = merge(p0, p1, state.flow, state.mask)
+            state = self._run_blocks(p0, p1, gates, static_all, conv_form, layout)
+        if layout == "cells":  # the state's warps are `merge`'s
+            pred, flow = grid.to_pixels(grid.blend(state.mask, state.warped0, state.warped1)), grid.to_pixels(state.flow)
+            mask = grid.to_pixels(state.mask)
+        else:
+            pred, flow, mask = merge(p0, p1, state.flow, state.mask), state.flow, state.mask
         if empty == "img0":
             ran = jnp.any(gates > 0, axis=1).reshape(-1, 1, 1, 1)
             pred = jnp.where(ran, pred, p0)
         crop = lambda x: x[:, :h, :w]
-        return InferenceResult(crop(pred), crop(state.flow), crop(jax.nn.sigmoid(state.mask)), gates)
+        return InferenceResult(crop(pred), crop(flow), crop(jax.nn.sigmoid(mask)), gates)
 
-    def _run_blocks(self, p0, p1, gates, static_all: bool, conv_form: str | None = None) -> FlowState:
-        """The blocks in order; block i is skipped (lax.cond) when no row of `gates` switches it on."""
-        state = self._initial_state(p0, p1)
-        parts = self._frame_parts(p0, p1, conv_form)
+    def _run_blocks(self, p0, p1, gates, static_all: bool, conv_form: str | None = None,
+                    layout: str = "pixels") -> FlowState:
+        """The blocks in order; block i is skipped (lax.cond) when no row of `gates` switches it on.
+        The state comes back in `layout`."""
+        if layout == "cells":
+            fr = grid.frames(p0, p1)
+            state = FlowState(*grid.initial_state(fr))
+        else:
+            state = self._initial_state(p0, p1)
+            parts = self._frame_parts(p0, p1, conv_form)
         for i in range(self.num_blocks):
             gate = _gate_column(gates, i)
 
             def run(s, i=i, gate=gate):
+                if layout == "cells":
+                    return self._cells_advance(fr, s, *self._cells_update(i, fr, s), gate)
                 flow_d, mask_d = self._block_update(i, p0, p1, s, parts)
                 return self._advance(p0, p1, s, flow_d, mask_d, gate)
 
