@@ -55,9 +55,10 @@ def table(rows: list[dict]) -> str:
     """The markdown table; the schedule column is ceil(official clips / global batch) steps at the
     step bound (what `--per-chip-batch` plans, recomputed so that every row uses the same rule); the
     warp column is the form the plan compiled (`step.warp`; "-" for plans made before it was
-    recorded: XLA's gathers) and the date the row's run (`--merge`)."""
+    recorded: XLA's gathers) with the blocks' layout where recorded (`step.layout`: "cells" on a TPU
+    since 2026-12-07, pixels before), and the date the row's run (`--merge`)."""
     clips = official_clips()
-    head = ("| planned | warp | slice | dtype | chips (hosts) | HBM per chip: total / capacity (compiler) | fits | "
+    head = ("| planned | warp, layout | slice | dtype | chips (hosts) | HBM per chip: total / capacity (compiler) | fits | "
             "collectives per step "
             "(compiler) | TFLOP per chip-step (compiler) | step time, lower bound | official schedule, lower bound "
             "| input processes per host, at most |")
@@ -73,7 +74,8 @@ def table(rows: list[dict]) -> str:
                          for k, v in p["collectives"].items())
         procs = p["input"]["processes_per_host"]
         lines.append(
-            f"| {row.get('date', '')} | {p['step'].get('warp', '-')} | {t['cloud']} ({t['libtpu']}) | {row['dtype']} | "
+            f"| {row.get('date', '')} | {p['step'].get('warp', '-')}"
+            f"{', ' + p['step']['layout'] if 'layout' in p['step'] else ''} | {t['cloud']} ({t['libtpu']}) | {row['dtype']} | "
             f"{t['chips']} ({t['hosts']}) | "
             f"{m['total'] / 2**30:.2f} / {m['hbm'] / 2**30:.2f} GiB | {'yes' if m['fits'] else '**no**'} | {coll} | "
             f"{p['per_chip']['flops'] / 1e12:.2f} | {r['step_lower_bound_s']:.2f} s "

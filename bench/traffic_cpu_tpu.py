@@ -76,7 +76,7 @@ def _one_device(fn, *shapes) -> tuple[dict, dict]:
     args = [s if not isinstance(s, tuple) else jax.ShapeDtypeStruct(s, jnp.float32) for s in shapes]
     cpu = jax.jit(lambda *a: fn(*a)).lower(*args).compile()
     replicated = tpu.one_chip(TOPOLOGY)
-    with ops.compiling_for("tpu"):  # the warp's form for a TPU (`ops.warp_impl_for`), traced anew
+    with ops.compiling_for("tpu", next(iter(replicated.device_set))):  # the TPU's forms, traced anew
         on_tpu = jax.jit(lambda *a: fn(*a), in_shardings=replicated, out_shardings=replicated).lower(*args).compile()
     return _figures(cpu), _figures(on_tpu)
 

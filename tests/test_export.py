@@ -121,6 +121,7 @@ def test_metadata_sidecar_and_printed_convention(artifacts, converted_dir):
     assert meta["platforms"] == ["cpu", "cuda", "tpu"] == list(load(path).platforms)
     # the portable warp, not the TPU's kernel, even though the artifact carries TPU code
     assert meta["warp"] == "map_coordinates" and "tpu_custom_call" not in load(path).mlir_module()
+    assert meta["block_layout"] == "pixels"
     assert meta["checkpoint"] == str(converted_dir)
     assert f"float32 (b, {H}, {W}, 3) NHWC" in out and "values in [0, 1], BGR channel order" in out
     assert f"wrote {path}" in out and f"wrote {export.metadata_path(path)}" in out
@@ -282,7 +283,7 @@ def test_onnx_metadata_sidecar_and_printed_convention(onnx_artifacts, converted_
     assert (meta["routing"], meta["conv_form"], meta["batch_mode"], meta["onnx_opset"]) == (
         "threshold", "plain", "batched", export.ONNX_OPSET)
     assert meta["onnx_graph"] == "dmvfn_jax.deploy.onnx_graph.predictor_graph" and meta["checkpoint"] == str(converted_dir)
-    assert "platforms" not in meta and meta["warp"].startswith("gather")
+    assert "platforms" not in meta and meta["warp"].startswith("gather") and meta["block_layout"] == "pixels"
     assert f"float32 (b, {H}, {W}, 3) NHWC" in out and "values in [0, 1], BGR channel order" in out
     assert f"wrote {path}" in out and "ONNX opset 21, NCHW" in out
 

@@ -47,6 +47,7 @@ def test_a_small_step_fits_and_only_all_reduces(plans):
     p = json.loads((out / "small.json").read_text())
     assert p["topology"]["chips"] == 4 and p["topology"]["device_kind"] == "TPU v5 lite"
     assert p["step"]["per_chip_batch"] == 8 and p["step"]["warp"] == "pallas"  # the warp chosen for a TPU
+    assert p["step"]["layout"] == "cells"  # and the blocks' layout (`grid.choose_layout`)
     assert p["step"]["model"] == {"widths": [16, 16], "scales": [2, 1]}  # the blocks planned are the config's
     m = p["memory_per_chip"]
     assert m["fits"] and 0 < m["total"] <= m["hbm"] and m["parameters"] > 0 and m["temporaries"] > 0
@@ -74,18 +75,19 @@ def test_a_small_step_fits_and_only_all_reduces(plans):
     for scope in ("advance/warp/", "merge/warp/", "block0/", "block1/", "grad block1/", "laplacian_loss/", "routing/",
                   "optimizer/"):
         assert any(s.startswith(scope) for s in sources), (scope, sorted(sources))
-    assert "where the HBM goes" in stdout and "warp: pallas" in stdout
+    assert "where the HBM goes" in stdout and "warp: pallas, layout: cells" in stdout
     # the warps are the kernel's, not XLA's per-scalar gathers
     assert any(s.endswith("warp/warp_corners/pallas_call") for s in sources), sorted(sources)
     assert not any("warp/" in s and s.endswith("/gather") for s in sources), sorted(sources)
 
 
 @pytest.mark.slow
-def test_the_tpu_step_moves_at_most_5x_the_cpus_bytes(plans):
+def test_the_tpu_step_moves_at_most_3x_the_cpus_bytes(plans):
     """The guard of the issue "make the TPU move data, not padding": the small step's bytes per chip
-    (the plan's compiler estimate, the warp kernel's share declared) against the CPU compiler's for
-    the same per-device program (8 clips at 64x64). With XLA's per-scalar gathers for the warp
-    (DMVFN_WARP=map_coordinates) it was 7.3x; with the kernel 3.75x (2026-12-06)."""
+    (the plan's compiler estimate, the Pallas kernels' shares declared) against the CPU compiler's
+    for the same step (8 clips at 64x64; the CPU's in pixels). With XLA's per-scalar gathers for the
+    warp (DMVFN_WARP=map_coordinates) it was 7.3x; with the warp's kernel 3.75x (2026-12-06); with
+    the blocks over cells (`dmvfn_jax.models.grid`) 2.06x (2026-12-07)."""
     import jax
 
     from configs import demo
@@ -102,7 +104,7 @@ def test_the_tpu_step_moves_at_most_5x_the_cpus_bytes(plans):
         config.model[key] = value
     cpu = plan.compiled_cost(plan.compile_train_step(config, parallel.data_mesh(jax.devices()[:1])).compiled)
     ratio = p["per_chip"]["hbm_bytes"] / float(cpu["bytes accessed"])
-    assert ratio <= 5, f"the TPU step moves {ratio:.1f}x the CPU's bytes"
+    assert ratio <= 3, f"the TPU step moves {ratio:.2f}x the CPU's bytes"
 
 
 def test_an_oversized_step_fails_with_one_line(plans):

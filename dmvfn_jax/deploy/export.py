@@ -107,6 +107,14 @@ def warp_form(height: int, width: int) -> str:
     return dmvfn.warp_form(WARP_TARGET, height, width)
 
 
+def block_layout(height: int, width: int) -> str:
+    """The blocks' layout an export of this size traces (`grid.choose_layout` for `WARP_TARGET`:
+    pixels, which every platform runs; the TPU's cells are chosen on a TPU only)."""
+    from dmvfn_jax.models import dmvfn, grid
+
+    return grid.choose_layout(WARP_TARGET, *(-(-n // dmvfn.SIZE_MULTIPLE) * dmvfn.SIZE_MULTIPLE for n in (height, width)))
+
+
 def _require_onnx():
     from dmvfn_jax.extras import require
 
@@ -137,6 +145,7 @@ def artifact_metadata(exported: jax.export.Exported, *, channel_order: str, rout
         "load": "jax.export.deserialize(bytes).call(prev, cur)",
         "matmul_precision": precision,
         "warp": warp_form(*exported.in_avals[0].shape[1:3]),
+        "block_layout": block_layout(*exported.in_avals[0].shape[1:3]),
         "platforms": list(exported.platforms),
         "calling_convention_version": exported.calling_convention_version,
         "jax_version": jax.__version__,
@@ -156,6 +165,7 @@ def onnx_metadata(height: int, width: int, *, channel_order: str, routing: str, 
         "load": "onnxruntime.InferenceSession(FILE).run(None, {'prev': prev, 'cur': cur})[0]",
         "matmul_precision": "float32",
         "warp": "gather: bilinear, border (elementwise ops and GatherElements)",
+        "block_layout": "pixels",  # the graph's convs are NHWC (`onnx_graph`)
         "onnx_opset": ONNX_OPSET,
         "onnx_graph": "dmvfn_jax.deploy.onnx_graph.predictor_graph",
         "dmvfn_jax_version": _dist_version("dmvfn-jax"),

@@ -78,6 +78,7 @@ class CompiledStep(NamedTuple):
     batch: Any
     blocks: dict
     warp: str  # the warp's form traced for the mesh's platform (`ops.warp_impl_for`)
+    layout: str  # the blocks' layout traced for it (`grid.choose_layout`)
 
 
 def compile_train_step(config, mesh, *, vgg: bool = False, precision: str = "default") -> CompiledStep:
@@ -88,7 +89,8 @@ def compile_train_step(config, mesh, *, vgg: bool = False, precision: str = "def
     from flax import nnx
 
     from dmvfn_jax.models import ops
-    from dmvfn_jax.models.dmvfn import DMVFN, warp_form
+    from dmvfn_jax.models import grid
+    from dmvfn_jax.models.dmvfn import DMVFN, SIZE_MULTIPLE, warp_form
     from dmvfn_jax.train import optim
     from dmvfn_jax.train import step as step_lib
     from dmvfn_jax.train.build import model_blocks, routing_options
@@ -116,7 +118,9 @@ def compile_train_step(config, mesh, *, vgg: bool = False, precision: str = "def
     batch = jax.ShapeDtypeStruct((config.batch_size, d.num_frames, d.height, d.width, 3), jnp.uint8)
     platform = mesh.devices.flat[0].platform
     warp = warp_form(platform, d.height, d.width)
-    with jax.default_matmul_precision(None if precision == "default" else precision), ops.compiling_for(platform):
+    layout = grid.choose_layout(platform, *(-(-n // SIZE_MULTIPLE) * SIZE_MULTIPLE for n in (d.height, d.width)))
+    device = mesh.devices.flat[0] if platform == "tpu" else None  # for Pallas kernels that ask the chip
+    with jax.default_matmul_precision(None if precision == "default" else precision), ops.compiling_for(platform, device):
         lowered = jitted.lower(abstract, batch, jax.ShapeDtypeStruct((), jnp.float32))
         try:
             compiled = lowered.compile()
@@ -125,7 +129,7 @@ def compile_train_step(config, mesh, *, vgg: bool = False, precision: str = "def
                 raise
             reason = str(e).split("RESOURCE_EXHAUSTED:", 1)[1].strip().splitlines()[0]
             raise DoesNotFit(reason) from None
-    return CompiledStep(compiled, abstract, batch, blocks, warp)
+    return CompiledStep(compiled, abstract, batch, blocks, warp, layout)
 
 
 def compiled_cost(compiled) -> dict:
@@ -186,7 +190,7 @@ def plan(config, topology_name: str, *, per_chip_batch: int | None = None, vgg: 
     hosts = len({d.process_index for d in devices})
     mesh = Mesh(np.asarray(devices), ("data",))
     try:
-        compiled, state, batch, blocks, warp = compile_train_step(config, mesh, vgg=vgg, precision=precision)
+        compiled, state, batch, blocks, warp, layout = compile_train_step(config, mesh, vgg=vgg, precision=precision)
     except DoesNotFit as e:
         raise DoesNotFit(f"the step does not fit on {topo.cloud_name} ({config.batch_size // topo.chips} clips of "
                          f"{config.data.num_frames} frames at {config.data.height}x{config.data.width} per chip): "
@@ -222,7 +226,7 @@ def plan(config, topology_name: str, *, per_chip_batch: int | None = None, vgg: 
                  "update_mode": config.update_mode, "updates_per_step": updates,
                  "estimator": config.routing.estimator, "compute_dtype": config.get("compute_dtype", "float32"),
                  "vgg": bool(vgg or config.get("vgg_checkpoint")),
-                 "model": {k: list(v) for k, v in blocks.items()}, "warp": warp},
+                 "model": {k: list(v) for k, v in blocks.items()}, "warp": warp, "layout": layout},
         "memory_per_chip": {
             "parameters": _tree_bytes(state.params), "optimizer": _tree_bytes(state.opt_state),
             "batch": _tree_bytes(batch) // n, "arguments": mem.argument_size_in_bytes,
@@ -304,7 +308,8 @@ def format_plan(p: dict, top: int = 10) -> str:
         f"step: global batch {s['global_batch']} ({s['per_chip_batch']} per chip) x {s['frames']} frames at "
         f"{s['size'][0]}x{s['size'][1]}, {s['update_mode']} ({s['updates_per_step']} update(s) per step), "
         f"{_blocks_text(s.get('model'))}{s['estimator']} routing, {s['compute_dtype']}, "
-        f"{'Laplacian + VGG' if s['vgg'] else 'Laplacian'} loss" + (f", warp: {s['warp']}" if "warp" in s else ""),
+        f"{'Laplacian + VGG' if s['vgg'] else 'Laplacian'} loss" + (f", warp: {s['warp']}" if "warp" in s else "")
+        + (f", layout: {s['layout']}" if "layout" in s else ""),
         f"precision: {p['precision']['note']}",
         f"memory per chip ({m['kind']}): parameters {_gib(m['parameters'])}, optimiser {_gib(m['optimizer'])}, "
         f"batch {_gib(m['batch'])}, temporaries {_gib(m['temporaries'])}; total {_gib(m['total'])} of "
