@@ -86,8 +86,9 @@ def test_the_tpu_step_moves_at_most_3x_the_cpus_bytes(plans):
     """The guard of the issue "make the TPU move data, not padding": the small step's bytes per chip
     (the plan's compiler estimate, the Pallas kernels' shares declared) against the CPU compiler's
     for the same step (8 clips at 64x64; the CPU's in pixels). With XLA's per-scalar gathers for the
-    warp (DMVFN_WARP=map_coordinates) it was 7.3x; with the warp's kernel 3.75x (2026-12-06); with
-    the blocks over cells (`dmvfn_jax.models.grid`) 2.06x (2026-12-07)."""
+    warp (DMVFN_WARP=map_coordinates) it was 7.3x; with the warp's kernel 3.75x (2026-12-06), 3.87x
+    (2026-12-07, `grid.choose_layout` made to answer pixels); with the blocks over cells
+    (`dmvfn_jax.models.grid`) 2.06x (2026-12-07)."""
     import jax
 
     from configs import demo

@@ -16,7 +16,7 @@ taps reach (2 x 2 for the stride-2 convs, 3 x 3 for the others) and holds the bl
 entries, placed exactly, with the bilinear downsampling before `conv0[0]` folded in (weights 0.5
 per axis, exact in binary) and the transposed conv `lastconv` written as one. The convs add the
 same products as the pixel layout's, with many more zero terms (every output pixel of a cell reads
-all the cell's input pixels): 4-28x the multiply-adds, on the MXU that a DMVFN leaves idle on a
+all the cell's input pixels): up to 28x the multiply-adds, on the MXU that a DMVFN leaves idle on a
 TPU. Upsampling is a conv over cells at `Precision.HIGHEST` (its weights exact in float32 and
 bfloat16). Results equal the pixel layout's up to float reassociation (`tests/test_grid.py`).
 
