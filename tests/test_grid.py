@@ -2,7 +2,9 @@
 values as on pixels, up to float reassociation, through a block, the whole model, training
 outputs and gradients; the planes/cells kernels (`tpu_relayout`) in interpret mode; the choice per
 platform. The tolerance, 1e-5, is the suite's float32 reassociation bound (measured: 2.5e-6 at
-most, on the nine with random weights). What the layout saves on a TPU is `tests/test_plan.py`'s."""
+most, on the nine with random weights). The model here is small (widths 16: at widths 8 one PReLU
+slope's gradient is a sum that moves 1.3e-5 of its largest between the pixel layout's own conv
+forms, and 3.5e-5 between the layouts). What the layout saves on a TPU is `tests/test_plan.py`'s."""
 
 import jax
 import jax.numpy as jnp
@@ -15,7 +17,9 @@ from dmvfn_jax.models.dmvfn import DMVFN
 from dmvfn_jax.models.mvfb import MVFB
 
 TOL = 1e-5
-THREE_SCALES = {"widths": (16, 16, 16), "scales": (4, 2, 1)}  # every scale a block runs at, small
+# Small: the scale-4 path (convs on pixels of H/16 after conv0[0]) and the scale-1 path; scale 2's is
+# the block test's
+TWO_SCALES = {"widths": (16, 16), "scales": (4, 1)}
 
 
 def _frames(shape, seed=0):
@@ -58,8 +62,8 @@ def test_lift_compiled_places_the_kernels_entries(kind, fi, fo, stride, down, sh
 
 
 def _pair():
-    pixels = DMVFN(rngs=nnx.Rngs(0), layout="pixels", **THREE_SCALES)
-    cells = DMVFN(rngs=nnx.Rngs(0), layout="cells", **THREE_SCALES)
+    pixels = DMVFN(rngs=nnx.Rngs(0), layout="pixels", **TWO_SCALES)
+    cells = DMVFN(rngs=nnx.Rngs(0), layout="cells", **TWO_SCALES)
     return pixels, cells
 
 
@@ -68,7 +72,7 @@ def test_the_model_over_cells_predicts_as_on_pixels():
     sample at a time; the flow and mask it returns as well."""
     pixels, cells = _pair()
     a, b = _frames((2, 40, 48, 3))  # padded to 48x48 inside
-    gates = jnp.array([[1, 0, 1], [0, 0, 1]], jnp.float32)
+    gates = jnp.array([[0, 1], [0, 1]], jnp.float32)  # block 0 skipped for every sample
     with jax.default_matmul_precision("highest"):
         for sequential in (False, True):
             want = pixels.infer(a, b, gates, sequential=sequential)
@@ -81,7 +85,7 @@ def test_the_model_over_cells_predicts_as_on_pixels():
 def test_training_over_cells_gives_the_outputs_and_gradients_of_pixels():
     pixels, cells = _pair()
     a, b = _frames((2, 32, 32, 3), seed=1)
-    gates = jnp.array([[1, 0, 1], [1, 1, 0]], jnp.float32)
+    gates = jnp.array([[1, 0], [1, 1]], jnp.float32)
 
     def loss(m):
         outputs = m.train_outputs(a, b, gates)
@@ -90,7 +94,7 @@ def test_training_over_cells_gives_the_outputs_and_gradients_of_pixels():
     with jax.default_matmul_precision("highest"):
         (_, o_pixels), g_pixels = nnx.value_and_grad(loss, has_aux=True)(pixels)
         (_, o_cells), g_cells = nnx.value_and_grad(loss, has_aux=True)(cells)
-    assert len(o_cells) == len(o_pixels) == 3
+    assert len(o_cells) == len(o_pixels) == 2
     for got, want in zip(o_cells, o_pixels):
         np.testing.assert_allclose(got, want, atol=TOL, rtol=0)
     flat_p, flat_c = jax.tree.leaves(nnx.state(g_pixels)), jax.tree.leaves(nnx.state(g_cells))
@@ -130,8 +134,8 @@ def test_the_layout_is_chosen_per_platform():
     assert grid.choose_layout("tpu", 256, 256) == "cells"
     assert grid.choose_layout("cpu", 256, 256) == grid.choose_layout("gpu", 256, 256) == "pixels"
     assert grid.choose_layout("tpu", 2048, 4096) == "pixels"  # beyond the warp kernel's on-chip memory
-    assert DMVFN(rngs=nnx.Rngs(0), **THREE_SCALES).layout_for(64, 64) == "pixels"  # this CPU
+    assert DMVFN(rngs=nnx.Rngs(0), **TWO_SCALES).layout_for(64, 64) == "pixels"  # this CPU
     with ops.compiling_for("tpu"):
-        assert DMVFN(rngs=nnx.Rngs(0), **THREE_SCALES).layout_for(64, 64) == "cells"
+        assert DMVFN(rngs=nnx.Rngs(0), **TWO_SCALES).layout_for(64, 64) == "cells"
     with pytest.raises(ValueError, match="layout must be None or one of"):
-        DMVFN(rngs=nnx.Rngs(0), layout="nchw", **THREE_SCALES)
+        DMVFN(rngs=nnx.Rngs(0), layout="nchw", **TWO_SCALES)
