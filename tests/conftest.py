@@ -86,7 +86,7 @@ def default_xla_env() -> dict:
 FILE_SECONDS = {"test_eval.py": 144, "test_readme.py": 133, "test_training.py": 124, "test_faults.py": 114,
                 "test_pod_faults.py": 102, "test_plan.py": 82, "test_model_parity.py": 72, "test_inference.py": 72,
                 "test_export.py": 61, "test_tpu_warp.py": 58, "test_metrics.py": 57, "test_data_parallel.py": 54,
-                "test_conv_forms.py": 53, "test_grid.py": 80, "test_routing.py": 48, "test_train_datasets.py": 46,
+                "test_conv_forms.py": 53, "test_grid.py": 50, "test_routing.py": 48, "test_train_datasets.py": 46,
                 "test_ops_parity.py": 33, "test_multiprocess.py": 27, "test_convert.py": 25}
 
 

@@ -33,8 +33,9 @@ def test_a_block_over_cells_is_the_block_on_pixels(scale):
         m = MVFB(16, rngs=nnx.Rngs(scale))
         k0, k1 = jax.random.split(jax.random.key(scale))
         x13, flow = jax.random.uniform(k0, (2, 32, 48, 13)), 3.0 * jax.random.normal(k1, (2, 32, 48, 4))
-        flow_d, mask_d = m(x13, flow, scale)
-        cells_flow, cells_mask = grid.block(m, grid.to_grid(x13), grid.to_grid(flow), scale)
+        flow_d, mask_d = nnx.jit(lambda m, x, f: m(x, f, scale))(m, x13, flow)
+        cells_flow, cells_mask = nnx.jit(lambda m, x, f: grid.block(m, grid.to_grid(x), grid.to_grid(f), scale))(
+            m, x13, flow)
     np.testing.assert_allclose(grid.from_grid(cells_flow), flow_d, atol=TOL, rtol=0)
     np.testing.assert_allclose(grid.from_grid(cells_mask), mask_d, atol=TOL, rtol=0)
 
@@ -75,8 +76,8 @@ def test_the_model_over_cells_predicts_as_on_pixels():
     gates = jnp.array([[0, 1], [0, 1]], jnp.float32)  # block 0 skipped for every sample
     with jax.default_matmul_precision("highest"):
         for sequential in (False, True):
-            want = pixels.infer(a, b, gates, sequential=sequential)
-            got = cells.infer(a, b, gates, sequential=sequential)
+            infer = nnx.jit(lambda m, a, b, g, s=sequential: m.infer(a, b, g, sequential=s))
+            want, got = infer(pixels, a, b, gates), infer(cells, a, b, gates)
             for name in ("prediction", "flow", "mask"):
                 np.testing.assert_allclose(getattr(got, name), getattr(want, name), atol=TOL, rtol=0, err_msg=name)
     assert got.prediction.shape == (2, 40, 48, 3)
@@ -91,9 +92,10 @@ def test_training_over_cells_gives_the_outputs_and_gradients_of_pixels():
         outputs = m.train_outputs(a, b, gates)
         return sum(jnp.mean(o * (i + 1)) for i, o in enumerate(outputs)), outputs
 
+    step = nnx.jit(nnx.value_and_grad(loss, has_aux=True))  # one program each, not op by op
     with jax.default_matmul_precision("highest"):
-        (_, o_pixels), g_pixels = nnx.value_and_grad(loss, has_aux=True)(pixels)
-        (_, o_cells), g_cells = nnx.value_and_grad(loss, has_aux=True)(cells)
+        (_, o_pixels), g_pixels = step(pixels)
+        (_, o_cells), g_cells = step(cells)
     assert len(o_cells) == len(o_pixels) == 2
     for got, want in zip(o_cells, o_pixels):
         np.testing.assert_allclose(got, want, atol=TOL, rtol=0)
@@ -123,10 +125,11 @@ def test_the_model_over_cells_with_the_tpu_kernels_in_interpret_mode(monkeypatch
     interpret mode on this CPU."""
     pixels, cells = _pair()
     a, b = _frames((1, 32, 32, 3), seed=4)
+    infer = nnx.jit(lambda m, a, b: m.infer(a, b, None).prediction)
     with jax.default_matmul_precision("highest"):
-        want = pixels.infer(a, b, None).prediction
-        monkeypatch.setattr(ops, "WARP_IMPL", "pallas_interpret")
-        got = cells.infer(a, b, None).prediction
+        want = infer(pixels, a, b)
+        monkeypatch.setattr(ops, "WARP_IMPL", "pallas_interpret")  # read while tracing
+        got = infer(cells, a, b)
     np.testing.assert_allclose(got, want, atol=TOL, rtol=0)
 
 
