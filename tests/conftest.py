@@ -79,14 +79,14 @@ def default_xla_env() -> dict:
 
 # The test files' shares of the suite's time, in seconds (the sums of their tests' `--durations=0`
 # under `make test`'s workers, 2026-12-06, the run of d7ad1ed: 754 s of pytest; test_grid.py, new on
-# 2026-12-07, from a make test run).
+# 2026-12-07, from the run of f7f566b).
 # pytest-xdist's `--dist loadscope` hands each worker a whole file at a time, in the order collected:
 # the longest first, so that the run does not end with one worker still on a long file and the other
 # idle (longest processing time first). Unlisted files follow, as collected; the order changes no result.
 FILE_SECONDS = {"test_eval.py": 144, "test_readme.py": 133, "test_training.py": 124, "test_faults.py": 114,
                 "test_pod_faults.py": 102, "test_plan.py": 82, "test_model_parity.py": 72, "test_inference.py": 72,
                 "test_export.py": 61, "test_tpu_warp.py": 58, "test_metrics.py": 57, "test_data_parallel.py": 54,
-                "test_conv_forms.py": 53, "test_grid.py": 50, "test_routing.py": 48, "test_train_datasets.py": 46,
+                "test_conv_forms.py": 53, "test_grid.py": 33, "test_routing.py": 48, "test_train_datasets.py": 46,
                 "test_ops_parity.py": 33, "test_multiprocess.py": 27, "test_convert.py": 25}
 
 

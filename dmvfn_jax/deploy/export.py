@@ -110,9 +110,9 @@ def warp_form(height: int, width: int) -> str:
 def block_layout(height: int, width: int) -> str:
     """The blocks' layout an export of this size traces (`grid.choose_layout` for `WARP_TARGET`:
     pixels, which every platform runs; the TPU's cells are chosen on a TPU only)."""
-    from dmvfn_jax.models import dmvfn, grid
+    from dmvfn_jax.models import dmvfn
 
-    return grid.choose_layout(WARP_TARGET, *(-(-n // dmvfn.SIZE_MULTIPLE) * dmvfn.SIZE_MULTIPLE for n in (height, width)))
+    return dmvfn.layout_form(WARP_TARGET, height, width)
 
 
 def _require_onnx():

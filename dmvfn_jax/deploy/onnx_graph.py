@@ -22,7 +22,7 @@ import itertools
 
 import numpy as np
 
-from dmvfn_jax.models.dmvfn import SIZE_MULTIPLE
+from dmvfn_jax.models.dmvfn import padded_size
 
 OPSET = 21  # GridSample's "linear" mode (20), Shape's `end` (15); onnxruntime >= 1.18
 INPUTS = ("prev", "cur")
@@ -265,7 +265,7 @@ def predictor_graph(model, height: int, width: int, routing: str = "threshold", 
 
     if routing not in ("threshold", "all"):
         raise ValueError(f"routing must be 'threshold' or 'all', got {routing!r}")
-    ph, pw = (-(-n // SIZE_MULTIPLE) * SIZE_MULTIPLE for n in (height, width))
+    ph, pw = padded_size(height, width)
     writer = _Writer(model, ph, pw, warp)
     initializers = []
     g = _Graph(itertools.count(), initializers)

@@ -7,7 +7,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from dmvfn_jax.models.dmvfn import DMVFN, SIZE_MULTIPLE
+from dmvfn_jax.models.dmvfn import DMVFN, padded_size
 
 
 def flop_costs(model: DMVFN, height: int, width: int) -> dict:
@@ -20,8 +20,7 @@ def flop_costs(model: DMVFN, height: int, width: int) -> dict:
         return nnx.merge(graphdef, p)
 
     x = jax.ShapeDtypeStruct((1, height, width, 3), jnp.float32)
-    ph = -(-height // SIZE_MULTIPLE) * SIZE_MULTIPLE
-    pw = -(-width // SIZE_MULTIPLE) * SIZE_MULTIPLE
+    ph, pw = padded_size(height, width)
     xp = jax.ShapeDtypeStruct((1, ph, pw, 3), jnp.float32)
 
     def cost(f, *args) -> float:

@@ -67,11 +67,19 @@ def rollout(step: Callable[[jax.Array, jax.Array, Any], Any], prev: jax.Array, c
     return outs
 
 
+def padded_size(height: int, width: int) -> tuple[int, int]:
+    """The size a DMVFN runs frames of this size at: padded to multiples of SIZE_MULTIPLE."""
+    return tuple(-(-n // SIZE_MULTIPLE) * SIZE_MULTIPLE for n in (height, width))
+
+
 def warp_form(platform: str, height: int, width: int) -> str:
-    """The warp's form (`ops.warp_impl_for`) a DMVFN traces on `platform` for frames of this size:
-    the frames it warps are padded to multiples of SIZE_MULTIPLE."""
-    padded = [-(-n // SIZE_MULTIPLE) * SIZE_MULTIPLE for n in (height, width)]
-    return ops.warp_impl_for(platform, 3, *padded)
+    """The warp's form (`ops.warp_impl_for`) a DMVFN traces on `platform` for frames of this size."""
+    return ops.warp_impl_for(platform, 3, *padded_size(height, width))
+
+
+def layout_form(platform: str, height: int, width: int) -> str:
+    """The blocks' layout (`grid.choose_layout`) a DMVFN traces on `platform` for frames of this size."""
+    return grid.choose_layout(platform, *padded_size(height, width))
 
 
 def merge(img0, img1, flow, mask):
@@ -216,7 +224,7 @@ class DMVFN(nnx.Module):
         with jax.named_scope("advance"):
             flow = state.flow + gate * flow_d
             mask = state.mask + gate * mask_d
-            return FlowState(flow, mask, grid.warp(fr.planes0, flow, 0), grid.warp(fr.planes1, flow, 2))
+            return FlowState(flow, mask, *grid.warps(fr, flow))
 
     def block_alone(self, i: int, img0: jax.Array, img1: jax.Array) -> FlowState:
         """Block `i` applied once to the frames from the initial state (zero flow and mask), its

@@ -262,8 +262,8 @@ def _plain_params(unit) -> dict:
 
 def lift_block(m, scale: int) -> dict:
     """An `MVFB`'s parameters for `run_block` at `scale`: its kernels lifted to cells (`lift`), its
-    biases and slopes repeated per pixel of a cell. Depends on the weights only: for inference it
-    is made once per set of weights."""
+    biases and slopes repeated per pixel of a cell. Depends on the weights only (`block` makes it
+    in every call: nothing caches it across calls of the same weights yet)."""
     if scale not in (1, 2, 4):
         raise ValueError(f"the grid layout runs blocks at scales 1, 2 and 4, not {scale}")
     out = {}
@@ -374,10 +374,12 @@ def initial_state(fr: Frames):
     return zeros(4), zeros(1), fr.cells0, fr.cells1
 
 
-def warp(planes: jax.Array, flow_cells: jax.Array, first: int) -> jax.Array:
-    """`planes` warped by the flow's channels first, first + 1 (cells of CELL), as cells."""
+def warps(fr: Frames, flow_cells: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """The two frames warped by the flow (cells of CELL; channels 0, 1 warp frame 0, 2, 3 frame 1),
+    as cells; the flow goes to planes once for both."""
     f = planes_from_cells(flow_cells)
-    return cells_from_planes(ops.warp_planes(planes, f[:, first], f[:, first + 1]))
+    return (cells_from_planes(ops.warp_planes(fr.planes0, f[:, 0], f[:, 1])),
+            cells_from_planes(ops.warp_planes(fr.planes1, f[:, 2], f[:, 3])))
 
 
 def blend(mask: jax.Array, warped0: jax.Array, warped1: jax.Array) -> jax.Array:
@@ -389,7 +391,7 @@ def blend(mask: jax.Array, warped0: jax.Array, warped1: jax.Array) -> jax.Array:
 def merge(fr: Frames, flow: jax.Array, mask: jax.Array) -> jax.Array:
     """`dmvfn.merge` over cells."""
     with jax.named_scope("merge"):
-        return blend(mask, warp(fr.planes0, flow, 0), warp(fr.planes1, flow, 2))
+        return blend(mask, *warps(fr, flow))
 
 
 def to_pixels(x: jax.Array) -> jax.Array:

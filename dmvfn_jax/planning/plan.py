@@ -89,8 +89,7 @@ def compile_train_step(config, mesh, *, vgg: bool = False, precision: str = "def
     from flax import nnx
 
     from dmvfn_jax.models import ops
-    from dmvfn_jax.models import grid
-    from dmvfn_jax.models.dmvfn import DMVFN, SIZE_MULTIPLE, warp_form
+    from dmvfn_jax.models.dmvfn import DMVFN, layout_form, warp_form
     from dmvfn_jax.train import optim
     from dmvfn_jax.train import step as step_lib
     from dmvfn_jax.train.build import model_blocks, routing_options
@@ -118,7 +117,7 @@ def compile_train_step(config, mesh, *, vgg: bool = False, precision: str = "def
     batch = jax.ShapeDtypeStruct((config.batch_size, d.num_frames, d.height, d.width, 3), jnp.uint8)
     platform = mesh.devices.flat[0].platform
     warp = warp_form(platform, d.height, d.width)
-    layout = grid.choose_layout(platform, *(-(-n // SIZE_MULTIPLE) * SIZE_MULTIPLE for n in (d.height, d.width)))
+    layout = layout_form(platform, d.height, d.width)
     device = mesh.devices.flat[0] if platform == "tpu" else None  # for Pallas kernels that ask the chip
     with jax.default_matmul_precision(None if precision == "default" else precision), ops.compiling_for(platform, device):
         lowered = jitted.lower(abstract, batch, jax.ShapeDtypeStruct((), jnp.float32))
