@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/traffic_cpu_tpu.py                       # the demo step (2 clips at 64x64)
     .venv/bin/python bench/traffic_cpu_tpu.py --cases warp warp_grad forward train demo
+    .venv/bin/python bench/traffic_cpu_tpu.py --optimizer adamw adamw_1d sgd   # what the update costs
 
 Each case is one device's program, compiled on this machine's CPU and for one chip of a v5e:2x2
 slice (libtpu's compile-only devices; nothing runs), and printed with the FLOPs and the bytes
@@ -15,6 +16,11 @@ the buffers the TPU program writes to HBM as written and as tiled (`dmvfn_jax.pl
 - `forward`: the nine's inference forward (`infer`, every block on) on 2 frame pairs at `--big`;
 - `warp`, `warp_grad`: `ops.warp` alone on 2 frames at `--big` (3 channels), and its gradient
   with respect to image and flow.
+
+`--optimizer` swaps the steps' AdamW (`adamw`, training's) for a stand-in, to see what the
+optimiser's update costs: `adamw_1d`, the same AdamW with every parameter and moment flattened to
+one dimension (lane-dense on the TPU; its state's shapes are not training's), or `sgd`, a step
+with no moments (the parameters minus the learning rate times the gradient).
 
 These are the figures of BENCHMARKS.md, "Where the TPU's bytes go". Every figure is the
 compiler's estimate (`plan.compiled_cost`), not a measurement: no TPU was used. On the TPU the
@@ -36,16 +42,19 @@ jax.config.update("jax_platforms", "cpu")
 
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
+import optax  # noqa: E402
 from flax import nnx  # noqa: E402
 from jax.sharding import Mesh  # noqa: E402
 
 from dmvfn_jax import parallel  # noqa: E402
-from dmvfn_jax.models import ops  # noqa: E402
+from dmvfn_jax.models import grid, ops  # noqa: E402
 from dmvfn_jax.planning import hlo, plan, tpu  # noqa: E402
 from dmvfn_jax.models.dmvfn import DMVFN  # noqa: E402
+from dmvfn_jax.train import optim  # noqa: E402
 from workloads import load_config  # noqa: E402  (bench/workloads.py: configs/*.py)
 
 CASES = ("demo", "train", "forward", "warp", "warp_grad")
+OPTIMIZERS = ("adamw", "adamw_1d", "sgd")
 TOPOLOGY = "v5e:2x2"
 
 
@@ -57,16 +66,33 @@ def _figures(compiled) -> dict:
             "written": written, "tiled": tiled, "loops": len(re.findall(r"\swhile\(", text))}
 
 
-def _step_case(config, clips: int, size: int) -> tuple[dict, dict]:
+def _optimizer(name: str, weight_decay: float):
+    """The optimiser of the step cases: None (training's AdamW) or a stand-in (`--optimizer`)."""
+    if name == "adamw":
+        return None
+    if name == "sgd":  # no moments; its one state holds the step size, as training's last one does
+        return optax.chain(optax.inject_hyperparams(optax.scale)(step_size=0.0))
+    inner = optim.make_train_optimizer(weight_decay)  # adamw_1d
+    flat = lambda tree: jax.tree.map(jnp.ravel, tree)  # noqa: E731
+
+    def update(grads, state, params):
+        updates, state = inner.update(flat(grads), state, flat(params))
+        return jax.tree.map(lambda u, p: u.reshape(p.shape), updates, params), state
+
+    return optax.GradientTransformation(lambda params: inner.init(flat(params)), update)
+
+
+def _step_case(config, clips: int, size: int, optimizer: str) -> tuple[dict, dict]:
     config.data.height = config.data.width = size
     config.update_mode = "per_batch"
     config.data.num_frames = 3
     config.batch_size = clips
-    cpu = plan.compile_train_step(config, parallel.data_mesh(jax.devices()[:1])).compiled
+    opt = _optimizer(optimizer, config.weight_decay)
+    cpu = plan.compile_train_step(config, parallel.data_mesh(jax.devices()[:1]), optimizer=opt).compiled
     topo = tpu.parse_topology(TOPOLOGY)
     config.batch_size = clips * topo.chips
     devices = tpu.compile_only_devices(topo)
-    tpu_step = plan.compile_train_step(config, Mesh(np.asarray(devices), ("data",))).compiled
+    tpu_step = plan.compile_train_step(config, Mesh(np.asarray(devices), ("data",)), optimizer=opt).compiled
     return _figures(cpu), _figures(tpu_step)
 
 
@@ -81,14 +107,16 @@ def _one_device(fn, *shapes) -> tuple[dict, dict]:
     return _figures(cpu), _figures(on_tpu)
 
 
-def run_case(name: str, clips: int, size: int, big: int) -> tuple[str, dict, dict]:
+def run_case(name: str, clips: int, size: int, big: int, optimizer: str = "adamw") -> tuple[str, dict, dict]:
     frames, flow = (2, big, big, 3), (2, big, big, 2)
+    by = "" if optimizer == "adamw" else f", {optimizer}"
     if name == "demo":
-        return f"demo step, {clips} clip(s) x 3 frames at {size}x{size}", *_step_case(load_config("demo"), clips, size)
+        return (f"demo step, {clips} clip(s) x 3 frames at {size}x{size}{by}",
+                *_step_case(load_config("demo"), clips, size, optimizer))
     if name == "train":
         nine = load_config("cityscapes")
         nine.vgg_checkpoint = ""
-        return f"the nine's update, 2 clips x 3 frames at {big}x{big}", *_step_case(nine, 2, big)
+        return f"the nine's update, 2 clips x 3 frames at {big}x{big}{by}", *_step_case(nine, 2, big, optimizer)
     if name == "forward":
         graphdef, state = nnx.split(nnx.eval_shape(lambda: DMVFN(rngs=nnx.Rngs(0), conv_form="plain")))
 
@@ -106,12 +134,31 @@ def run_case(name: str, clips: int, size: int, big: int) -> tuple[str, dict, dic
     raise ValueError(f"unknown case {name!r}; cases: {', '.join(CASES)}")
 
 
+def lifted_sizes() -> list[tuple[int, int, float, float]]:
+    """(block, scale, MB of its kernels, biases and slopes over cells (`grid.lift_block`), MB of its
+    own parameters) for each of the official nine: what a step over cells makes of its weights."""
+    graphdef, state = nnx.split(nnx.eval_shape(lambda: DMVFN(rngs=nnx.Rngs(0), conv_form="plain")))
+    scales = nnx.merge(graphdef, state).scales  # static: abstract parameters are enough
+    mb = lambda tree: sum(int(np.prod(x.shape)) * x.dtype.itemsize for x in jax.tree.leaves(tree)) / 1e6  # noqa: E731
+    rows = []
+    for i, scale in enumerate(scales):
+        block = lambda st, i=i: nnx.merge(graphdef, st).blocks[i]  # noqa: E731
+        lifted = jax.eval_shape(lambda st, i=i, scale=scale: grid.lift_block(block(st, i), scale), state)
+        own = jax.eval_shape(lambda st, i=i: nnx.state(block(st, i), nnx.Param), state)
+        rows.append((i, scale, mb(lifted), mb(own)))
+    return rows
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--cases", nargs="+", default=["demo"], choices=CASES)
     ap.add_argument("--clips", type=int, default=2, help="the demo step's clips per device")
     ap.add_argument("--size", type=int, default=64, help="the demo step's frame size")
     ap.add_argument("--big", type=int, default=256, help="the frame size of the other cases")
+    ap.add_argument("--lifted", action="store_true",
+                    help="also print the size of each of the nine's blocks over cells (`grid.lift_block`)")
+    ap.add_argument("--optimizer", nargs="+", default=["adamw"], choices=OPTIMIZERS,
+                    help="the step cases' optimiser: training's AdamW or a stand-in (each one a row)")
     args = ap.parse_args(argv)
     print(f"cost analysis of one device's program: this CPU against one {TOPOLOGY} chip (compiler estimates; the "
           "warp's Pallas kernel counts what it declares); warp on the TPU: "
@@ -120,12 +167,18 @@ def main(argv=None) -> int:
           f"on the CPU: {ops.warp_impl_for('cpu', 3, args.big, args.big)}")
     print(f"{'case':52s} {'CPU GFLOP':>9s} {'TPU GFLOP':>9s} {'CPU GB':>8s} {'TPU GB':>8s} {'TPU/CPU':>8s} "
           f"{'HBM bufs GB written/tiled':>26s} {'loops':>5s}")
-    for name in args.cases:
-        what, cpu, on_tpu = run_case(name, args.clips, args.size, args.big)
+    runs = [(name, opt) for name in args.cases for opt in (args.optimizer if name in ("demo", "train") else ["adamw"])]
+    for name, opt in runs:
+        what, cpu, on_tpu = run_case(name, args.clips, args.size, args.big, opt)
         ratio = on_tpu["bytes"] / cpu["bytes"] if cpu["bytes"] else float("nan")
         bufs = f"{on_tpu['written'] / 1e9:.3f} / {on_tpu['tiled'] / 1e9:.3f}"
         print(f"{what:52s} {cpu['flops'] / 1e9:9.2f} {on_tpu['flops'] / 1e9:9.2f} {cpu['bytes'] / 1e9:8.3f} "
               f"{on_tpu['bytes'] / 1e9:8.3f} {ratio:7.1f}x {bufs:>26s} {on_tpu['loops']:5d}", flush=True)
+    if args.lifted:
+        rows = lifted_sizes()
+        print("the nine's weights over cells, per block (block, scale: MB over cells / MB of its parameters):")
+        print("  " + ", ".join(f"{i} (x{s}): {lifted:.1f} / {own:.2f}" for i, s, lifted, own in rows))
+        print(f"  all: {sum(r[2] for r in rows):.1f} MB over cells / {sum(r[3] for r in rows):.1f} MB of parameters")
     return 0
 
 

@@ -81,9 +81,11 @@ class CompiledStep(NamedTuple):
     layout: str  # the blocks' layout traced for it (`grid.choose_layout`)
 
 
-def compile_train_step(config, mesh, *, vgg: bool = False, precision: str = "default") -> CompiledStep:
+def compile_train_step(config, mesh, *, vgg: bool = False, precision: str = "default", optimizer=None) -> CompiledStep:
     """Compiles the training step of `config` over `mesh` without running it, its warps in the form
-    chosen for the mesh's platform (`ops.compiling_for`)."""
+    chosen for the mesh's platform (`ops.compiling_for`). `optimizer`: training's AdamW
+    (`optim.make_train_optimizer`) by default; another transformation whose last state holds
+    `step_size` (`optim.set_learning_rate`) stands in for it in the benchmarks."""
     import jax
     import jax.numpy as jnp
     from flax import nnx
@@ -95,7 +97,8 @@ def compile_train_step(config, mesh, *, vgg: bool = False, precision: str = "def
     from dmvfn_jax.train.build import model_blocks, routing_options
 
     dtype = {"float32": None, "bfloat16": jnp.bfloat16}[config.get("compute_dtype", "float32")]
-    optimizer = optim.make_train_optimizer(config.weight_decay)
+    if optimizer is None:
+        optimizer = optim.make_train_optimizer(config.weight_decay)
     # Shapes only: the parameters and the optimiser state are never materialised. The convs run
     # plain, as on a TPU: the model would choose by the default backend, which is this CPU.
     blocks = model_blocks(config)
