@@ -118,9 +118,9 @@ def bilinear(v00, v01, v10, v11, wx, wy):
 
 
 def warp_pallas(img: jax.Array, flow: jax.Array, interpret: bool = False) -> jax.Array:
-    """The same backward warp as `warp_gather`, its four corners picked by `tpu_warp.corners` (a
-    Pallas kernel: compiled for a TPU, or in interpret mode anywhere) from the image as planes
-    (B, C, H, W), and blended there as `warp_gather` blends (`bilinear`)."""
+    """The same backward warp as `warp_gather`, its four corners picked by `tpu_warp`'s kernels (Pallas:
+    compiled for a TPU, or in interpret mode anywhere) from the image as planes (B, C, H, W), and
+    blended as `warp_gather` blends (`bilinear`)."""
     _check_warp_args(img, flow)
     planes = jnp.transpose(img, (0, 3, 1, 2))
     out = planes_warp_pallas(planes, flow[..., 0], flow[..., 1], interpret)
@@ -138,19 +138,18 @@ def _planes_corner_indices(h: int, w: int, fx: jax.Array, fy: jax.Array):
 
 def planes_warp_pallas(planes: jax.Array, fx: jax.Array, fy: jax.Array, interpret: bool = False) -> jax.Array:
     """`warp_pallas` on planes: the image (B, C, H, W), the flow's components (B, H, W) each; the
-    warped planes. Rows are padded to a multiple of the kernel's tile (never read: the corners'
-    rows are clamped to the image)."""
+    warped planes (`tpu_warp.blended`: blended in the kernel unless differentiated). Rows are padded
+    to a multiple of the kernel's tile (never read: the corners' rows are clamped to the image)."""
     from dmvfn_jax.models import tpu_warp  # noqa: PLC0415 (Pallas is imported only where it is used)
 
     _, _, h, w = planes.shape
     wx, wy, x0, x1, y0, y1 = _planes_corner_indices(h, w, fx, fy)
+    wx, wy = wx.astype(planes.dtype), wy.astype(planes.dtype)
     pad = -h % tpu_warp.TILE_ROWS
     if pad:
         planes = jnp.pad(planes, ((0, 0), (0, 0), (0, pad), (0, 0)))
-        x0, x1, y0, y1 = (jnp.pad(a, ((0, 0), (0, pad), (0, 0)), mode="edge") for a in (x0, x1, y0, y1))
-    v = tpu_warp.corners(planes, y0, y1, x0, x1, interpret)[:, :, :, :h]  # (B, 4, C, H, W)
-    wx, wy = wx.astype(planes.dtype)[:, None], wy.astype(planes.dtype)[:, None]
-    return bilinear(v[:, 0], v[:, 1], v[:, 2], v[:, 3], wx, wy)
+        x0, x1, y0, y1, wx, wy = (jnp.pad(a, ((0, 0), (0, pad), (0, 0)), mode="edge") for a in (x0, x1, y0, y1, wx, wy))
+    return tpu_warp.blended(planes, y0, y1, x0, x1, wx, wy, interpret)[:, :, :h]
 
 
 def planes_warp_gather(planes: jax.Array, fx: jax.Array, fy: jax.Array) -> jax.Array:

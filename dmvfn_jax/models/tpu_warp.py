@@ -8,7 +8,9 @@ each batch element; every tile of `TILE_ROWS` output rows loops over the chunks 
 its pixels read (`spans`: from the tile's lowest source row to its highest, whatever the flow),
 and picks each pixel's columns with a product against a one-hot matrix on the MXU. A one-hot
 product at `Precision.HIGHEST` picks float32 values exactly, so the corners are the gathers'
-values and the blend (`ops.bilinear`) is the one `ops.warp_gather` uses.
+values and the blend (`ops.bilinear`) is the one `ops.warp_gather` uses. Undifferentiated (inference),
+`blended` blends the corners in the kernel and writes the warped planes alone; differentiated, the
+corners go to HBM and are blended outside, since the gradient reads them.
 
 The gradient with respect to the image is the transposed product, accumulated into the image's
 planes (`_scatter_kernel`); with respect to the flow it comes from the blend, as for the gathers.
@@ -26,6 +28,8 @@ import jax
 import jax.numpy as jnp
 from jax.experimental import pallas as pl
 from jax.experimental.pallas import tpu as pltpu
+
+from dmvfn_jax.models.ops import bilinear
 
 TILE_ROWS = 8  # output rows per kernel step (one sublane tile)
 CHUNK = 8  # source rows per one-hot product (one sublane tile)
@@ -68,30 +72,45 @@ def _row(i, y0_ref, y1_ref, x0_ref, x1_ref, w_src):
             _one_hot_columns(x1_ref[i:i + 1, :], w_src))
 
 
-def _corners_kernel(span_ref, src_ref, y0_ref, y1_ref, x0_ref, x1_ref, out_ref):
-    """One tile: out (4, C, TILE_ROWS, W) = the four corners of each pixel, from src (C, H, W)."""
+def _pick_corners(src_ref, start, y0, y1, oh0, oh1, c, w, w_src, n, acc):
+    """One chunk of CHUNK source rows into the four corners `acc` ((C, W) each) of an output row."""
+    r0 = _chunk_rows(start, n)
+    rows = src_ref[:, pl.ds(r0, CHUNK), :].reshape(c * CHUNK, w_src)
+    at_x0 = jnp.dot(rows, oh0, precision=_HIGHEST, preferred_element_type=jnp.float32).reshape(c, CHUNK, w)
+    at_x1 = jnp.dot(rows, oh1, precision=_HIGHEST, preferred_element_type=jnp.float32).reshape(c, CHUNK, w)
+    k = jax.lax.broadcasted_iota(jnp.int32, (CHUNK, w), 0) + r0
+    on0, on1 = (k == y0)[None], (k == y1)[None]
+    pick = lambda vals, on: jnp.sum(jnp.where(on, vals, 0.0), axis=1)  # noqa: E731
+    return (acc[0] + pick(at_x0, on0), acc[1] + pick(at_x1, on0),
+            acc[2] + pick(at_x0, on1), acc[3] + pick(at_x1, on1))
+
+
+def _tile_corners(span_ref, src_ref, y0_ref, y1_ref, x0_ref, x1_ref):
+    """Yields (i, the four corners (C, W) of each pixel of output row i) for the rows of one tile,
+    from src (C, H, W)."""
     b, t = pl.program_id(0), pl.program_id(1)
     start, count = span_ref[b, t, 0], span_ref[b, t, 1]
     c, _, w_src = src_ref.shape
     w = y0_ref.shape[-1]
     for i in range(TILE_ROWS):
         y0, y1, oh0, oh1 = _row(i, y0_ref, y1_ref, x0_ref, x1_ref, w_src)
+        pick = functools.partial(_pick_corners, src_ref, start, y0, y1, oh0, oh1, c, w, w_src)
+        yield i, jax.lax.fori_loop(0, count, pick, (jnp.zeros((c, w), jnp.float32),) * CORNERS)
 
-        def chunk(n, acc, y0=y0, y1=y1, oh0=oh0, oh1=oh1):
-            r0 = _chunk_rows(start, n)
-            rows = src_ref[:, pl.ds(r0, CHUNK), :].reshape(c * CHUNK, w_src)
-            at_x0 = jnp.dot(rows, oh0, precision=_HIGHEST, preferred_element_type=jnp.float32).reshape(c, CHUNK, w)
-            at_x1 = jnp.dot(rows, oh1, precision=_HIGHEST, preferred_element_type=jnp.float32).reshape(c, CHUNK, w)
-            k = jax.lax.broadcasted_iota(jnp.int32, (CHUNK, w), 0) + r0
-            on0, on1 = (k == y0)[None], (k == y1)[None]
-            pick = lambda vals, on: jnp.sum(jnp.where(on, vals, 0.0), axis=1)  # noqa: E731
-            return (acc[0] + pick(at_x0, on0), acc[1] + pick(at_x1, on0),
-                    acc[2] + pick(at_x0, on1), acc[3] + pick(at_x1, on1))
 
-        zero = jnp.zeros((c, w), jnp.float32)
-        acc = jax.lax.fori_loop(0, count, chunk, (zero, zero, zero, zero))
+def _corners_kernel(span_ref, src_ref, y0_ref, y1_ref, x0_ref, x1_ref, out_ref):
+    """One tile: out (4, C, TILE_ROWS, W) = the four corners of each pixel, from src (C, H, W)."""
+    for i, acc in _tile_corners(span_ref, src_ref, y0_ref, y1_ref, x0_ref, x1_ref):
         for q in range(CORNERS):
             out_ref[q, :, i, :] = acc[q]
+
+
+def _blend_kernel(span_ref, src_ref, y0_ref, y1_ref, x0_ref, x1_ref, wx_ref, wy_ref, out_ref):
+    """One tile: out (C, TILE_ROWS, W) = `_corners_kernel`'s four corners blended in on-chip memory
+    with the weights wx, wy (TILE_ROWS, W), as `ops.bilinear` blends them: the warp's output alone
+    goes back to HBM, not its four corners."""
+    for i, acc in _tile_corners(span_ref, src_ref, y0_ref, y1_ref, x0_ref, x1_ref):
+        out_ref[:, i, :] = bilinear(*acc, wx_ref[i:i + 1, :], wy_ref[i:i + 1, :])  # weights (1, W) on every channel
 
 
 def _scatter_kernel(span_ref, g_ref, y0_ref, y1_ref, x0_ref, x1_ref, out_ref):
@@ -132,6 +151,12 @@ def _cost(b: int, c: int, h: int, w: int) -> pl.CostEstimate:
     flops = b * h * 2 * (2 * 2 * c * CHUNK * w * w)  # per output row: two chunks x two one-hot products
     moved = 4 * (b * c * h * w + 4 * b * h * w + CORNERS * b * c * h * w)
     return pl.CostEstimate(flops=flops, transcendentals=0, bytes_accessed=moved)
+
+
+def _blend_cost(b: int, c: int, h: int, w: int) -> pl.CostEstimate:
+    """`_cost` for `_blend_kernel`: the same products, the weights read and one output, not four."""
+    moved = 4 * (b * c * h * w + 6 * b * h * w + b * c * h * w)
+    return pl.CostEstimate(flops=_cost(b, c, h, w).flops + 7 * b * c * h * w, transcendentals=0, bytes_accessed=moved)
 
 
 def _grid_spec(b, c, h, w, src_first: bool):
@@ -180,3 +205,43 @@ def _corners_bwd(interpret, res, g):
 
 
 corners.defvjp(_corners_fwd, _corners_bwd)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(7,))
+def blended(planes: jax.Array, y0: jax.Array, y1: jax.Array, x0: jax.Array, x1: jax.Array, wx: jax.Array,
+            wy: jax.Array, interpret: bool = False) -> jax.Array:
+    """(B, C, H, W) float32: `ops.bilinear` of `corners(planes, y0, y1, x0, x1)` with the weights
+    wx, wy (B, H, W), blended in the kernel (`_blend_kernel`), so a warp that is not differentiated
+    (inference) writes its output alone, not its four corners. Differentiated, it is the corners
+    and the blend outside, whose residuals the gradient reads (the program before this kernel)."""
+    b, c, h, w = planes.shape
+    plane = pl.BlockSpec((None, c, h, w), lambda b, t, s: (b, 0, 0, 0))
+    rows = pl.BlockSpec((None, TILE_ROWS, w), lambda b, t, s: (b, t, 0))
+    out = pl.BlockSpec((None, c, TILE_ROWS, w), lambda b, t, s: (b, 0, t, 0))
+    spec = pltpu.PrefetchScalarGridSpec(num_scalar_prefetch=1, grid=(b, h // TILE_ROWS),
+                                        in_specs=[plane] + [rows] * 6, out_specs=out)
+    return pl.pallas_call(
+        _blend_kernel, out_shape=jax.ShapeDtypeStruct((b, c, h, w), jnp.float32), grid_spec=spec,
+        interpret=interpret, cost_estimate=_blend_cost(b, c, h, w),
+        compiler_params=pltpu.CompilerParams(dimension_semantics=("parallel", "arbitrary")),
+        name="warp_blend",
+    )(spans(y0, y1), planes.astype(jnp.float32), y0, y1, x0, x1, wx.astype(jnp.float32),
+      wy.astype(jnp.float32))
+
+
+def _blend_outside(planes, y0, y1, x0, x1, wx, wy, interpret):
+    v = corners(planes, y0, y1, x0, x1, interpret)
+    return bilinear(v[:, 0], v[:, 1], v[:, 2], v[:, 3], wx[:, None], wy[:, None])
+
+
+def _blended_fwd(planes, y0, y1, x0, x1, wx, wy, interpret):
+    out, vjp = jax.vjp(lambda p, a, c: _blend_outside(p, y0, y1, x0, x1, a, c, interpret), planes, wx, wy)
+    return out, vjp
+
+
+def _blended_bwd(interpret, vjp, g):
+    d_planes, d_wx, d_wy = vjp(g)
+    return d_planes, None, None, None, None, d_wx, d_wy
+
+
+blended.defvjp(_blended_fwd, _blended_bwd)
