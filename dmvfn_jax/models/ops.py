@@ -149,7 +149,7 @@ def planes_warp_pallas(planes: jax.Array, fx: jax.Array, fy: jax.Array, interpre
     if pad:
         planes = jnp.pad(planes, ((0, 0), (0, 0), (0, pad), (0, 0)))
         x0, x1, y0, y1, wx, wy = (jnp.pad(a, ((0, 0), (0, pad), (0, 0)), mode="edge") for a in (x0, x1, y0, y1, wx, wy))
-    return tpu_warp.blended(planes, y0, y1, x0, x1, wx, wy, interpret)[:, :, :h]
+    return tpu_warp.blended(planes, y0, y1, x0, x1, wx, wy, bilinear, interpret)[:, :, :h]
 
 
 def planes_warp_gather(planes: jax.Array, fx: jax.Array, fy: jax.Array) -> jax.Array:

@@ -23,13 +23,12 @@ how the tests check them; only a TPU runs them compiled, and no TPU was used to 
 from __future__ import annotations
 
 import functools
+from typing import Callable
 
 import jax
 import jax.numpy as jnp
 from jax.experimental import pallas as pl
 from jax.experimental.pallas import tpu as pltpu
-
-from dmvfn_jax.models.ops import bilinear
 
 TILE_ROWS = 8  # output rows per kernel step (one sublane tile)
 CHUNK = 8  # source rows per one-hot product (one sublane tile)
@@ -105,12 +104,12 @@ def _corners_kernel(span_ref, src_ref, y0_ref, y1_ref, x0_ref, x1_ref, out_ref):
             out_ref[q, :, i, :] = acc[q]
 
 
-def _blend_kernel(span_ref, src_ref, y0_ref, y1_ref, x0_ref, x1_ref, wx_ref, wy_ref, out_ref):
+def _blend_kernel(blend, span_ref, src_ref, y0_ref, y1_ref, x0_ref, x1_ref, wx_ref, wy_ref, out_ref):
     """One tile: out (C, TILE_ROWS, W) = `_corners_kernel`'s four corners blended in on-chip memory
-    with the weights wx, wy (TILE_ROWS, W), as `ops.bilinear` blends them: the warp's output alone
-    goes back to HBM, not its four corners."""
+    by `blend` with the weights wx, wy (TILE_ROWS, W): the warp's output alone goes back to HBM, not
+    its four corners."""
     for i, acc in _tile_corners(span_ref, src_ref, y0_ref, y1_ref, x0_ref, x1_ref):
-        out_ref[:, i, :] = bilinear(*acc, wx_ref[i:i + 1, :], wy_ref[i:i + 1, :])  # weights (1, W) on every channel
+        out_ref[:, i, :] = blend(*acc, wx_ref[i:i + 1, :], wy_ref[i:i + 1, :])  # weights (1, W) on every channel
 
 
 def _scatter_kernel(span_ref, g_ref, y0_ref, y1_ref, x0_ref, x1_ref, out_ref):
@@ -207,13 +206,14 @@ def _corners_bwd(interpret, res, g):
 corners.defvjp(_corners_fwd, _corners_bwd)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(7,))
+@functools.partial(jax.custom_vjp, nondiff_argnums=(7, 8))
 def blended(planes: jax.Array, y0: jax.Array, y1: jax.Array, x0: jax.Array, x1: jax.Array, wx: jax.Array,
-            wy: jax.Array, interpret: bool = False) -> jax.Array:
-    """(B, C, H, W) float32: `ops.bilinear` of `corners(planes, y0, y1, x0, x1)` with the weights
-    wx, wy (B, H, W), blended in the kernel (`_blend_kernel`), so a warp that is not differentiated
-    (inference) writes its output alone, not its four corners. Differentiated, it is the corners
-    and the blend outside, whose residuals the gradient reads (the program before this kernel)."""
+            wy: jax.Array, blend: Callable, interpret: bool = False) -> jax.Array:
+    """(B, C, H, W) float32: `blend(v00, v01, v10, v11, wx, wy)` (`ops.bilinear`) of the four
+    `corners(planes, y0, y1, x0, x1)` with the weights wx, wy (B, H, W), blended in the kernel
+    (`_blend_kernel`), so a warp that is not differentiated (inference) writes its output alone, not
+    its four corners. Differentiated, it is the corners and the blend outside, whose residuals the
+    gradient reads (the program before this kernel)."""
     b, c, h, w = planes.shape
     plane = pl.BlockSpec((None, c, h, w), lambda b, t, s: (b, 0, 0, 0))
     rows = pl.BlockSpec((None, TILE_ROWS, w), lambda b, t, s: (b, t, 0))
@@ -221,7 +221,7 @@ def blended(planes: jax.Array, y0: jax.Array, y1: jax.Array, x0: jax.Array, x1: 
     spec = pltpu.PrefetchScalarGridSpec(num_scalar_prefetch=1, grid=(b, h // TILE_ROWS),
                                         in_specs=[plane] + [rows] * 6, out_specs=out)
     return pl.pallas_call(
-        _blend_kernel, out_shape=jax.ShapeDtypeStruct((b, c, h, w), jnp.float32), grid_spec=spec,
+        functools.partial(_blend_kernel, blend), out_shape=jax.ShapeDtypeStruct((b, c, h, w), jnp.float32), grid_spec=spec,
         interpret=interpret, cost_estimate=_blend_cost(b, c, h, w),
         compiler_params=pltpu.CompilerParams(dimension_semantics=("parallel", "arbitrary")),
         name="warp_blend",
@@ -229,17 +229,17 @@ def blended(planes: jax.Array, y0: jax.Array, y1: jax.Array, x0: jax.Array, x1: 
       wy.astype(jnp.float32))
 
 
-def _blend_outside(planes, y0, y1, x0, x1, wx, wy, interpret):
+def _blend_outside(planes, y0, y1, x0, x1, wx, wy, blend, interpret):
     v = corners(planes, y0, y1, x0, x1, interpret)
-    return bilinear(v[:, 0], v[:, 1], v[:, 2], v[:, 3], wx[:, None], wy[:, None])
+    return blend(v[:, 0], v[:, 1], v[:, 2], v[:, 3], wx[:, None], wy[:, None])
 
 
-def _blended_fwd(planes, y0, y1, x0, x1, wx, wy, interpret):
-    out, vjp = jax.vjp(lambda p, a, c: _blend_outside(p, y0, y1, x0, x1, a, c, interpret), planes, wx, wy)
+def _blended_fwd(planes, y0, y1, x0, x1, wx, wy, blend, interpret):
+    out, vjp = jax.vjp(lambda p, a, c: _blend_outside(p, y0, y1, x0, x1, a, c, blend, interpret), planes, wx, wy)
     return out, vjp
 
 
-def _blended_bwd(interpret, vjp, g):
+def _blended_bwd(blend, interpret, vjp, g):
     d_planes, d_wx, d_wy = vjp(g)
     return d_planes, None, None, None, None, d_wx, d_wy
 
