@@ -102,14 +102,6 @@ def planes_from_cells(x: jax.Array) -> jax.Array:
     return tpu_relayout.to_planes(x, kind == "interpret")
 
 
-def split_cells(x: jax.Array, f: int, k: int = 2) -> jax.Array:
-    """Cells of f x f pixels -> cells of (f / k) x (f / k) pixels, k x k times as many."""
-    b, g, gw, n = x.shape
-    c, s = n // (f * f), f // k
-    x = x.reshape(b, g, gw, c, k, s, k, s).transpose(0, 1, 4, 2, 6, 3, 5, 7)
-    return x.reshape(b, g * k, gw * k, c * s * s)
-
-
 def repeat_channels(v: jax.Array, f: int) -> jax.Array:
     """A per-channel vector (a bias, a PReLU slope) for cells of f x f pixels."""
     return jnp.repeat(v, f * f)
@@ -227,24 +219,27 @@ def pad_edge(x: jax.Array, f: int) -> jax.Array:
     return jnp.concatenate([left, x6, right], axis=2).reshape(b, g + 2, gw + 2, n)
 
 
+def _upsample_kernel(fi: int, f: int, channels: int) -> jax.Array:
+    """The conv kernel over cells of bilinear upsampling by f from cells of fi pixels (`lift`)."""
+    taps = upsample_taps(fi, f)
+    return lift(None, taps, taps, fi, fi * f, channels=channels)[0]
+
+
 def upsample(x: jax.Array, fi: int, f: int) -> jax.Array:
     """Bilinear upsampling by f of cells of fi pixels (`ops.resize_by`'s values up to float
     reassociation), as a conv over cells at `Precision.HIGHEST`; cells of fi * f pixels."""
-    c = x.shape[-1] // (fi * fi)
-    taps = upsample_taps(fi, f)
-    kernel, _ = lift(None, taps, taps, fi, fi * f, channels=c)
+    kernel = _upsample_kernel(fi, f, x.shape[-1] // (fi * fi))
     return conv_cells(pad_edge(x, fi), (kernel, ((0, 0), (0, 0))), precision=_HIGHEST)
 
 
 def upsample_split(x: jax.Array, f: int, k: int = 2) -> jax.Array:
-    """`split_cells(upsample(x, 1, f), f, k)`: pixels (cells of 1) upsampled by f into cells of
-    f / k pixels, k x k times as many. The upsampling kernel's outputs are ordered (ky, kx, c, y, x)
-    (a permutation of its constant columns), so the split moves whole rows of C * (f / k)^2 channels
+    """`upsample(x, 1, f)` (pixels upsampled by f into cells of f pixels) split into cells of f / k
+    pixels, k x k times as many. The upsampling kernel's outputs are ordered (ky, kx, c, y, x) (a
+    permutation of its constant columns), so the split moves whole rows of C * (f / k)^2 channels
     instead of transposing a cell's pixels (which the TPU tiles in 8 x 128 pieces of them)."""
     b, g, gw, c = x.shape
     s = f // k
-    taps = upsample_taps(1, f)
-    kernel, _ = lift(None, taps, taps, 1, f, channels=c)  # columns (c, ky, y, kx, x)
+    kernel = _upsample_kernel(1, f, c)  # columns (c, ky, y, kx, x)
     kernel = kernel.reshape(3, 3, c, c, k, s, k, s).transpose(0, 1, 2, 4, 6, 3, 5, 7).reshape(3, 3, c, c * f * f)
     y = conv_cells(pad_edge(x, 1), (kernel, ((0, 0), (0, 0))), precision=_HIGHEST)  # (B, G, Gw, ky, kx, c s s)
     y = y.reshape(b, g, gw, k, k, c * s * s).transpose(0, 1, 3, 2, 4, 5)
