@@ -106,18 +106,42 @@ def test_training_over_cells_gives_the_outputs_and_gradients_of_pixels():
         np.testing.assert_allclose(gc / scale, gp / scale, atol=TOL, rtol=0)
 
 
-def test_the_tpu_relayout_kernels_are_the_transposes_and_each_others_gradient():
+@pytest.mark.parametrize("form", ["einshape", "matmul"])
+def test_the_tpu_relayout_kernels_are_the_transposes_and_each_others_gradient(form):
     from dmvfn_jax.models import tpu_relayout
 
     planes = jax.random.normal(jax.random.key(2), (2, 3, 16, 24))
-    cells = tpu_relayout.to_cells(planes, True)
+    cells = tpu_relayout.to_cells(planes, True, form)
     np.testing.assert_array_equal(cells, grid.from_planes(planes))
-    np.testing.assert_array_equal(tpu_relayout.to_planes(cells, True), planes)
+    np.testing.assert_array_equal(tpu_relayout.to_planes(cells, True, form), planes)
+    halves = planes.astype(jnp.bfloat16)
+    np.testing.assert_array_equal(tpu_relayout.to_cells(halves, True, form), grid.from_planes(halves))
     g = jax.random.normal(jax.random.key(3), cells.shape)
-    (back,) = jax.vjp(lambda p: tpu_relayout.to_cells(p, True), planes)[1](g)
+    (back,) = jax.vjp(lambda p: tpu_relayout.to_cells(p, True, form), planes)[1](g)
     np.testing.assert_array_equal(back, grid.to_planes(g))
-    (forth,) = jax.vjp(lambda c: tpu_relayout.to_planes(c, True), cells)[1](planes)
+    (forth,) = jax.vjp(lambda c: tpu_relayout.to_planes(c, True, form), cells)[1](planes)
     np.testing.assert_array_equal(forth, grid.from_planes(planes))
+
+
+@pytest.mark.slow
+def test_the_relayout_kernels_compile_for_every_tpu_generation_the_plan_names():
+    """Mosaic compiles each chip's form (`tpu_relayout.form_for`), forward and gradient, float32 and
+    bfloat16: v4's Mosaic refuses the einshape form's lane-splitting reshape (the plan of a v4
+    slice failed with it), so v4 gets the matmul form."""
+    from dmvfn_jax.models import tpu_relayout
+    from dmvfn_jax.planning import tpu
+
+    forms = {}
+    for topology in ("v4:2x2x1", "v5e:2x2", "v5p:2x2x1", "v6e:2x2"):
+        replicated = tpu.one_chip(topology)
+        with ops.compiling_for("tpu", next(iter(replicated.device_set))):
+            forms[ops.device_kind()] = tpu_relayout.form_for(ops.device_kind())
+            for dtype in (jnp.float32, jnp.bfloat16):
+                planes = jax.ShapeDtypeStruct((2, 4, 64, 192), dtype)
+                text = jax.jit(jax.grad(lambda p: jnp.sum(grid.planes_from_cells(grid.cells_from_planes(p)) ** 2)),
+                               in_shardings=replicated, out_shardings=replicated).lower(planes).compile().as_text()
+                assert text.count("tpu_custom_call") >= 4, topology  # both kernels, forward and back
+    assert forms == {"TPU v4": "matmul", "TPU v5 lite": "einshape", "TPU v5": "einshape", "TPU v6 lite": "einshape"}
 
 
 def test_the_model_over_cells_with_the_tpu_kernels_in_interpret_mode(monkeypatch):

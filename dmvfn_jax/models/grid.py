@@ -89,7 +89,7 @@ def cells_from_planes(p: jax.Array) -> jax.Array:
         return from_planes(p)
     from dmvfn_jax.models import tpu_relayout  # noqa: PLC0415 (Pallas is imported only where it is used)
 
-    return tpu_relayout.to_cells(p, kind == "interpret")
+    return tpu_relayout.to_cells(p, kind == "interpret", tpu_relayout.form_for(ops.device_kind()))
 
 
 def planes_from_cells(x: jax.Array) -> jax.Array:
@@ -99,7 +99,7 @@ def planes_from_cells(x: jax.Array) -> jax.Array:
         return to_planes(x)
     from dmvfn_jax.models import tpu_relayout  # noqa: PLC0415
 
-    return tpu_relayout.to_planes(x, kind == "interpret")
+    return tpu_relayout.to_planes(x, kind == "interpret", tpu_relayout.form_for(ops.device_kind()))
 
 
 def repeat_channels(v: jax.Array, f: int) -> jax.Array:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -28,7 +29,7 @@ WARP_IMPLS = ("map_coordinates", "gather", "pallas", "pallas_interpret")
 WARP_IMPL = os.environ.get("DMVFN_WARP") or None
 if WARP_IMPL is not None and WARP_IMPL not in WARP_IMPLS:
     raise ValueError(f"DMVFN_WARP must be one of {WARP_IMPLS}, got {WARP_IMPL!r}")
-_TARGETS: list[str] = []  # the platforms `compiling_for` names, innermost last
+_TARGETS: list[tuple[str, Any]] = []  # the (platform, device) of each `compiling_for`, innermost last
 
 
 @contextlib.contextmanager
@@ -37,7 +38,7 @@ def compiling_for(platform: str, device=None):
     backend: for programs compiled ahead of time for other devices (`dmvfn_jax.planning.plan` traces on a CPU
     host for compile-only TPU devices). `device`: one of those devices, made JAX's default device
     inside, for Pallas kernels whose lowering asks the chip (`tpu_relayout`); lower inside too."""
-    _TARGETS.append(platform)
+    _TARGETS.append((platform, device))
     try:
         if device is None:
             yield
@@ -50,7 +51,16 @@ def compiling_for(platform: str, device=None):
 
 def platform() -> str:
     """The platform being compiled for: the innermost `compiling_for`, else JAX's default backend."""
-    return _TARGETS[-1] if _TARGETS else jax.default_backend()
+    return _TARGETS[-1][0] if _TARGETS else jax.default_backend()
+
+
+def device_kind() -> str:
+    """The kind of chip being compiled for (`jax.Device.device_kind`, "TPU v4", ...): the innermost
+    `compiling_for`'s device, else JAX's first device."""
+    for _, device in reversed(_TARGETS):
+        if device is not None:
+            return device.device_kind
+    return jax.devices()[0].device_kind
 
 
 def warp_impl_for(platform: str, channels: int, height: int, width: int) -> str:
