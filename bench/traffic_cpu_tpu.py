@@ -3,6 +3,7 @@
     .venv/bin/python bench/traffic_cpu_tpu.py                       # the demo step (2 clips at 64x64)
     .venv/bin/python bench/traffic_cpu_tpu.py --cases warp warp_grad forward train demo
     .venv/bin/python bench/traffic_cpu_tpu.py --optimizer adamw adamw_1d sgd   # what the update costs
+    .venv/bin/python bench/traffic_cpu_tpu.py --cases demo optimizer --sources 8  # where the cycles go
 
 Each case is one device's program, compiled on this machine's CPU and for one chip of a v5e:2x2
 slice (libtpu's compile-only devices; nothing runs), and printed with the FLOPs and the bytes
@@ -15,7 +16,12 @@ the buffers the TPU program writes to HBM as written and as tiled (`dmvfn_jax.pl
   on 2 clips x 3 frames at `--big` (256) per chip, per_batch;
 - `forward`: the nine's inference forward (`infer`, every block on) on 2 frame pairs at `--big`;
 - `warp`, `warp_grad`: `ops.warp` alone on 2 frames at `--big` (3 channels), and its gradient
-  with respect to image and flow.
+  with respect to image and flow;
+- `optimizer`: the optimiser's part of an update alone (`step.apply_update`: the gradient norm, AdamW,
+  the non-finite skip) on the nine's parameters, whatever the frames.
+
+Each row also prints the TPU compiler's estimate of the program's cycles (the sum of its
+instructions' `estimated_cycles`); `--sources N` lists each TPU program's N sources with the most.
 
 `--optimizer` swaps the steps' AdamW (`adamw`, training's) for a stand-in, to see what the
 optimiser's update costs: `adamw_1d`, the same AdamW with every parameter and moment flattened to
@@ -51,9 +57,10 @@ from dmvfn_jax.models import grid, ops  # noqa: E402
 from dmvfn_jax.planning import hlo, plan, tpu  # noqa: E402
 from dmvfn_jax.models.dmvfn import DMVFN  # noqa: E402
 from dmvfn_jax.train import optim  # noqa: E402
+from dmvfn_jax.train import step as step_lib  # noqa: E402
 from workloads import load_config  # noqa: E402  (bench/workloads.py: configs/*.py)
 
-CASES = ("demo", "train", "forward", "warp", "warp_grad")
+CASES = ("demo", "train", "forward", "warp", "warp_grad", "optimizer")
 OPTIMIZERS = ("adamw", "adamw_1d", "sgd")
 TOPOLOGY = "v5e:2x2"
 
@@ -61,9 +68,11 @@ TOPOLOGY = "v5e:2x2"
 def _figures(compiled) -> dict:
     c = plan.compiled_cost(compiled)
     text = compiled.as_text()
-    written, tiled = hlo.padding_totals(hlo.buffers(text))
+    found = hlo.buffers(text)
+    written, tiled = hlo.padding_totals(found)
     return {"flops": float(c.get("flops", 0.0)), "bytes": float(c.get("bytes accessed", 0.0)),
-            "written": written, "tiled": tiled, "loops": len(re.findall(r"\swhile\(", text))}
+            "written": written, "tiled": tiled, "loops": len(re.findall(r"\swhile\(", text)),
+            "cycles": sum(b.estimated_cycles * b.runs for b in found), "sources": hlo.by_source(found)}
 
 
 def _optimizer(name: str, weight_decay: float):
@@ -99,7 +108,8 @@ def _step_case(config, clips: int, size: int, optimizer: str) -> tuple[dict, dic
 def _one_device(fn, *shapes) -> tuple[dict, dict]:
     """`fn` compiled for the CPU and for one TPU chip, on abstract arguments: float32 arrays of the
     given shapes (tuples) or pytrees of `jax.ShapeDtypeStruct`s."""
-    args = [s if not isinstance(s, tuple) else jax.ShapeDtypeStruct(s, jnp.float32) for s in shapes]
+    is_shape = lambda s: isinstance(s, tuple) and all(isinstance(d, int) for d in s)  # noqa: E731
+    args = [jax.ShapeDtypeStruct(s, jnp.float32) if is_shape(s) else s for s in shapes]
     cpu = jax.jit(lambda *a: fn(*a)).lower(*args).compile()
     replicated = tpu.one_chip(TOPOLOGY)
     with ops.compiling_for("tpu", next(iter(replicated.device_set))):  # the TPU's forms, traced anew
@@ -131,6 +141,16 @@ def run_case(name: str, clips: int, size: int, big: int, optimizer: str = "adamw
             return jax.grad(lambda i, f: jnp.sum(ops.warp(i, f) ** 2), argnums=(0, 1))(img, fl)
 
         return f"ops.warp and its gradient, 2 frames at {big}x{big}", *_one_device(grad, frames, flow)
+    if name == "optimizer":
+        graphdef, params = nnx.split(nnx.eval_shape(lambda: DMVFN(rngs=nnx.Rngs(0))), nnx.Param)
+        opt = optim.make_train_optimizer(load_config("cityscapes").weight_decay)
+        scalar = jax.ShapeDtypeStruct((), jnp.float32)
+
+        def update(p, s, g, loss, lr):
+            return step_lib.apply_update(opt, p, s, g, loss, lr)
+
+        return ("the optimiser's update of the nine", *_one_device(update, params, jax.eval_shape(opt.init, params),
+                                                                     params, scalar, scalar))
     raise ValueError(f"unknown case {name!r}; cases: {', '.join(CASES)}")
 
 
@@ -155,6 +175,8 @@ def main(argv=None) -> int:
     ap.add_argument("--clips", type=int, default=2, help="the demo step's clips per device")
     ap.add_argument("--size", type=int, default=64, help="the demo step's frame size")
     ap.add_argument("--big", type=int, default=256, help="the frame size of the other cases")
+    ap.add_argument("--sources", type=int, default=0, metavar="N",
+                    help="also list each TPU program's N sources with the most estimated cycles")
     ap.add_argument("--lifted", action="store_true",
                     help="also print the size of each of the nine's blocks over cells (`grid.lift_block`)")
     ap.add_argument("--optimizer", nargs="+", default=["adamw"], choices=OPTIMIZERS,
@@ -166,14 +188,18 @@ def main(argv=None) -> int:
           f"at {args.big}x{args.big}, {ops.warp_impl_for('tpu', 3, args.size, args.size)} at {args.size}x{args.size}; "
           f"on the CPU: {ops.warp_impl_for('cpu', 3, args.big, args.big)}")
     print(f"{'case':52s} {'CPU GFLOP':>9s} {'TPU GFLOP':>9s} {'CPU GB':>8s} {'TPU GB':>8s} {'TPU/CPU':>8s} "
-          f"{'HBM bufs GB written/tiled':>26s} {'loops':>5s}")
+          f"{'HBM bufs GB written/tiled':>26s} {'loops':>5s} {'TPU Mcycles':>11s}")
     runs = [(name, opt) for name in args.cases for opt in (args.optimizer if name in ("demo", "train") else ["adamw"])]
     for name, opt in runs:
         what, cpu, on_tpu = run_case(name, args.clips, args.size, args.big, opt)
         ratio = on_tpu["bytes"] / cpu["bytes"] if cpu["bytes"] else float("nan")
         bufs = f"{on_tpu['written'] / 1e9:.3f} / {on_tpu['tiled'] / 1e9:.3f}"
         print(f"{what:52s} {cpu['flops'] / 1e9:9.2f} {on_tpu['flops'] / 1e9:9.2f} {cpu['bytes'] / 1e9:8.3f} "
-              f"{on_tpu['bytes'] / 1e9:8.3f} {ratio:7.1f}x {bufs:>26s} {on_tpu['loops']:5d}", flush=True)
+              f"{on_tpu['bytes'] / 1e9:8.3f} {ratio:7.1f}x {bufs:>26s} {on_tpu['loops']:5d} "
+              f"{on_tpu['cycles'] / 1e6:11.2f}", flush=True)
+        for r in sorted(on_tpu["sources"], key=lambda r: -r.estimated_cycles)[:args.sources]:
+            print(f"    {r.estimated_cycles / 1e6:8.3f} M cycles ({100 * r.estimated_cycles / max(on_tpu['cycles'], 1):4.1f}%)"
+                  f"  {r.source}")
     if args.lifted:
         rows = lifted_sizes()
         print("the nine's weights over cells, per block (block, scale: MB over cells / MB of its parameters):")

@@ -80,6 +80,17 @@ def _select(ok, new, old):
     return jax.tree.map(lambda a, b: jnp.where(ok, a, b), new, old)
 
 
+def apply_update(optimizer: optax.GradientTransformation, params, opt_state, grads, loss: jax.Array, lr: jax.Array):
+    """The optimiser's part of an update: `(params, opt_state, ok, grad_norm)`, the new parameters
+    and state where the loss and the gradients' norm are finite (`ok`), else the old ones."""
+    gnorm = optax.tree.norm(grads)
+    ok = jnp.isfinite(loss) & jnp.isfinite(gnorm)
+    opt_state = set_learning_rate(opt_state, lr)
+    updates, new_opt = optimizer.update(grads, opt_state, params)
+    new_params = optax.apply_updates(params, updates)
+    return _select(ok, new_params, params), _select(ok, new_opt, opt_state), ok, gnorm
+
+
 def make_train_step(
     graphdef,
     optimizer: optax.GradientTransformation,  # from optim.make_train_optimizer
@@ -126,12 +137,7 @@ def make_train_step(
             with jax.named_scope("all_reduce"):
                 loss, terms, rates, mse, grads = parallel.pmean_packed((loss, terms, rates, mse, grads), axis_name)
         with jax.named_scope("optimizer"):
-            gnorm = optax.tree.norm(grads)
-            ok = jnp.isfinite(loss) & jnp.isfinite(gnorm)
-            opt_state = set_learning_rate(opt_state, lr)
-            updates, new_opt = optimizer.update(grads, opt_state, params)
-            new_params = optax.apply_updates(params, updates)
-            params, opt_state = _select(ok, new_params, params), _select(ok, new_opt, opt_state)
+            params, opt_state, ok, gnorm = apply_update(optimizer, params, opt_state, grads, loss, lr)
             bad_streak = jnp.where(ok, 0, bad_streak + 1)
             skipped = skipped + (~ok).astype(jnp.int32)
         metrics = {**terms, "grad_norm": gnorm, "mse": mse, "routing_rate": rates}
