@@ -51,7 +51,7 @@ def _loss(model, f):
     return dmvfn_loss(outs, f[:, 2])[0]
 
 
-_heldout_loss = nnx.jit(_loss)  # the loss alone: half the program to compile
+_heldout_loss = nnx.jit(_loss)
 
 
 @nnx.jit  # one program for the model before and after training (eagerly, op by op: ~30 s on 2 cores)
@@ -60,10 +60,19 @@ def _heldout_scores(model, f):
     return _loss(model, f), jnp.mean(-10 * jnp.log10(jnp.mean((pred - f[:, 2]) ** 2, axis=(1, 2, 3))))
 
 
+def _frames(clips):
+    return jnp.asarray(clips.astype(np.float32) / 255.0)
+
+
 def heldout_scores(model, clips):
-    """(Laplacian loss of the nine outputs, mean PSNR of the prediction) on held-out clips."""
-    loss, psnr = _heldout_scores(model, jnp.asarray(clips.astype(np.float32) / 255.0))
+    """(Laplacian loss of the blocks' outputs, mean PSNR of the prediction) on held-out clips."""
+    loss, psnr = _heldout_scores(model, _frames(clips))
     return float(loss), float(psnr)
+
+
+def heldout_loss(model, clips) -> float:
+    """`heldout_scores`'s loss alone (half the program to compile)."""
+    return float(_heldout_loss(model, _frames(clips)))
 
 
 @pytest.mark.slow
@@ -208,9 +217,10 @@ def test_command_precision_gives_the_values_of_highest_on_cpu():
     """The premise of the `command_precision` marker: on the CPU the tests run on, the default matmul
     precision computes what `highest` does (float32 either way), bit for bit; checked on the suite's
     small model, which the tests so marked train."""
-    graphdef, params = nnx.split(small_dmvfn())
+    small = small_dmvfn()
+    graphdef, params = nnx.split(small)
     clips = heldout_synthetic(0, 1, 2, 32, 32).astype(np.float32) / 255
-    outputs = lambda p, a, b: nnx.merge(graphdef, p).train_outputs(a, b, jnp.ones((1, 2)))  # noqa: E731
+    outputs = lambda p, a, b: nnx.merge(graphdef, p).train_outputs(a, b, jnp.ones((1, small.num_blocks)))  # noqa: E731
     default = jax.jit(outputs)(params, clips[:, 0], clips[:, 1])
     with jax.default_matmul_precision("highest"):
         highest = jax.jit(outputs)(params, clips[:, 0], clips[:, 1])
@@ -305,9 +315,8 @@ def test_bfloat16_compute_tracks_float32(jax_model):
 
     clips = heldout_synthetic(1, 4, 3, 64, 64)
     nine = ckpt.model_params(jax_model)
-    frames = jnp.asarray(clips.astype(np.float32) / 255.0)
     build = lambda dtype: ckpt.build_with_params(lambda: DMVFN(rngs=nnx.Rngs(0), dtype=dtype), nine)  # noqa: E731
-    held = {name: float(_heldout_loss(build(dtype), frames)) for name, dtype in (("f32", None), ("bf16", jnp.bfloat16))}
+    held = {name: heldout_loss(build(dtype), clips) for name, dtype in (("f32", None), ("bf16", jnp.bfloat16))}
     assert abs(held["bf16"] - held["f32"]) <= 0.02 * held["f32"], held
     params = ckpt.model_params(small_dmvfn())
     losses = {}

@@ -73,33 +73,35 @@ def from_planes(p: jax.Array, f: int = CELL) -> jax.Array:
     return p.reshape(b, c, h // f, f, w // f, f).transpose(0, 2, 4, 1, 3, 5).reshape(b, h // f, w // f, c * f * f)
 
 
-def _kernels() -> str | None:
-    """How planes and cells are converted: Pallas kernels compiled for a TPU ("compiled"), the same
-    in interpret mode where DMVFN_WARP=pallas_interpret ("interpret", the tests), else XLA's
-    transposes (None)."""
-    if ops.WARP_IMPL == "pallas_interpret":
-        return "interpret"
-    return "compiled" if ops.platform() == "tpu" else None
+def _kernels() -> tuple[bool, str] | None:
+    """How planes and cells are converted: None for XLA's transposes, else `(interpret, form)` for
+    `tpu_relayout`'s Pallas kernels: compiled for a TPU, or in interpret mode where
+    DMVFN_WARP=pallas_interpret (the tests), in the form for the chip being compiled for."""
+    if ops.WARP_IMPL != "pallas_interpret" and ops.platform() != "tpu":
+        return None
+    from dmvfn_jax.models import tpu_relayout  # noqa: PLC0415 (Pallas is imported only where it is used)
+
+    return ops.WARP_IMPL == "pallas_interpret", tpu_relayout.form_for(ops.device_kind())
 
 
 def cells_from_planes(p: jax.Array) -> jax.Array:
     """`from_planes` with CELL, as `tpu_relayout.to_cells` on a TPU."""
-    kind = _kernels()
-    if kind is None:
+    kernels = _kernels()
+    if kernels is None:
         return from_planes(p)
-    from dmvfn_jax.models import tpu_relayout  # noqa: PLC0415 (Pallas is imported only where it is used)
+    from dmvfn_jax.models import tpu_relayout  # noqa: PLC0415
 
-    return tpu_relayout.to_cells(p, kind == "interpret", tpu_relayout.form_for(ops.device_kind()))
+    return tpu_relayout.to_cells(p, *kernels)
 
 
 def planes_from_cells(x: jax.Array) -> jax.Array:
     """`to_planes` with CELL, as `tpu_relayout.to_planes` on a TPU."""
-    kind = _kernels()
-    if kind is None:
+    kernels = _kernels()
+    if kernels is None:
         return to_planes(x)
     from dmvfn_jax.models import tpu_relayout  # noqa: PLC0415
 
-    return tpu_relayout.to_planes(x, kind == "interpret", tpu_relayout.form_for(ops.device_kind()))
+    return tpu_relayout.to_planes(x, *kernels)
 
 
 def repeat_channels(v: jax.Array, f: int) -> jax.Array:
