@@ -2,8 +2,9 @@
 
     .venv/bin/python bench/traffic_cpu_tpu.py                       # the demo step (2 clips at 64x64)
     .venv/bin/python bench/traffic_cpu_tpu.py --cases warp warp_grad forward train demo
-    .venv/bin/python bench/traffic_cpu_tpu.py --optimizer adamw adamw_1d sgd   # what the update costs
+    .venv/bin/python bench/traffic_cpu_tpu.py --optimizer adamw adamw_tree sgd   # what the update costs
     .venv/bin/python bench/traffic_cpu_tpu.py --cases demo optimizer --sources 8  # where the cycles go
+    .venv/bin/python bench/traffic_cpu_tpu.py --optimizer adamw adamw_tree --cpu-time 20  # and the CPU's time
 
 Each case is one device's program, compiled on this machine's CPU and for one chip of a v5e:2x2
 slice (libtpu's compile-only devices; nothing runs), and printed with the FLOPs and the bytes
@@ -23,10 +24,10 @@ the buffers the TPU program writes to HBM as written and as tiled (`dmvfn_jax.pl
 Each row also prints the TPU compiler's estimate of the program's cycles (the sum of its
 instructions' `estimated_cycles`); `--sources N` lists each TPU program's N sources with the most.
 
-`--optimizer` swaps the steps' AdamW (`adamw`, training's) for a stand-in, to see what the
-optimiser's update costs: `adamw_1d`, the same AdamW with every parameter and moment flattened to
-one dimension (lane-dense on the TPU; its state's shapes are not training's), or `sgd`, a step
-with no moments (the parameters minus the learning rate times the gradient).
+`--optimizer` swaps the steps' AdamW (`adamw`, training's: its moments packed into one vector
+each, `optim.packed_moments`) for a stand-in, to see what the optimiser's update costs:
+`adamw_tree`, the same AdamW with a moment per parameter (training's before 2026-12-07), or `sgd`,
+a step with no moments (the parameters minus the learning rate times the gradient).
 
 These are the figures of BENCHMARKS.md, "Where the TPU's bytes go". Every figure is the
 compiler's estimate (`plan.compiled_cost`), not a measurement: no TPU was used. On the TPU the
@@ -61,7 +62,7 @@ from dmvfn_jax.train import step as step_lib  # noqa: E402
 from workloads import load_config  # noqa: E402  (bench/workloads.py: configs/*.py)
 
 CASES = ("demo", "train", "forward", "warp", "warp_grad", "optimizer")
-OPTIMIZERS = ("adamw", "adamw_1d", "sgd")
+OPTIMIZERS = ("adamw", "adamw_tree", "sgd")
 TOPOLOGY = "v5e:2x2"
 
 
@@ -81,14 +82,7 @@ def _optimizer(name: str, weight_decay: float):
         return None
     if name == "sgd":  # no moments; its one state holds the step size, as training's last one does
         return optax.chain(optax.inject_hyperparams(optax.scale)(step_size=0.0))
-    inner = optim.make_train_optimizer(weight_decay)  # adamw_1d
-    flat = lambda tree: jax.tree.map(jnp.ravel, tree)  # noqa: E731
-
-    def update(grads, state, params):
-        updates, state = inner.update(flat(grads), state, flat(params))
-        return jax.tree.map(lambda u, p: u.reshape(p.shape), updates, params), state
-
-    return optax.GradientTransformation(lambda params: inner.init(flat(params)), update)
+    return optim.make_train_optimizer(weight_decay, packed=False)  # adamw_tree
 
 
 def _step_case(config, clips: int, size: int, optimizer: str) -> tuple[dict, dict]:
@@ -169,6 +163,24 @@ def lifted_sizes() -> list[tuple[int, int, float, float]]:
     return rows
 
 
+def cpu_times(optimizers: list[str], clips: int, size: int, rounds: int) -> None:
+    """The demo step (the nine, `clips` clips of 3 frames at `size`) timed on this CPU with each
+    optimiser, in interleaved rounds (`bench/timing.py`): the median and the spread per optimiser."""
+    import statistics
+
+    from timing import interleaved_times  # bench/timing.py
+    from workloads import random_dmvfn, train_thunk
+
+    model = random_dmvfn()
+    cases = {name: train_thunk(model, clips, size, _optimizer(name, 1e-3)) for name in optimizers}
+    for thunk in cases.values():
+        thunk()  # the first call of each, outside the rounds
+    times = interleaved_times(cases, rounds)
+    print(f"the demo step on this CPU ({clips} clips x 3 frames at {size}x{size}), {rounds} interleaved rounds:")
+    for name, ts in times.items():
+        print(f"  {name:10s} median {1e3 * statistics.median(ts):8.1f} ms  (min {1e3 * min(ts):.1f}, max {1e3 * max(ts):.1f})")
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--cases", nargs="+", default=["demo"], choices=CASES)
@@ -181,6 +193,8 @@ def main(argv=None) -> int:
                     help="also print the size of each of the nine's blocks over cells (`grid.lift_block`)")
     ap.add_argument("--optimizer", nargs="+", default=["adamw"], choices=OPTIMIZERS,
                     help="the step cases' optimiser: training's AdamW or a stand-in (each one a row)")
+    ap.add_argument("--cpu-time", type=int, default=0, metavar="ROUNDS",
+                    help="also time the demo step on this CPU with each --optimizer, in ROUNDS interleaved rounds")
     args = ap.parse_args(argv)
     print(f"cost analysis of one device's program: this CPU against one {TOPOLOGY} chip (compiler estimates; the "
           "warp's Pallas kernel counts what it declares); warp on the TPU: "
@@ -200,6 +214,8 @@ def main(argv=None) -> int:
         for r in sorted(on_tpu["sources"], key=lambda r: -r.estimated_cycles)[:args.sources]:
             print(f"    {r.estimated_cycles / 1e6:8.3f} M cycles ({100 * r.estimated_cycles / max(on_tpu['cycles'], 1):4.1f}%)"
                   f"  {r.source}")
+    if args.cpu_time:
+        cpu_times(args.optimizer, args.clips, args.size, args.cpu_time)
     if args.lifted:
         rows = lifted_sizes()
         print("the nine's weights over cells, per block (block, scale: MB over cells / MB of its parameters):")

@@ -32,9 +32,10 @@ def random_dmvfn(seed: int = 0, **model_kwargs):
     return ckpt.build_with_params(build, torch_to_jax(random_official_state(seed), ckpt.flat_shapes(ckpt.abstract_params(build))))
 
 
-def train_step(model, batch: int, size: int, seed: int = 0):
+def train_step(model, batch: int, size: int, seed: int = 0, optimizer=None):
     """`(jitted_step, state, clips)`: one optimiser step of the official recipe (Laplacian loss,
     AdamW, one update per batch) on one device, and random uint8 3-frame clips of size x size.
+    `optimizer`: training's (`make_train_optimizer`) by default.
 
     The step donates its state: pass the state it returns back in. The state starts from a
     copy of the model's parameters, so the model stays usable (and can build more steps).
@@ -47,7 +48,7 @@ def train_step(model, batch: int, size: int, seed: int = 0):
     from dmvfn_jax.train import step as step_lib
     from dmvfn_jax.train.optim import lr_schedule, make_train_optimizer
 
-    opt = make_train_optimizer(1e-3)
+    opt = make_train_optimizer(1e-3) if optimizer is None else optimizer
     graphdef, state = step_lib.init_state(model, opt, seed)
     state = jax.tree.map(jnp.array, state)  # jnp.array copies: donation must not delete the model's arrays
     fn = step_lib.make_train_step(graphdef, opt, update_mode="per_batch")
@@ -58,12 +59,12 @@ def train_step(model, batch: int, size: int, seed: int = 0):
     return jitted, state, clips
 
 
-def train_thunk(model, batch: int, size: int):
+def train_thunk(model, batch: int, size: int, optimizer=None):
     """A function that runs one compiled training step (`train_step`) and waits for it; each
     call continues from the state the last one returned."""
     import jax
 
-    jitted, state, clips = train_step(model, batch, size)  # a fresh state: the step donates it
+    jitted, state, clips = train_step(model, batch, size, optimizer=optimizer)  # a fresh state: the step donates it
     compiled = jitted.lower(state, clips).compile()
     box = [state]
 

@@ -88,16 +88,25 @@ def batch_rows(local_rows: int, axis_name: str | None):
     return jax.lax.axis_index(axis_name) * local_rows, local_rows * jax.lax.axis_size(axis_name)
 
 
-def _packed(reduce, tree, axis_name: str):
-    leaves, treedef = jax.tree.flatten(tree)
-    if not leaves:
-        return tree
-    flat = reduce(jnp.concatenate([jnp.ravel(x).astype(jnp.float32) for x in leaves]), axis_name)
+def pack(tree) -> jax.Array:
+    """Every leaf of `tree` raveled into one float32 vector, in `jax.tree.leaves` order."""
+    return jnp.concatenate([jnp.ravel(x).astype(jnp.float32) for x in jax.tree.leaves(tree)])
+
+
+def unpack(flat: jax.Array, like):
+    """The inverse of `pack`: `flat` as a tree with `like`'s structure, shapes and dtypes."""
+    leaves, treedef = jax.tree.flatten(like)
     out, i = [], 0
     for x in leaves:
         out.append(flat[i : i + x.size].reshape(x.shape).astype(x.dtype))
         i += x.size
     return jax.tree.unflatten(treedef, out)
+
+
+def _packed(reduce, tree, axis_name: str):
+    if not jax.tree.leaves(tree):
+        return tree
+    return unpack(reduce(pack(tree), axis_name), tree)
 
 
 def pmean_packed(tree, axis_name: str):

@@ -230,3 +230,85 @@ def test_train_optimizer_with_per_batch_lr_equals_scheduled_adamw():
         p = optax.apply_updates(p, u)
     for a, b in zip(jax.tree.leaves(p_ref), jax.tree.leaves(p)):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-6, atol=1e-7)
+
+
+def _params_and_grads(rng, n: int):
+    shapes = {"conv": (3, 3, 6, 5), "bias": (5,), "last": (4, 4, 7, 2)}
+    params = {k: jnp.asarray(rng.standard_normal(s), jnp.float32) for k, s in shapes.items()}
+    grads = [{k: jnp.asarray(rng.standard_normal(s), jnp.float32) for k, s in shapes.items()} for _ in range(n)]
+    return params, grads
+
+
+@pytest.mark.parametrize("jit", [False, True])
+def test_packed_moments_update_as_a_moment_per_parameter(jit):
+    """Training's AdamW keeps Adam's moments packed into one vector each (lane-dense on a TPU);
+    the parameters it makes are those of the same AdamW with a moment per parameter, and its
+    moments are theirs packed (`optim.packed_moments_state`): bit for bit op by op; under `jit`
+    to 1e-6 relative (XLA fuses the two programs' elementwise arithmetic differently: 1 ulp seen)."""
+    from dmvfn_jax import parallel
+    from dmvfn_jax.train.optim import make_train_optimizer, packed_moments_state, set_learning_rate
+
+    params, grads = _params_and_grads(np.random.default_rng(1), 5)
+    packed, tree = make_train_optimizer(weight_decay=0.1), make_train_optimizer(weight_decay=0.1, packed=False)
+
+    def run(opt):
+        def one(p, s, g, lr):
+            u, s = opt.update(g, set_learning_rate(s, lr), p)
+            return optax.apply_updates(p, u), s
+
+        one = jax.jit(one) if jit else one
+        p, s = params, opt.init(params)
+        for i, g in enumerate(grads):
+            p, s = one(p, s, g, 1e-2 * (i + 1))
+        return p, s
+
+    (p_packed, s_packed), (p_tree, s_tree) = run(packed), run(tree)
+    assert s_packed[0].mu.shape == s_packed[0].nu.shape == (sum(x.size for x in jax.tree.leaves(params)),)
+    same = (lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=0)) if jit else np.testing.assert_array_equal
+    for a, b in zip(jax.tree.leaves(p_packed), jax.tree.leaves(p_tree)):
+        same(np.asarray(a), np.asarray(b))
+    converted = packed_moments_state(s_tree)
+    assert jax.tree.structure(converted) == jax.tree.structure(s_packed)
+    for a, b in zip(jax.tree.leaves(converted), jax.tree.leaves(s_packed)):
+        same(np.asarray(a), np.asarray(b))
+    # an update given the gradients already packed (as the step's all-reduce leaves them) is the same
+    u1, _ = packed.update(grads[0], s_packed, p_packed)
+    u2, _ = packed.update(parallel.pack(grads[0]), s_packed, p_packed)
+    for a, b in zip(jax.tree.leaves(u1), jax.tree.leaves(u2)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_a_checkpoint_with_a_moment_per_parameter_resumes_packed(tmp_path):
+    """A training checkpoint written before the moments were packed (2026-12-07) restores into
+    today's state, its moments packed; a checkpoint of another model still fails to restore."""
+    import orbax.checkpoint as ocp
+    from ml_collections import ConfigDict
+
+    from dmvfn_jax.train import checkpoints
+    from dmvfn_jax.train.optim import make_train_optimizer
+    from dmvfn_jax.train.step import TrainState
+
+    params, grads = _params_and_grads(np.random.default_rng(2), 2)
+    old_opt = make_train_optimizer(packed=False)
+    s_old = old_opt.init(params)
+    for g in grads:
+        _, s_old = old_opt.update(g, s_old, params)
+    scalar = jnp.zeros((), jnp.int32)
+    old = TrainState(params, s_old, scalar + 7, jnp.zeros((2,), jnp.uint32), scalar, scalar)
+    config = ConfigDict({"keep_checkpoints": 3, "async_checkpoints": False})
+    mngr = checkpoints.checkpoint_manager(tmp_path, config)
+    mngr.save(7, args=ocp.args.Composite(state=ocp.args.StandardSave(old), meta=ocp.args.JsonSave({"step": 7})))
+    mngr.wait_until_finished()
+
+    today = old._replace(opt_state=make_train_optimizer().init(params), step=scalar)
+    state, meta = checkpoints.restore(mngr, today, tmp_path, strict=True)
+    assert meta["step"] == 7 and int(state.step) == 7
+    mu, nu = s_old[0].mu, s_old[0].nu
+    np.testing.assert_array_equal(state.opt_state[0].mu, np.concatenate([np.ravel(x) for x in jax.tree.leaves(mu)]))
+    np.testing.assert_array_equal(state.opt_state[0].nu, np.concatenate([np.ravel(x) for x in jax.tree.leaves(nu)]))
+    assert int(state.opt_state[0].count) == 2
+    other = {k: jnp.zeros((2,) + v.shape) for k, v in params.items()}  # another model's parameters
+    with pytest.raises(Exception, match="cannot be restored"):
+        checkpoints.restore(mngr, today._replace(params=other, opt_state=make_train_optimizer().init(other)),
+                            tmp_path, strict=True)
+    mngr.close()

@@ -7,12 +7,14 @@ from __future__ import annotations
 import errno
 import logging
 from pathlib import Path
+from types import SimpleNamespace
 
 import jax
 from flax import nnx
 
 from dmvfn_jax import checkpoint as ckpt
 from dmvfn_jax.errors import InputError
+from dmvfn_jax.train import optim
 
 log = logging.getLogger("dmvfn_jax")
 
@@ -97,16 +99,37 @@ def restore(mngr, state, workdir: Path, strict: bool):
 
     abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, state)
 
-    def restore_step(step):
+    def restore_as(target, step):
         return mngr.restore(
-            step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore())
+            step, args=ocp.args.Composite(state=ocp.args.StandardRestore(target), meta=ocp.args.JsonRestore())
         )
+
+    def restore_step(step):
+        try:
+            return restore_as(abstract, step)
+        except ValueError as e:  # a checkpoint written before Adam's moments were packed?
+            if "do not match" not in str(e):
+                raise
+            try:
+                old = restore_as(unpacked_moments(abstract), step)
+            except Exception:
+                raise e from None
+        log.info("checkpoint of step %d: its optimiser state (a moment per parameter, written before "
+                 "2026-12-07) converted to packed moments", step)
+        return SimpleNamespace(state=old.state._replace(opt_state=optim.packed_moments_state(old.state.opt_state)),
+                               meta=old.meta)
 
     step, restored = restore_latest_readable(mngr, restore_step, workdir, strict,
                                              primary=jax.process_index() == 0)
     if restored is None:
         return None, None
     return restored.state, restored.meta
+
+
+def unpacked_moments(abstract):
+    """The abstract training state of a checkpoint written before 2026-12-07, when training's AdamW
+    kept a moment per parameter (`optim.make_train_optimizer(packed=False)`)."""
+    return abstract._replace(opt_state=jax.eval_shape(optim.make_train_optimizer(packed=False).init, abstract.params))
 
 
 def has_checkpoints(workdir: Path) -> bool:

@@ -82,8 +82,10 @@ def _select(ok, new, old):
 
 def apply_update(optimizer: optax.GradientTransformation, params, opt_state, grads, loss: jax.Array, lr: jax.Array):
     """The optimiser's part of an update: `(params, opt_state, ok, grad_norm)`, the new parameters
-    and state where the loss and the gradients' norm are finite (`ok`), else the old ones."""
-    gnorm = optax.tree.norm(grads)
+    and state where the loss and the gradients' norm are finite (`ok`), else the old ones. The norm
+    is taken of the gradients packed into one vector, as the optimiser packs them
+    (`optim.packed_moments`): after the packed all-reduce the program takes it of that vector."""
+    gnorm = optax.tree.norm(parallel.pack(grads))
     ok = jnp.isfinite(loss) & jnp.isfinite(gnorm)
     opt_state = set_learning_rate(opt_state, lr)
     updates, new_opt = optimizer.update(grads, opt_state, params)
