@@ -46,16 +46,23 @@ def test_a_block_over_cells_is_the_block_on_pixels(scale):
     ("conv", 2, 2, 1, 1, (3, 3, 44, 11)),  # conv_sq at scale 1
     ("transpose", 4, 8, 2, 1, (4, 4, 19, 5)),  # lastconv
 ])
-def test_lift_compiled_places_the_kernels_entries(kind, fi, fo, stride, down, shape):
-    """`grid.lift` under `jit` against the same placement in numpy (an einsum over the taps' tables,
-    one term per entry). A sum of the same products with ci before the cell's pixels was computed
-    wrong by XLA's CPU compiler under `jit` (max error 5.75 on conv1's), which this catches."""
+@pytest.mark.parametrize("order", ["swapped", "kernel"])
+def test_lift_places_the_kernels_entries(kind, fi, fo, stride, down, shape, order):
+    """`grid.lift` against the same placement in numpy (an einsum over the taps' tables, one term
+    per entry), in both orders of its sum (`grid.lift_order`): the CPU's under `jit`, the TPU's op by
+    op. The TPU's order under `jit` on the CPU is computed wrong by XLA's CPU compiler (max error
+    4.9 on conv1's), which the first catches: the CPU keeps the swapped order."""
     if kind == "conv":
         taps = grid.conv_taps(fi, fo, stride, down=down)
     else:
         taps = grid.conv_transpose_taps(fi, fo, stride, 1, shape[0])
     kernel = jax.random.normal(jax.random.key(5), shape)
-    got, padding = jax.jit(lambda k: grid.lift(k, taps, taps, fi, fo))(kernel)
+    assert (grid.lift_order("cpu"), grid.lift_order("tpu")) == ("swapped", "kernel")
+    if order == "swapped":
+        got, padding = jax.jit(lambda k: grid.lift(k, taps, taps, fi, fo))(kernel)
+    else:
+        with jax.disable_jit():
+            got, padding = grid.lift(kernel, taps, taps, fi, fo, order="kernel")
     table, pad = grid._axis_table(taps, fi, fo, shape[0])
     want = np.einsum("yjak,xilm,kmco->yxcjioal", table, table, np.asarray(kernel))
     np.testing.assert_array_equal(got, want.reshape(got.shape))

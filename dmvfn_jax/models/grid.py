@@ -163,7 +163,7 @@ def _axis_table(taps: list[tuple], fi: int, fo: int, size: int):
 
 
 def lift(kernel: jax.Array | None, taps_y: list[tuple], taps_x: list[tuple], fi: int, fo: int,
-         channels: int | None = None):
+         channels: int | None = None, order: str | None = None):
     """The kernel over cells of a conv given by its taps along y and x (`conv_taps`, ...):
     `(kernel (ny, nx, Ci * fi * fi, Co * fo * fo), padding)` for a stride-1 conv over cells.
 
@@ -173,8 +173,12 @@ def lift(kernel: jax.Array | None, taps_y: list[tuple], taps_x: list[tuple], fi:
     without a gather (XLA's TPU gathers fetch a tile per element) and without arrays whose minor
     dimension is a cell's pixels: each kernel row is first repeated per output pixel (a product
     with a 0/1 matrix at `Precision.HIGHEST`, exact), then weighted and summed over the taps.
-    Without a kernel (None), the taps' weights alone act on each of `channels` channels."""
+    Without a kernel (None), the taps' weights alone act on each of `channels` channels. `order`:
+    how the sum over the taps is written (`lift_order`; None: the platform's), the same values."""
     size = 1 if kernel is None else kernel.shape[0]
+    order = order or lift_order(ops.platform())
+    if order not in ("kernel", "swapped"):
+        raise ValueError(f"lift: order must be 'kernel' or 'swapped', got {order!r}")
     ty, pad_y = _axis_table(taps_y, fi, fo, size)
     tx, pad_x = _axis_table(taps_x, fi, fo, size)
     ny, nx = ty.shape[0], tx.shape[0]
@@ -184,18 +188,28 @@ def lift(kernel: jax.Array | None, taps_y: list[tuple], taps_x: list[tuple], fi:
         return jnp.asarray(full.reshape(ny, nx, ci * fi * fi, co * fo * fo)), (pad_y, pad_x)
     kh, kw, ci, co = kernel.shape
     taps, cells_in, cells_out = kh * kw, fi * fi, fo * fo
-    # table[(ky, kx), (dy, dx), (jy, jx), (co, ay, ax)]: the taps' weights, the same for every co
-    table = np.einsum("yjak,xilm->kmyxjial", ty, tx).reshape(taps, ny * nx, cells_in, cells_out)
-    table = np.tile(table, (1, 1, 1, co))
     repeat = np.kron(np.eye(co, dtype=np.float32), np.ones((1, cells_out), np.float32))  # (Co, Co * A)
     rows = jnp.dot(kernel.reshape(taps * ci, co), jnp.asarray(repeat, kernel.dtype),
                    precision=_HIGHEST).reshape(taps, ci, co * cells_out)  # [t, ci, (co, ay, ax)]
-    # Summed with (jy, jx) before ci, then swapped: the TPU compiler fuses it into one pass over the
-    # result; with ci first, XLA's CPU compiler (jaxlib 0.10.2, its YNNPACK fusion) computes wrong
-    # values under `jit` (tests/test_grid.py checks `lift` compiled against numpy).
-    full = jnp.sum(jnp.asarray(table, kernel.dtype)[:, :, :, None] * rows[:, None, None], axis=0)
-    full = jnp.swapaxes(full, 1, 2)  # (dd, ci, J, Co * A)
+    # table[(ky, kx), (dy, dx), (jy, jx), (co, ay, ax)]: the taps' weights, the same for every co
+    table = np.einsum("yjak,xilm->kmyxjial", ty, tx).reshape(taps, ny * nx, cells_in, cells_out)
+    table = jnp.asarray(np.tile(table, (1, 1, 1, co)), kernel.dtype)
+    if order == "kernel":  # the sum written in the kernel's order (dd, ci, J, Co * A)
+        full = jnp.sum(table[:, :, None] * rows[:, None, :, None], axis=0)
+    else:  # summed in the order (dd, J, ci, Co * A), then swapped
+        full = jnp.swapaxes(jnp.sum(table[:, :, :, None] * rows[:, None, None], axis=0), 1, 2)
     return full.reshape(ny, nx, ci * cells_in, co * cells_out), (pad_y, pad_x)
+
+
+def lift_order(platform: str) -> str:
+    """How `lift` sums over the taps on `platform`. "kernel" on a TPU: the sum written in the lifted
+    kernel's order; the swap of the other costs a transpose of each lifted kernel and of its
+    gradient (the demo step's scale-4 blocks: 200.5 -> 166.8 TPU MB each, one block with its
+    gradient at 64x64; BENCHMARKS.md, attempt 41).
+    "swapped" elsewhere: in the kernel's order XLA's CPU compiler (jaxlib 0.10.2, its YNNPACK
+    fusion) computes wrong values under `jit` (conv1's kernel: max error 4.9; `tests/test_grid.py`
+    checks both orders against numpy, the kernel's op by op)."""
+    return "kernel" if platform == "tpu" else "swapped"
 
 
 def conv_cells(x: jax.Array, lifted, precision=None) -> jax.Array:
