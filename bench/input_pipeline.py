@@ -196,9 +196,9 @@ def measure_step(args, sample: np.ndarray) -> dict:
     model = build_model(config)
     optimizer = optim.make_train_optimizer(config.weight_decay)
     schedule = optim.lr_schedule(config.num_train_steps, config.warmup_steps, config.base_lr, config.peak_lr)
-    graphdef, state = step_lib.init_state(model, optimizer, config.seed)
+    net, state = step_lib.init_state(model, optimizer, config.seed)
     del model
-    step_fn = step_lib.make_train_step(graphdef, optimizer, vgg=None, update_mode=config.update_mode,
+    step_fn = step_lib.make_train_step(net, optimizer, vgg=None, update_mode=config.update_mode,
                                        estimator=config.routing.estimator, temperature=config.routing.temperature)
     mesh = parallel.data_mesh([device])
     jitted, state = step_lib.shard_train_step(step_fn, mesh, state)

@@ -2,9 +2,9 @@
 
     .venv/bin/python bench/traffic_cpu_tpu.py                       # the demo step (2 clips at 64x64)
     .venv/bin/python bench/traffic_cpu_tpu.py --cases warp warp_grad forward train demo
-    .venv/bin/python bench/traffic_cpu_tpu.py --optimizer adamw adamw_tree sgd   # what the update costs
+    .venv/bin/python bench/traffic_cpu_tpu.py --optimizer adamw sgd   # what the update costs
     .venv/bin/python bench/traffic_cpu_tpu.py --cases demo optimizer --sources 8  # where the cycles go
-    .venv/bin/python bench/traffic_cpu_tpu.py --optimizer adamw adamw_tree --cpu-time 20  # and the CPU's time
+    .venv/bin/python bench/traffic_cpu_tpu.py --optimizer adamw sgd --cpu-time 20  # and the CPU's time
 
 Each case is one device's program, compiled on this machine's CPU and for one chip of a v5e:2x2
 slice (libtpu's compile-only devices; nothing runs), and printed with the FLOPs and the bytes
@@ -19,15 +19,14 @@ the buffers the TPU program writes to HBM as written and as tiled (`dmvfn_jax.pl
 - `warp`, `warp_grad`: `ops.warp` alone on 2 frames at `--big` (3 channels), and its gradient
   with respect to image and flow;
 - `optimizer`: the optimiser's part of an update alone (`step.apply_update`: the gradient norm, AdamW,
-  the non-finite skip) on the nine's parameters, whatever the frames.
+  the non-finite skip) on the nine's parameters packed into one vector, as training keeps them,
+  whatever the frames.
 
 Each row also prints the TPU compiler's estimate of the program's cycles (the sum of its
 instructions' `estimated_cycles`); `--sources N` lists each TPU program's N sources with the most.
 
-`--optimizer` swaps the steps' AdamW (`adamw`, training's: its moments packed into one vector
-each, `optim.packed_moments`) for a stand-in, to see what the optimiser's update costs:
-`adamw_tree`, the same AdamW with a moment per parameter (training's before 2026-12-07), or `sgd`,
-a step with no moments (the parameters minus the learning rate times the gradient).
+`--optimizer` swaps the steps' AdamW (`adamw`, training's) for `sgd`, a step with no moments (the
+parameters minus the learning rate times the gradient), to see what the optimiser's update costs.
 
 These are the figures of BENCHMARKS.md, "Where the TPU's bytes go". Every figure is the
 compiler's estimate (`plan.compiled_cost`), not a measurement: no TPU was used. On the TPU the
@@ -62,7 +61,7 @@ from dmvfn_jax.train import step as step_lib  # noqa: E402
 from workloads import load_config  # noqa: E402  (bench/workloads.py: configs/*.py)
 
 CASES = ("demo", "train", "forward", "warp", "warp_grad", "optimizer")
-OPTIMIZERS = ("adamw", "adamw_tree", "sgd")
+OPTIMIZERS = ("adamw", "sgd")
 TOPOLOGY = "v5e:2x2"
 
 
@@ -80,9 +79,8 @@ def _optimizer(name: str, weight_decay: float):
     """The optimiser of the step cases: None (training's AdamW) or a stand-in (`--optimizer`)."""
     if name == "adamw":
         return None
-    if name == "sgd":  # no moments; its one state holds the step size, as training's last one does
-        return optax.chain(optax.inject_hyperparams(optax.scale)(step_size=0.0))
-    return optim.make_train_optimizer(weight_decay, packed=False)  # adamw_tree
+    # sgd: no moments; its one state holds the step size, as training's last one does
+    return optax.chain(optax.inject_hyperparams(optax.scale)(step_size=0.0))
 
 
 def _step_case(config, clips: int, size: int, optimizer: str) -> tuple[dict, dict]:
@@ -137,6 +135,7 @@ def run_case(name: str, clips: int, size: int, big: int, optimizer: str = "adamw
         return f"ops.warp and its gradient, 2 frames at {big}x{big}", *_one_device(grad, frames, flow)
     if name == "optimizer":
         graphdef, params = nnx.split(nnx.eval_shape(lambda: DMVFN(rngs=nnx.Rngs(0))), nnx.Param)
+        params = jax.eval_shape(parallel.pack, params)  # one vector, as training keeps them
         opt = optim.make_train_optimizer(load_config("cityscapes").weight_decay)
         scalar = jax.ShapeDtypeStruct((), jnp.float32)
 
@@ -209,7 +208,7 @@ def main(argv=None) -> int:
         ratio = on_tpu["bytes"] / cpu["bytes"] if cpu["bytes"] else float("nan")
         bufs = f"{on_tpu['written'] / 1e9:.3f} / {on_tpu['tiled'] / 1e9:.3f}"
         print(f"{what:52s} {cpu['flops'] / 1e9:9.2f} {on_tpu['flops'] / 1e9:9.2f} {cpu['bytes'] / 1e9:8.3f} "
-              f"{on_tpu['bytes'] / 1e9:8.3f} {ratio:7.1f}x {bufs:>26s} {on_tpu['loops']:5d} "
+              f"{on_tpu['bytes'] / 1e9:8.3f} {ratio:7.2f}x {bufs:>26s} {on_tpu['loops']:5d} "
               f"{on_tpu['cycles'] / 1e6:11.2f}", flush=True)
         for r in sorted(on_tpu["sources"], key=lambda r: -r.estimated_cycles)[:args.sources]:
             print(f"    {r.estimated_cycles / 1e6:8.3f} M cycles ({100 * r.estimated_cycles / max(on_tpu['cycles'], 1):4.1f}%)"

@@ -49,9 +49,9 @@ def train_step(model, batch: int, size: int, seed: int = 0, optimizer=None):
     from dmvfn_jax.train.optim import lr_schedule, make_train_optimizer
 
     opt = make_train_optimizer(1e-3) if optimizer is None else optimizer
-    graphdef, state = step_lib.init_state(model, opt, seed)
+    net, state = step_lib.init_state(model, opt, seed)
     state = jax.tree.map(jnp.array, state)  # jnp.array copies: donation must not delete the model's arrays
-    fn = step_lib.make_train_step(graphdef, opt, update_mode="per_batch")
+    fn = step_lib.make_train_step(net, opt, update_mode="per_batch")
     sharded, state = step_lib.shard_train_step(fn, parallel.data_mesh(jax.devices()[:1]), state)
     lr = float(lr_schedule(1000, 10, 1e-5, 1e-4)(10))  # the peak: the rate does not change the time
     jitted = jax.jit(lambda s, c: sharded(s, c, lr), donate_argnums=(0,))

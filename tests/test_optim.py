@@ -278,18 +278,45 @@ def test_packed_moments_update_as_a_moment_per_parameter(jit):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
 
-def test_a_checkpoint_with_a_moment_per_parameter_resumes_packed(tmp_path):
-    """A training checkpoint written before the moments were packed (2026-12-07) restores into
-    today's state, its moments packed; a checkpoint of another model still fails to restore."""
+def test_packed_parameters_unpack_and_differentiate_to_one_vector():
+    """`step.PackedModel`: the training state's parameter vector unpacks to the parameters (shapes,
+    dtypes, values), a vector of another size fails naming both, and the gradient with respect to
+    the vector is the tree's gradient packed."""
+    from dmvfn_jax import parallel
+    from dmvfn_jax.train.step import PackedModel
+
+    params, grads = _params_and_grads(np.random.default_rng(3), 1)
+    net, flat = PackedModel.of(None, params), parallel.pack(params)
+    assert net.size == flat.size == sum(x.size for x in params.values())
+    for k, v in net.params(flat).items():
+        assert v.shape == params[k].shape and v.dtype == params[k].dtype
+        np.testing.assert_array_equal(v, params[k])
+    with pytest.raises(ValueError, match=rf"\({flat.size - 1},\); this model has \({flat.size},\)"):
+        net.params(flat[1:])
+
+    def loss(tree):
+        return sum(jnp.sum(jnp.sin(x) * g) for x, g in zip(jax.tree.leaves(tree), jax.tree.leaves(grads[0])))
+
+    np.testing.assert_array_equal(jax.jit(jax.grad(lambda f: loss(net.params(f))))(flat),
+                                  parallel.pack(jax.jit(jax.grad(loss))(params)))
+
+
+@pytest.mark.parametrize("form", ["per_parameter", "packed_moments"])
+def test_a_checkpoint_of_an_older_form_resumes_packed(tmp_path, form):
+    """A training checkpoint written before the parameters were packed (`checkpoints.saved_form`:
+    "per_parameter", before 03d7ba4, a moment per parameter too; "packed_moments", since) restores
+    into today's state, its parameters and moments packed; today's form restores as it is; a
+    checkpoint of another model still fails to restore."""
     import orbax.checkpoint as ocp
     from ml_collections import ConfigDict
 
+    from dmvfn_jax import parallel
     from dmvfn_jax.train import checkpoints
     from dmvfn_jax.train.optim import make_train_optimizer
-    from dmvfn_jax.train.step import TrainState
+    from dmvfn_jax.train.step import PackedModel, TrainState
 
     params, grads = _params_and_grads(np.random.default_rng(2), 2)
-    old_opt = make_train_optimizer(packed=False)
+    old_opt = make_train_optimizer(packed=form == "packed_moments")
     s_old = old_opt.init(params)
     for g in grads:
         _, s_old = old_opt.update(g, s_old, params)
@@ -297,18 +324,36 @@ def test_a_checkpoint_with_a_moment_per_parameter_resumes_packed(tmp_path):
     old = TrainState(params, s_old, scalar + 7, jnp.zeros((2,), jnp.uint32), scalar, scalar)
     config = ConfigDict({"keep_checkpoints": 3, "async_checkpoints": False})
     mngr = checkpoints.checkpoint_manager(tmp_path, config)
-    mngr.save(7, args=ocp.args.Composite(state=ocp.args.StandardSave(old), meta=ocp.args.JsonSave({"step": 7})))
-    mngr.wait_until_finished()
 
-    today = old._replace(opt_state=make_train_optimizer().init(params), step=scalar)
-    state, meta = checkpoints.restore(mngr, today, tmp_path, strict=True)
+    def save(step, state):
+        mngr.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
+                                                meta=ocp.args.JsonSave({"step": step})))
+        mngr.wait_until_finished()
+
+    save(7, old)
+    assert checkpoints.saved_form(mngr, 7) == form
+    net, flat = PackedModel.of(None, params), parallel.pack(params)
+    today = old._replace(params=flat, opt_state=make_train_optimizer().init(flat), step=scalar)
+    state, meta = checkpoints.restore(mngr, today, net, tmp_path, strict=True)
     assert meta["step"] == 7 and int(state.step) == 7
-    mu, nu = s_old[0].mu, s_old[0].nu
-    np.testing.assert_array_equal(state.opt_state[0].mu, np.concatenate([np.ravel(x) for x in jax.tree.leaves(mu)]))
-    np.testing.assert_array_equal(state.opt_state[0].nu, np.concatenate([np.ravel(x) for x in jax.tree.leaves(nu)]))
+    assert jax.tree.structure(state) == jax.tree.structure(today)
+    np.testing.assert_array_equal(state.params, flat)
+    for name in ("mu", "nu"):
+        np.testing.assert_array_equal(getattr(state.opt_state[0], name), parallel.pack(getattr(s_old[0], name)))
     assert int(state.opt_state[0].count) == 2
+    for a, b in zip(jax.tree.leaves(net.params(state.params)), jax.tree.leaves(params)):
+        np.testing.assert_array_equal(a, b)
+
+    save(8, state._replace(step=scalar + 8))  # today's form, as it is
+    assert checkpoints.saved_form(mngr, 8) == "packed"
+    again, meta = checkpoints.restore(mngr, today, net, tmp_path, strict=True)
+    assert meta["step"] == 8
+    for a, b in zip(jax.tree.leaves(again), jax.tree.leaves(state._replace(step=scalar + 8))):
+        np.testing.assert_array_equal(a, b)
+
     other = {k: jnp.zeros((2,) + v.shape) for k, v in params.items()}  # another model's parameters
+    other_flat = parallel.pack(other)
     with pytest.raises(Exception, match="cannot be restored"):
-        checkpoints.restore(mngr, today._replace(params=other, opt_state=make_train_optimizer().init(other)),
-                            tmp_path, strict=True)
+        checkpoints.restore(mngr, today._replace(params=other_flat, opt_state=make_train_optimizer().init(other_flat)),
+                            PackedModel.of(None, other), tmp_path, strict=True)
     mngr.close()

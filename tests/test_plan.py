@@ -89,7 +89,8 @@ def test_the_tpu_step_moves_at_most_3x_the_cpus_bytes(plans):
     gathers for the warp (DMVFN_WARP=map_coordinates) it was 7.3x; with the warp's kernel 3.75x
     (2026-12-06), 3.87x (2026-12-07, `grid.choose_layout` made to answer pixels); with the blocks
     over cells (`dmvfn_jax.models.grid`) 2.06x (2026-12-07). At 16 clips, with Adam's moments
-    packed, 2.04x."""
+    packed, 2.04x; with the parameters packed too, 2.00x. A gradient of the packed parameters left to
+    autodiff (a padded vector per parameter, 58 here) would inflate the CPU's count: asserted away."""
     import jax
 
     from configs import demo
@@ -104,9 +105,15 @@ def test_the_tpu_step_moves_at_most_3x_the_cpus_bytes(plans):
     config.batch_size = p["step"]["per_chip_batch"]
     for key, value in SMALL_MODEL.items():
         config.model[key] = value
-    cpu = plan.compiled_cost(plan.compile_train_step(config, parallel.data_mesh(jax.devices()[:1])).compiled)
+    compiled = plan.compile_train_step(config, parallel.data_mesh(jax.devices()[:1])).compiled
+    cpu = plan.compiled_cost(compiled)
     ratio = p["per_chip"]["hbm_bytes"] / float(cpu["bytes accessed"])
     assert ratio <= 3, f"the TPU step moves {ratio:.2f}x the CPU's bytes"
+    # and the CPU's count is not inflated: the gradient of the packed parameters is one vector made
+    # once, not a zero vector per parameter with its gradient padded in (`parallel.unpack`)
+    size = p["memory_per_chip"]["parameters"] // 4
+    pads = re.findall(rf"= f32\[{size}\]\S* pad\(", compiled.as_text())
+    assert not pads, f"{len(pads)} pads of the {size} parameters' vector in the CPU's step"
 
 
 def test_an_oversized_step_fails_with_one_line(plans):

@@ -176,12 +176,12 @@ def test_cost_weight_zero_is_the_official_step_and_a_weight_adds_the_term():
 
     model = small_dmvfn()
     optimizer = optim.make_train_optimizer()
-    graphdef, state = step_lib.init_state(model, optimizer, 0)
+    net, state = step_lib.init_state(model, optimizer, 0)
     clips = jnp.asarray(np.random.default_rng(2).integers(0, 255, (2, 3, 64, 64, 3)), jnp.uint8)
     lr = jnp.float32(1e-3)
-    jaxpr = lambda **kw: str(jax.make_jaxpr(step_lib.make_train_step(graphdef, optimizer, **kw))(state, clips, lr))  # noqa: E731
+    jaxpr = lambda **kw: str(jax.make_jaxpr(step_lib.make_train_step(net, optimizer, **kw))(state, clips, lr))  # noqa: E731
     assert jaxpr() == jaxpr(cost_weight=0.0)  # the option off: the same program, so the same loss bit for bit
-    _, m1 = jax.jit(step_lib.make_train_step(graphdef, optimizer, cost_weight=0.5))(state, clips, lr)
+    _, m1 = jax.jit(step_lib.make_train_step(net, optimizer, cost_weight=0.5))(state, clips, lr)
     assert 0 < float(m1["cost"]) <= 1
     np.testing.assert_allclose(float(m1["total"]), float(m1["lap"]) + 0.5 * float(m1["cost"]), rtol=1e-6)
 

@@ -15,6 +15,7 @@ from flax import nnx
 from conftest import REPO, demo_train_cmd, kill_at_checkpoint, model_params, small_dmvfn
 from small_model import SMALL_MODEL  # tests/scripts
 from dmvfn_jax import checkpoint as ckpt
+from dmvfn_jax import parallel
 from dmvfn_jax.data.sources import heldout_synthetic, synthetic_options
 from dmvfn_jax.errors import InputError
 from dmvfn_jax.losses import dmvfn_loss
@@ -183,18 +184,17 @@ def test_incomplete_checkpoint_is_never_the_latest(tmp_path):
 @pytest.mark.command_precision  # as the bfloat16 test below, whose float32 step this is
 def test_nonfinite_update_is_skipped_and_counted():
     opt = make_train_optimizer()
-    graphdef, state = step_lib.init_state(small_dmvfn(), opt, seed=0)
-    step = jax.jit(step_lib.make_train_step(graphdef, opt, update_mode="per_batch"))
+    net, state = step_lib.init_state(small_dmvfn(), opt, seed=0)
+    step = jax.jit(step_lib.make_train_step(net, opt, update_mode="per_batch"))
     clips = heldout_synthetic(0, 4, 3, 64, 64)  # the float32 step of the bfloat16 test below: one compile
-    bad_params = jax.tree.map(jnp.array, state.params)  # a copy: the good state stays intact
+    bad_params = net.params(state.params)  # copies: the good state stays intact
     pure = nnx.to_pure_dict(bad_params)
     pure["blocks"][0]["lastconv"]["bias"] = jnp.full_like(pure["blocks"][0]["lastconv"]["bias"], jnp.nan)
     nnx.replace_by_pure_dict(bad_params, pure)
-    bad = state._replace(params=bad_params)
+    bad = state._replace(params=parallel.pack(bad_params))
     new, metrics = step(bad, clips, 1e-4)
     assert int(new.skipped) == 1 and int(new.bad_streak) == 1
-    for a, b in zip(jax.tree.leaves(new.params), jax.tree.leaves(bad.params)):
-        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    np.testing.assert_array_equal(np.asarray(new.params), np.asarray(bad.params))
     good, _ = step(state, clips, 1e-4)
     assert int(good.skipped) == 0 and int(good.bad_streak) == 0
 
@@ -323,11 +323,11 @@ def test_bfloat16_compute_tracks_float32(jax_model):
     for name, dtype in (("f32", None), ("bf16", jnp.bfloat16)):
         model = ckpt.build_with_params(lambda: DMVFN(rngs=nnx.Rngs(0), dtype=dtype, **SMALL_MODEL), params)
         opt = make_train_optimizer()
-        graphdef, state = step_lib.init_state(model, opt, seed=0)
-        step = jax.jit(step_lib.make_train_step(graphdef, opt, update_mode="per_batch"))
+        net, state = step_lib.init_state(model, opt, seed=0)
+        step = jax.jit(step_lib.make_train_step(net, opt, update_mode="per_batch"))
         new, metrics = step(state, clips, 1e-4)
         losses[name] = float(metrics["total"])
-        leaf = jax.tree.leaves(new.params)[0]
-        assert leaf.dtype == jnp.float32  # parameters stay float32
+        assert new.params.dtype == jnp.float32  # parameters stay float32
+        assert all(x.dtype == jnp.float32 for x in jax.tree.leaves(net.params(new.params)))
         assert int(new.skipped) == 0
     assert abs(losses["bf16"] - losses["f32"]) <= 0.02 * losses["f32"], losses

@@ -48,8 +48,8 @@ for name, blocks in (("small", dict(widths=(16, 16), scales=(2, 1))), ("nine", {
     for k, v in blocks.items():
         c.model[k] = v
     opt = make_train_optimizer()
-    graphdef, state = S.init_state(build.build_model(c), opt, 0)
-    step = jax.jit(S.make_train_step(graphdef, opt, update_mode="per_batch"))
+    net, state = S.init_state(build.build_model(c), opt, 0)
+    step = jax.jit(S.make_train_step(net, opt, update_mode="per_batch"))
     clips, lr = heldout_synthetic(0, 4, 3, 64, 64), np.float32(1e-4)
     t = time.perf_counter(); compiled = step.lower(state, clips, lr).compile(); out[name + "_compile_s"] = time.perf_counter() - t
     out[name + "_step_ms"] = median_ms(compiled, state, clips, lr, repeats=10)  # bench/timing.py

@@ -112,7 +112,8 @@ def compile_train_step(config, mesh, *, vgg: bool = False, precision: str = "def
 
         with jax.default_device(jax.local_devices(backend="cpu")[0]):  # constants of the step, as in training
             vgg_net = VGG19Features(rngs=nnx.Rngs(0))
-    step_fn = step_lib.make_train_step(graphdef, optimizer, vgg=vgg_net, update_mode=config.update_mode,
+    net = step_lib.PackedModel.of(graphdef, params)
+    step_fn = step_lib.make_train_step(net, optimizer, vgg=vgg_net, update_mode=config.update_mode,
                                        estimator=config.routing.estimator, temperature=config.routing.temperature,
                                        cost_weight=config.routing.get("cost_weight", 0.0))
     jitted, _ = step_lib.shard_train_step(step_fn, mesh, abstract)

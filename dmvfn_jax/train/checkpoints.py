@@ -13,6 +13,7 @@ import jax
 from flax import nnx
 
 from dmvfn_jax import checkpoint as ckpt
+from dmvfn_jax import parallel
 from dmvfn_jax.errors import InputError
 from dmvfn_jax.train import optim
 
@@ -91,8 +92,10 @@ def save(mngr, state, step: int, config, data: "TrainingInput", wait: bool = Fal
         mngr.wait_until_finished()
 
 
-def restore(mngr, state, workdir: Path, strict: bool):
-    """(state, meta) of the newest readable checkpoint (`resume.restore_latest_readable`)."""
+def restore(mngr, state, net, workdir: Path, strict: bool):
+    """(state, meta) of the newest readable checkpoint (`resume.restore_latest_readable`); `net` is
+    the step's `PackedModel`. A checkpoint written before the parameters were packed (`saved_form`)
+    resumes converted."""
     import orbax.checkpoint as ocp
 
     from dmvfn_jax.train.resume import restore_latest_readable
@@ -105,19 +108,13 @@ def restore(mngr, state, workdir: Path, strict: bool):
         )
 
     def restore_step(step):
-        try:
+        form = saved_form(mngr, step)
+        if form == "packed":
             return restore_as(abstract, step)
-        except ValueError as e:  # a checkpoint written before Adam's moments were packed?
-            if "do not match" not in str(e):
-                raise
-            try:
-                old = restore_as(unpacked_moments(abstract), step)
-            except Exception:
-                raise e from None
-        log.info("checkpoint of step %d: its optimiser state (a moment per parameter, written before "
-                 "2026-12-07) converted to packed moments", step)
-        return SimpleNamespace(state=old.state._replace(opt_state=optim.packed_moments_state(old.state.opt_state)),
-                               meta=old.meta)
+        old = restore_as(legacy_target(abstract, net.shapes, form), step)
+        log.info("checkpoint of step %d: its parameters%s packed into one vector, as training keeps them now",
+                 step, " and Adam's moments (one per parameter)" if form == "per_parameter" else "")
+        return SimpleNamespace(state=from_legacy(old.state, form, abstract), meta=old.meta)
 
     step, restored = restore_latest_readable(mngr, restore_step, workdir, strict,
                                              primary=jax.process_index() == 0)
@@ -126,10 +123,49 @@ def restore(mngr, state, workdir: Path, strict: bool):
     return restored.state, restored.meta
 
 
-def unpacked_moments(abstract):
-    """The abstract training state of a checkpoint written before 2026-12-07, when training's AdamW
-    kept a moment per parameter (`optim.make_train_optimizer(packed=False)`)."""
-    return abstract._replace(opt_state=jax.eval_shape(optim.make_train_optimizer(packed=False).init, abstract.params))
+SAVED_FORMS = ("packed", "packed_moments", "per_parameter")
+
+
+def saved_form(mngr, step: int) -> str:
+    """How a checkpoint's training state holds the parameters, read from its metadata: "packed"
+    (one vector, and Adam's moments one vector each: today's), "packed_moments" (a tree of
+    parameters, the moments packed: written from 03d7ba4 until the parameters were packed) or
+    "per_parameter" (trees of both: written before 03d7ba4). Unreadable metadata reads as "packed": the restore
+    then reports the checkpoint as it finds it."""
+    import orbax.checkpoint as ocp
+
+    try:
+        tree = ocp.StandardCheckpointHandler().metadata(Path(mngr.directory) / str(step) / "state").tree
+        params, mu = tree["params"], tree["opt_state"][0]["mu"]
+    except Exception as e:  # noqa: BLE001 - the restore itself says what is wrong
+        log.debug("checkpoint of step %d: no readable metadata (%s)", step, e)
+        return "packed"
+    if not isinstance(params, dict):
+        return "packed"
+    return "per_parameter" if isinstance(mu, dict) else "packed_moments"
+
+
+def legacy_target(abstract, shapes, form: str):
+    """The abstract training state a checkpoint of `form` (`saved_form`) holds, for a model whose
+    parameters have `shapes` (`PackedModel.shapes`), placed as today's packed parameters are."""
+    sharding = abstract.params.sharding
+    placed = lambda tree: jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding), tree)  # noqa: E731
+    if form == "per_parameter":
+        opt_state = jax.eval_shape(optim.make_train_optimizer(packed=False).init, shapes)
+        opt_state = (placed(opt_state[0]), *abstract.opt_state[1:])  # Adam's moments; the rest as today's
+        return abstract._replace(params=placed(shapes), opt_state=opt_state)
+    return abstract._replace(params=placed(shapes))
+
+
+def from_legacy(state, form: str, abstract):
+    """A restored training state of `form` as today's: the parameters (and the moments) packed, on
+    the devices and with the shardings of `abstract` (today's state)."""
+
+    def convert(s):
+        opt_state = optim.packed_moments_state(s.opt_state) if form == "per_parameter" else s.opt_state
+        return s._replace(params=parallel.pack(s.params), opt_state=opt_state)
+
+    return jax.jit(convert, out_shardings=jax.tree.map(lambda a: a.sharding, abstract))(state)
 
 
 def has_checkpoints(workdir: Path) -> bool:

@@ -144,10 +144,10 @@ def _train(config, workdir: Path, model: DMVFN | None) -> dict:
     vgg = build.build_vgg(config)
     optimizer = optim.make_train_optimizer(config.weight_decay)
     schedule = optim.lr_schedule(total, config.warmup_steps, config.base_lr, config.peak_lr)
-    graphdef, state = step_lib.init_state(model, optimizer, config.seed)
+    net, state = step_lib.init_state(model, optimizer, config.seed)
     del model
     step_fn = step_lib.make_train_step(
-        graphdef, optimizer, vgg=vgg, update_mode=config.update_mode,
+        net, optimizer, vgg=vgg, update_mode=config.update_mode,
         estimator=config.routing.estimator, temperature=config.routing.temperature,
         cost_weight=config.routing.get("cost_weight", 0.0),
     )
@@ -160,7 +160,7 @@ def _train(config, workdir: Path, model: DMVFN | None) -> dict:
     saves: list[int] = []  # the steps whose checkpoints were started, newest last
     peer_lost = False
     try:
-        return _run(config, workdir, graphdef, state, jitted, lr_at, mesh, mngr, total, saves)
+        return _run(config, workdir, net, state, jitted, lr_at, mesh, mngr, total, saves)
     except Exception as e:
         if checkpoints.is_disk_full(e):
             raise checkpoints.disk_full_error(e, workdir, state, saves, mngr) from None
@@ -173,11 +173,11 @@ def _train(config, workdir: Path, model: DMVFN | None) -> dict:
             checkpoints.close_quietly(mngr)
 
 
-def _run(config, workdir: Path, graphdef, state, jitted, lr_at, mesh, mngr, total: int, saves: list[int]) -> dict:
+def _run(config, workdir: Path, net, state, jitted, lr_at, mesh, mngr, total: int, saves: list[int]) -> dict:
     from dmvfn_jax.train.resume import check_config
 
     source = make_source(config, jax.process_index(), jax.process_count())
-    restored, meta = checkpoints.restore(mngr, state, workdir, bool(config.get("strict_resume", False)))
+    restored, meta = checkpoints.restore(mngr, state, net, workdir, bool(config.get("strict_resume", False)))
     start, accepted = 0, []
     if restored is not None:
         state, start = restored, int(meta["step"])
@@ -186,8 +186,8 @@ def _run(config, workdir: Path, graphdef, state, jitted, lr_at, mesh, mngr, tota
     writer = MetricWriter(workdir / "tensorboard", enabled=jax.process_index() == 0)
     writer.text(start, "config", "```\n" + config.to_json_best_effort(indent=2) + "\n```")
     progress = Progress(total, start, config.batch_size)
-    strip_fn = jax.jit(lambda p, a, b: nnx.merge(graphdef, p).predict(a, b, "threshold"))
-    gates_fn = routing_report.gates_fn(graphdef)
+    strip_fn = jax.jit(lambda p, a, b: net.merge(p).predict(a, b, "threshold"))
+    gates_fn = routing_report.gates_fn(net.graphdef)
     last, status, done = {}, "completed", start
     t_start = time.perf_counter()
 
@@ -215,7 +215,7 @@ def _run(config, workdir: Path, graphdef, state, jitted, lr_at, mesh, mngr, tota
                 writer.image(done, "train/inputs_prediction_truth",
                              _image_strip(strip_fn, state.params, clips[0], config.data.channel_order))
                 # how the routing depends on the input: each clip's first pair, still and moved
-                gates, pairs = routing_report.probe(gates_fn, state.params, clips[:, :2].astype(np.float32) / 255.0)
+                gates, pairs = routing_report.probe(gates_fn, net.params(state.params), clips[:, :2].astype(np.float32) / 255.0)
                 report = routing_report.routing_report(gates, pairs.motion, pairs.kinds)
                 writer.scalars(done, {f"routing/{k}": v for k, v in routing_report.routing_scalars(report).items()})
                 log.info("%s", routing_report.summary_line(report))
@@ -246,14 +246,14 @@ def _run(config, workdir: Path, graphdef, state, jitted, lr_at, mesh, mngr, tota
     if summary["skipped_updates"]:
         log.info("%d updates were skipped for non-finite loss or gradient", summary["skipped_updates"])
     if status == "completed" and jax.process_index() == 0:
-        params = parallel.host_copy(state.params)
-        checkpoints.export_model(params, graphdef, workdir / "model", config.data.channel_order,
+        params = parallel.host_copy(net.params(state.params))
+        checkpoints.export_model(params, net.graphdef, workdir / "model", config.data.channel_order,
                      {"trained_steps": total, "config": config.get("name", "")})
         log.info("training done in %s; inference checkpoint: %s", format_duration(elapsed), workdir / "model")
         if config.get("eval") and config.eval.get("num_clips"):
             from dmvfn_jax.evaluation.heldout import evaluate_heldout
 
-            summary["eval"] = evaluate_heldout(nnx.merge(graphdef, params), config, workdir)
+            summary["eval"] = evaluate_heldout(nnx.merge(net.graphdef, params), config, workdir)
     writer.flush()
     writer.close()
     if jax.process_index() == 0:

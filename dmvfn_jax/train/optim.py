@@ -191,7 +191,8 @@ def make_train_optimizer(
     `packed` (the default): Adam's moments are one float32 vector each over all parameters
     (`packed_moments`), the weight decay and the learning rate act per parameter as before; the
     same values (`tests/test_optim.py`). False: a moment per parameter (the state of checkpoints
-    written before 2026-12-07, `train.checkpoints` converts them).
+    written before 03d7ba4, `train.checkpoints` converts them). The training step gives either its
+    parameters packed into one vector (`step.PackedModel`), where the two are the same.
     """
     weight_decay = _check_float("weight_decay", weight_decay)
     for name, beta in (("b1", b1), ("b2", b2)):

@@ -6,10 +6,13 @@ A batch is a uint8 array of clips (B, T, H, W, 3); a clip of T frames gives T - 
   per batch, all at the learning rate of the batch step;
 - `per_batch`: one update per batch on the mean loss over all its triplets.
 
-Parameters and optimiser state are replicated, the batch is sharded on the `data` axis, the
-state is donated. The learning rate is an argument of the step (the loop evaluates the schedule),
-so one compiled step serves every schedule: runs that differ only in their length or warm-up
-reuse it from the compilation cache. `shard_train_step` runs the step under `jax.shard_map`: every device runs the
+The parameters travel packed into one float32 vector (`TrainState.params`; `PackedModel` turns it
+into the model), Adam's moments likewise (`optim.make_train_optimizer`): on a TPU every array is
+tiled in (8, 128) pieces of its two minor dimensions, and DMVFN's kernels tile to 2.2x their bytes
+there, one vector does not (BENCHMARKS.md, decisions 40 and 42). Parameters and optimiser state
+are replicated, the batch is sharded on the `data` axis, the state is donated. The learning rate
+is an argument of the step (the loop evaluates the schedule), so one compiled step serves every
+schedule: runs that differ only in their length or warm-up reuse it from the compilation cache. `shard_train_step` runs the step under `jax.shard_map`: every device runs the
 single-device program on its own clips, and the gradients and metrics of each update cross
 devices as one packed all-reduce (`parallel.pmean_packed`), the only collective of the step.
 The routing gates of a device's clips are the ones one device would draw for the whole batch,
@@ -19,6 +22,7 @@ not finite is skipped (parameters and optimiser state unchanged) and counted.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, Callable, NamedTuple
 
 import jax
@@ -37,7 +41,7 @@ UPDATE_MODES = ("update_per_triplet", "per_batch")
 
 
 class TrainState(NamedTuple):
-    params: Any  # nnx.State of the model's Params
+    params: jax.Array  # the model's parameters packed into one float32 vector (`PackedModel`)
     opt_state: Any
     step: jax.Array  # batch steps taken (int32)
     rng: jax.Array  # raw PRNG key data (uint32), so checkpoints hold plain arrays
@@ -45,18 +49,46 @@ class TrainState(NamedTuple):
     skipped: jax.Array  # all skipped updates
 
 
-def init_state(model: DMVFN, optimizer: optax.GradientTransformation, seed: int) -> tuple[Any, TrainState]:
-    """(graphdef, TrainState) of a model; the graphdef rebuilds the module inside the step."""
+@dataclasses.dataclass(frozen=True, eq=False)
+class PackedModel:
+    """A DMVFN whose parameters are one float32 vector (`parallel.pack` of its `nnx.Param`s, in
+    `jax.tree.leaves` order): the module's graph and the parameters' shapes."""
+
+    graphdef: Any
+    shapes: Any  # nnx.State of jax.ShapeDtypeStruct
+
+    @classmethod
+    def of(cls, graphdef, params) -> "PackedModel":
+        """From `nnx.split(model, nnx.Param)`; `params` concrete or abstract."""
+        return cls(graphdef, jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), params))
+
+    def params(self, flat: jax.Array):
+        """The parameters as the model's `nnx.State`; differentiable (its gradient is one vector)."""
+        if flat.shape != (self.size,):
+            raise ValueError(f"packed parameters of shape {flat.shape}; this model has ({self.size},)")
+        return parallel.unpack(flat, self.shapes)
+
+    def merge(self, flat: jax.Array) -> DMVFN:
+        return nnx.merge(self.graphdef, self.params(flat))
+
+    @property
+    def size(self) -> int:
+        return sum(x.size for x in jax.tree.leaves(self.shapes))
+
+
+def init_state(model: DMVFN, optimizer: optax.GradientTransformation, seed: int) -> tuple[PackedModel, TrainState]:
+    """(net, TrainState) of a model; `net` rebuilds the module from the packed parameters."""
     graphdef, params = nnx.split(model, nnx.Param)
+    flat = parallel.pack(params)
     state = TrainState(
-        params=params,
-        opt_state=optimizer.init(params),
+        params=flat,
+        opt_state=optimizer.init(flat),
         step=jnp.zeros((), jnp.int32),
         rng=jax.random.key_data(jax.random.key(seed)),
         bad_streak=jnp.zeros((), jnp.int32),  # distinct buffers: the state is donated
         skipped=jnp.zeros((), jnp.int32),
     )
-    return graphdef, state
+    return PackedModel.of(graphdef, params), state
 
 
 def block_costs(widths, scales) -> jax.Array:
@@ -83,8 +115,8 @@ def _select(ok, new, old):
 def apply_update(optimizer: optax.GradientTransformation, params, opt_state, grads, loss: jax.Array, lr: jax.Array):
     """The optimiser's part of an update: `(params, opt_state, ok, grad_norm)`, the new parameters
     and state where the loss and the gradients' norm are finite (`ok`), else the old ones. The norm
-    is taken of the gradients packed into one vector, as the optimiser packs them
-    (`optim.packed_moments`): after the packed all-reduce the program takes it of that vector."""
+    is taken of the gradients packed into one vector (`parallel.pack`; the training step's already
+    are one, the gradient of its packed parameters)."""
     gnorm = optax.tree.norm(parallel.pack(grads))
     ok = jnp.isfinite(loss) & jnp.isfinite(gnorm)
     opt_state = set_learning_rate(opt_state, lr)
@@ -94,7 +126,7 @@ def apply_update(optimizer: optax.GradientTransformation, params, opt_state, gra
 
 
 def make_train_step(
-    graphdef,
+    net: PackedModel,
     optimizer: optax.GradientTransformation,  # from optim.make_train_optimizer
     *,
     vgg=None,
@@ -118,7 +150,7 @@ def make_train_step(
         raise ValueError(f"update_mode must be one of {UPDATE_MODES}, got {update_mode!r}")
 
     def loss_fn(params, img0, img1, gt, key, rows):
-        model = nnx.merge(graphdef, params)
+        model = net.merge(params)
         outputs, gates, v = model.train_forward(img0, img1, key, estimator, temperature, rows)
         total, terms = dmvfn_loss(outputs, gt, vgg)
         if cost_weight:

@@ -71,7 +71,7 @@ def train_program(blocks, mode, estimator, dtype, gspmd=False):
     graphdef, params = nnx.split(model, nnx.Param)
     opt = make_train_optimizer()
     state = jax.eval_shape(lambda p: S.init_state(nnx.merge(graphdef, p), opt, 0)[1], params)
-    step = S.make_train_step(graphdef, opt, update_mode=mode, estimator=estimator)
+    step = S.make_train_step(S.PackedModel.of(graphdef, params), opt, update_mode=mode, estimator=estimator)
     mesh = parallel.data_mesh()
     batch = jax.ShapeDtypeStruct((BATCH, FRAMES, SIZE, SIZE, 3), jnp.uint8)
     if gspmd:
@@ -105,14 +105,14 @@ def run_program(variant, blocks, mode, estimator) -> str:
 
     def run(devices):
         model = nnx.merge(model_def, jax.tree.map(jnp.asarray, initial))
-        graphdef, state = S.init_state(model, opt, seed=0)
-        step = S.make_train_step(graphdef, opt, update_mode=mode, estimator=estimator)
+        net, state = S.init_state(model, opt, seed=0)
+        step = S.make_train_step(net, opt, update_mode=mode, estimator=estimator)
         mesh = parallel.data_mesh(devices)
         jitted, state = S.shard_train_step(step, mesh, state)
         batch, lr = parallel.global_batch(mesh, clips), np.float32(1e-4)
         compiled = jitted.lower(state, batch, lr).compile()
         state, metrics = compiled(state, batch, lr)
-        return jax.tree.map(np.asarray, state.params), float(metrics["total"]), compiled
+        return jax.tree.map(np.asarray, net.params(state.params)), float(metrics["total"]), compiled
 
     (p1, loss_1, _), (pn, loss_n, compiled_n) = run(jax.devices()[:1]), run(jax.devices())
     diff = max(float(np.max(np.abs(a - b))) for a, b in zip(jax.tree.leaves(p1), jax.tree.leaves(pn), strict=True))
