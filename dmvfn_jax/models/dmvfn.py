@@ -101,6 +101,16 @@ def _gate_column(gates, i):
     return gates[:, i].reshape(-1, 1, 1, 1)
 
 
+def _block_input(img0, img1, state: FlowState) -> jax.Array:
+    """A block's input, 13 channels a pixel: both frames, both warped frames and the mask (on pixels or cells)."""
+    return jnp.concatenate([img0, img1, state.warped0, state.warped1, state.mask], axis=-1)
+
+
+def _gated(state: FlowState, flow_d, mask_d, gate):
+    """The flow and mask after a block's update, scaled by its gate (0: switched off)."""
+    return state.flow + gate * flow_d, state.mask + gate * mask_d
+
+
 class DMVFN(nnx.Module):
     """The DMVFN network. Frames are (B, H, W, 3) in [0, 1], in the checkpoint's channel order."""
 
@@ -199,14 +209,13 @@ class DMVFN(nnx.Module):
         """Block i's `(flow_d, mask_d)`; `parts`: `_frame_parts`' list (None: the plain form). Its
         operations are named `block<i>` in the compiled program."""
         with jax.named_scope(f"block{i}"):
-            x13 = jnp.concatenate([img0, img1, state.warped0, state.warped1, state.mask], axis=-1)
+            x13 = _block_input(img0, img1, state)
             return self.blocks[i](x13, state.flow, self.scales[i], (None, None) if parts is None else parts[i])
 
     @staticmethod
     def _advance(img0, img1, state: FlowState, flow_d, mask_d, gate) -> FlowState:
         with jax.named_scope("advance"):
-            flow = state.flow + gate * flow_d
-            mask = state.mask + gate * mask_d
+            flow, mask = _gated(state, flow_d, mask_d, gate)
             return FlowState(flow, mask, ops.warp(img0, flow[..., 0:2]), ops.warp(img1, flow[..., 2:4]))
 
     def layout_for(self, height: int, width: int) -> str:
@@ -216,14 +225,12 @@ class DMVFN(nnx.Module):
     def _cells_update(self, i, fr: grid.Frames, state: FlowState):
         """`_block_update` over cells (`grid.block`)."""
         with jax.named_scope(f"block{i}"):
-            x13 = jnp.concatenate([fr.cells0, fr.cells1, state.warped0, state.warped1, state.mask], axis=-1)
-            return grid.block(self.blocks[i], x13, state.flow, self.scales[i])
+            return grid.block(self.blocks[i], _block_input(fr.cells0, fr.cells1, state), state.flow, self.scales[i])
 
     @staticmethod
     def _cells_advance(fr: grid.Frames, state: FlowState, flow_d, mask_d, gate) -> FlowState:
         with jax.named_scope("advance"):
-            flow = state.flow + gate * flow_d
-            mask = state.mask + gate * mask_d
+            flow, mask = _gated(state, flow_d, mask_d, gate)
             return FlowState(flow, mask, *grid.warps(fr, flow))
 
     def block_alone(self, i: int, img0: jax.Array, img1: jax.Array) -> FlowState:

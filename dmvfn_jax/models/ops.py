@@ -104,13 +104,18 @@ def warp_gather(img: jax.Array, flow: jax.Array) -> jax.Array:
     """
     _check_warp_args(img, flow)
     b, h, w, c = img.shape
-    wx, wy, x0, x1, y0, y1 = corner_indices(img, flow)
+    wx, wy, *corners = corner_indices(img, flow)
     flat = img.reshape(b, h * w, c)
 
-    def at(yi, xi):
-        return jnp.take_along_axis(flat, (yi * w + xi).reshape(b, h * w, 1), axis=1).reshape(b, h, w, c)
+    def take(i):  # whole pixels at flat indices i (B, H, W)
+        return jnp.take_along_axis(flat, i.reshape(b, h * w, 1), axis=1).reshape(b, h, w, c)
 
-    return bilinear(at(y0, x0), at(y0, x1), at(y1, x0), at(y1, x1), wx[..., None], wy[..., None])
+    return _gathered_bilinear(take, w, *corners, wx[..., None], wy[..., None])
+
+
+def _gathered_bilinear(take, w: int, x0, x1, y0, y1, wx, wy):
+    """`bilinear` of the four corners, each fetched by `take` from flat indices `y * w + x`."""
+    return bilinear(take(y0 * w + x0), take(y0 * w + x1), take(y1 * w + x0), take(y1 * w + x1), wx, wy)
 
 
 def corner_indices(img: jax.Array, flow: jax.Array):
@@ -165,14 +170,13 @@ def planes_warp_pallas(planes: jax.Array, fx: jax.Array, fy: jax.Array, interpre
 def planes_warp_gather(planes: jax.Array, fx: jax.Array, fy: jax.Array) -> jax.Array:
     """The same warp on planes from four gathers (any backend; `warp_gather`'s values)."""
     b, c, h, w = planes.shape
-    wx, wy, x0, x1, y0, y1 = _planes_corner_indices(h, w, fx, fy)
+    wx, wy, *corners = _planes_corner_indices(h, w, fx, fy)
     flat = planes.reshape(b, c, h * w)
 
-    def at(yi, xi):
-        return jnp.take_along_axis(flat, (yi * w + xi).reshape(b, 1, h * w), axis=2).reshape(b, c, h, w)
+    def take(i):  # every plane at flat indices i (B, H, W)
+        return jnp.take_along_axis(flat, i.reshape(b, 1, h * w), axis=2).reshape(b, c, h, w)
 
-    wx, wy = wx.astype(planes.dtype)[:, None], wy.astype(planes.dtype)[:, None]
-    return bilinear(at(y0, x0), at(y0, x1), at(y1, x0), at(y1, x1), wx, wy)
+    return _gathered_bilinear(take, w, *corners, wx.astype(planes.dtype)[:, None], wy.astype(planes.dtype)[:, None])
 
 
 def warp_planes(planes: jax.Array, fx: jax.Array, fy: jax.Array) -> jax.Array:

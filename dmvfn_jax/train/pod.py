@@ -127,7 +127,9 @@ class Watchdog:
     key-value store (see the module's docstring); `on_lost(what)` is called once, from its thread."""
 
     def __init__(self, timeout: float, on_lost, interval: float = 1.0):
-        from jax._src import distributed  # noqa: PLC0415 (the client jax.distributed.initialize made)
+        # The coordination service's client that jax.distributed.initialize made: JAX 0.10 gives no public
+        # handle to it; jax.experimental.multihost_utils and orbax's multihost module read it here too.
+        from jax._src import distributed  # noqa: PLC0415
 
         self.client = distributed.global_state.client
         if self.client is None:
