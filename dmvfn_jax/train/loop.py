@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from flax import nnx
@@ -188,6 +189,7 @@ def _run(config, workdir: Path, net, state, jitted, lr_at, mesh, mngr, total: in
     progress = Progress(total, start, config.batch_size)
     strip_fn = jax.jit(lambda p, a, b: net.merge(p).predict(a, b, "threshold"))
     gates_fn = routing_report.gates_fn(net.graphdef)
+    params_fn = jax.jit(net.params)  # every process runs it, as it runs the step
     last, status, done = {}, "completed", start
     t_start = time.perf_counter()
 
@@ -215,7 +217,7 @@ def _run(config, workdir: Path, net, state, jitted, lr_at, mesh, mngr, total: in
                 writer.image(done, "train/inputs_prediction_truth",
                              _image_strip(strip_fn, state.params, clips[0], config.data.channel_order))
                 # how the routing depends on the input: each clip's first pair, still and moved
-                gates, pairs = routing_report.probe(gates_fn, net.params(state.params), clips[:, :2].astype(np.float32) / 255.0)
+                gates, pairs = routing_report.probe(gates_fn, params_fn(state.params), clips[:, :2].astype(np.float32) / 255.0)
                 report = routing_report.routing_report(gates, pairs.motion, pairs.kinds)
                 writer.scalars(done, {f"routing/{k}": v for k, v in routing_report.routing_scalars(report).items()})
                 log.info("%s", routing_report.summary_line(report))
@@ -246,7 +248,7 @@ def _run(config, workdir: Path, net, state, jitted, lr_at, mesh, mngr, total: in
     if summary["skipped_updates"]:
         log.info("%d updates were skipped for non-finite loss or gradient", summary["skipped_updates"])
     if status == "completed" and jax.process_index() == 0:
-        params = parallel.host_copy(net.params(state.params))
+        params = net.params(jnp.asarray(parallel.host_copy(state.params)))  # process 0's copy, unpacked here
         checkpoints.export_model(params, net.graphdef, workdir / "model", config.data.channel_order,
                      {"trained_steps": total, "config": config.get("name", "")})
         log.info("training done in %s; inference checkpoint: %s", format_duration(elapsed), workdir / "model")
