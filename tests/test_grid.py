@@ -164,6 +164,16 @@ def test_the_model_over_cells_with_the_tpu_kernels_in_interpret_mode(monkeypatch
     np.testing.assert_allclose(got, want, atol=TOL, rtol=0)
 
 
+def test_the_pallas_kernels_run_compiled_on_a_tpu_and_interpreted_on_request(monkeypatch):
+    """`ops.pallas_mode`, which the warp's and the relayouts' kernels follow (`grid._kernels`)."""
+    monkeypatch.setattr(ops, "WARP_IMPL", None)
+    assert ops.pallas_mode() is None and grid._kernels() is None  # this CPU: XLA's transposes
+    with ops.compiling_for("tpu"):
+        assert ops.pallas_mode() == "compiled"
+    monkeypatch.setattr(ops, "WARP_IMPL", "pallas_interpret")
+    assert ops.pallas_mode() == "interpret" and grid._kernels()[0] is True
+
+
 def test_the_layout_is_chosen_per_platform():
     assert grid.choose_layout("tpu", 256, 256) == "cells"
     assert grid.choose_layout("cpu", 256, 256) == grid.choose_layout("gpu", 256, 256) == "pixels"

@@ -75,13 +75,13 @@ def from_planes(p: jax.Array, f: int = CELL) -> jax.Array:
 
 def _kernels() -> tuple[bool, str] | None:
     """How planes and cells are converted: None for XLA's transposes, else `(interpret, form)` for
-    `tpu_relayout`'s Pallas kernels: compiled for a TPU, or in interpret mode where
-    DMVFN_WARP=pallas_interpret (the tests), in the form for the chip being compiled for."""
-    if ops.WARP_IMPL != "pallas_interpret" and ops.platform() != "tpu":
+    `tpu_relayout`'s Pallas kernels (`ops.pallas_mode`), in the form for the chip being compiled for."""
+    mode = ops.pallas_mode()
+    if mode is None:
         return None
     from dmvfn_jax.models import tpu_relayout  # noqa: PLC0415 (Pallas is imported only where it is used)
 
-    return ops.WARP_IMPL == "pallas_interpret", tpu_relayout.form_for(ops.device_kind())
+    return mode == "interpret", tpu_relayout.form_for(ops.device_kind())
 
 
 def cells_from_planes(p: jax.Array) -> jax.Array:

@@ -23,7 +23,8 @@ from jax.scipy.ndimage import map_coordinates
 #   "gather": four gathers of whole pixels;
 #   "pallas": the corners picked by one-hot products in a Pallas TPU kernel (`dmvfn_jax.models.tpu_warp`;
 #             TPU only): XLA's TPU gathers fetch a tile per scalar;
-#   "pallas_interpret": the same kernel in Pallas's interpret mode, on any backend (the tests).
+#   "pallas_interpret": the same kernel in Pallas's interpret mode, on any backend (the tests), and
+#             with it the relayouts' kernels (`pallas_mode`).
 # `warp_impl_for` chooses per platform; DMVFN_WARP forces one everywhere.
 WARP_IMPLS = ("map_coordinates", "gather", "pallas", "pallas_interpret")
 WARP_IMPL = os.environ.get("DMVFN_WARP") or None
@@ -61,6 +62,16 @@ def device_kind() -> str:
         if device is not None:
             return device.device_kind
     return jax.devices()[0].device_kind
+
+
+def pallas_mode() -> str | None:
+    """How the model's Pallas kernels (the warp's, `tpu_warp`; the relayouts' between planes and cells,
+    `tpu_relayout`) run in the program being traced: "interpret" where DMVFN_WARP=pallas_interpret
+    (Pallas's interpret mode, on any backend: how the tests run every kernel), "compiled" for a TPU,
+    else None (XLA's ops)."""
+    if WARP_IMPL == "pallas_interpret":
+        return "interpret"
+    return "compiled" if platform() == "tpu" else None
 
 
 def warp_impl_for(platform: str, channels: int, height: int, width: int) -> str:
