@@ -124,8 +124,8 @@ def _split_fwd(flat, shapes):
 
 def _split_bwd(shapes, empty, cts):
     dtype = empty.dtype
-    parts = [jnp.zeros(math.prod(x.shape), dtype) if ct.dtype == jax.dtypes.float0 else jnp.ravel(ct).astype(dtype)
-             for x, ct in zip(shapes, cts)]
+    parts = [jnp.zeros(math.prod(x.shape), dtype) if ct.dtype == jax.dtypes.float0  # an integer leaf's
+             else jnp.ravel(ct).astype(dtype) for x, ct in zip(shapes, cts)]
     return (jnp.concatenate(parts) if parts else jnp.zeros((0,), dtype),)
 
 

@@ -123,15 +123,13 @@ def restore(mngr, state, net, workdir: Path, strict: bool):
     return restored.state, restored.meta
 
 
-SAVED_FORMS = ("packed", "packed_moments", "per_parameter")
-
-
 def saved_form(mngr, step: int) -> str:
-    """How a checkpoint's training state holds the parameters, read from its metadata: "packed"
-    (one vector, and Adam's moments one vector each: today's), "packed_moments" (a tree of
-    parameters, the moments packed: written from 03d7ba4 until the parameters were packed) or
-    "per_parameter" (trees of both: written before 03d7ba4). Unreadable metadata reads as "packed": the restore
-    then reports the checkpoint as it finds it."""
+    """How a checkpoint's training state holds the parameters, read from its metadata (the step's
+    `state` item, under the manager's plain step folders): "packed" (one vector, and Adam's moments
+    one vector each: today's), "packed_moments" (a tree of parameters, the moments packed: written
+    from 03d7ba4 until the parameters were packed) or "per_parameter" (trees of both: written before
+    03d7ba4). Unreadable metadata reads as "packed": the restore then reports the checkpoint as it
+    finds it."""
     import orbax.checkpoint as ocp
 
     try:

@@ -12,9 +12,10 @@ tiled in (8, 128) pieces of its two minor dimensions, and DMVFN's kernels tile t
 there, one vector does not (BENCHMARKS.md, decisions 40 and 42). Parameters and optimiser state
 are replicated, the batch is sharded on the `data` axis, the state is donated. The learning rate
 is an argument of the step (the loop evaluates the schedule), so one compiled step serves every
-schedule: runs that differ only in their length or warm-up reuse it from the compilation cache. `shard_train_step` runs the step under `jax.shard_map`: every device runs the
-single-device program on its own clips, and the gradients and metrics of each update cross
-devices as one packed all-reduce (`parallel.pmean_packed`), the only collective of the step.
+schedule: runs that differ only in their length or warm-up reuse it from the compilation cache.
+`shard_train_step` runs the step under `jax.shard_map`: every device runs the single-device
+program on its own clips, and the gradients and metrics of each update cross devices as one
+packed all-reduce (`parallel.pmean_packed`), the only collective of the step.
 The routing gates of a device's clips are the ones one device would draw for the whole batch,
 so any number of devices computes what one device does. An update whose loss or gradient is
 not finite is skipped (parameters and optimiser state unchanged) and counted.
