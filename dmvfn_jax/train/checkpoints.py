@@ -149,7 +149,7 @@ def legacy_target(abstract, shapes, form: str):
     sharding = abstract.params.sharding
     placed = lambda tree: jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding), tree)  # noqa: E731
     if form == "per_parameter":
-        opt_state = jax.eval_shape(optim.make_train_optimizer(packed=False).init, shapes)
+        opt_state = jax.eval_shape(optim.make_train_optimizer().init, shapes)  # a moment per parameter
         opt_state = (placed(opt_state[0]), *abstract.opt_state[1:])  # Adam's moments; the rest as today's
         return abstract._replace(params=placed(shapes), opt_state=opt_state)
     return abstract._replace(params=placed(shapes))

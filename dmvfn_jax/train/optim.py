@@ -180,61 +180,30 @@ def make_optimizer(
 
 
 def make_train_optimizer(
-    weight_decay: float = 1e-3, b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8, packed: bool = True
+    weight_decay: float = 1e-3, b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8
 ) -> optax.GradientTransformation:
     """The same AdamW as `make_optimizer`, with the learning rate set by the caller per batch.
 
     The training step sets it with `set_learning_rate(opt_state, schedule(batch_step))` before
     each batch, so the schedule follows batch steps in both update modes (one update per batch,
-    or one per triplet) and a skipped non-finite update cannot shift it.
-
-    `packed` (the default): Adam's moments are one float32 vector each over all parameters
-    (`packed_moments`), the weight decay and the learning rate act per parameter as before; the
-    same values (`tests/test_optim.py`). False: a moment per parameter (the state of checkpoints
-    written before 03d7ba4, `train.checkpoints` converts them). The training step gives either its
-    parameters packed into one vector (`step.PackedModel`), where the two are the same.
+    or one per triplet) and a skipped non-finite update cannot shift it. The step gives it the
+    parameters packed into one float32 vector (`step.PackedModel`), so Adam's moments are one
+    vector each: lane-dense on a TPU (BENCHMARKS.md, decisions 40 and 42).
     """
     weight_decay = _check_float("weight_decay", weight_decay)
     for name, beta in (("b1", b1), ("b2", b2)):
         if _check_float(name, beta) >= 1.0:
             raise ValueError(f"{name} must be in [0, 1), got {beta!r}")
-    parts = (
+    return optax.chain(
         scale_by_adam_torch(b1, b2, _check_float("eps", eps)),
         optax.add_decayed_weights(weight_decay),
         optax.inject_hyperparams(optax.scale)(step_size=0.0),
     )
-    return packed_moments(*parts) if packed else optax.chain(*parts)
-
-
-def packed_moments(moments: optax.GradientTransformation,
-                   *per_leaf: optax.GradientTransformation) -> optax.GradientTransformation:
-    """`optax.chain(moments, *per_leaf)` with `moments` run on one vector: the updates (gradients)
-    packed into one float32 vector (`parallel.pack`; updates given packed stay as they are), its
-    result unpacked to the parameters' shapes for `per_leaf`. The state is the chain's, with
-    `moments`' own (Adam's mu and nu) one vector each.
-
-    Why: on a TPU every array is tiled in (8, 128) pieces of its two minor dimensions, and a
-    DMVFN's kernels (3 x 3 x 160 x 160, 4 x 4 x 48 x 5, ...) tile to 2.2x their bytes; Adam reads
-    and writes each moment every update. One vector is lane-dense (BENCHMARKS.md, "Where the
-    TPU's bytes go"). The values are the chain's: the same elementwise operations per element."""
-
-    def init_fn(params):
-        return (moments.init(parallel.pack(params)), *(t.init(params) for t in per_leaf))
-
-    def update_fn(updates, state, params=None):
-        flat, first = moments.update(parallel.pack(updates), state[0])
-        updates, rest = parallel.unpack(flat, updates if params is None else params), []
-        for t, s in zip(per_leaf, state[1:]):
-            updates, s = t.update(updates, s, params)
-            rest.append(s)
-        return updates, (first, *rest)
-
-    return optax.GradientTransformation(init_fn, update_fn)
 
 
 def packed_moments_state(state):
-    """`make_train_optimizer(packed=False)`'s state as `make_train_optimizer()`'s: the same values,
-    Adam's moments packed (`parallel.pack`)."""
+    """`make_train_optimizer`'s state for a tree of parameters (training's before 03d7ba4: a moment per
+    parameter) as the state for the same parameters packed (`parallel.pack`): the same values."""
     adam, *rest = state
     return (adam._replace(mu=parallel.pack(adam.mu), nu=parallel.pack(adam.nu)), *rest)
 

@@ -24,6 +24,7 @@ not finite is skipped (parameters and optimiser state unchanged) and counted.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any, Callable, NamedTuple
 
 import jax
@@ -72,7 +73,7 @@ class PackedModel:
     def merge(self, flat: jax.Array) -> DMVFN:
         return nnx.merge(self.graphdef, self.params(flat))
 
-    @property
+    @functools.cached_property
     def size(self) -> int:
         return sum(x.size for x in jax.tree.leaves(self.shapes))
 
@@ -115,10 +116,8 @@ def _select(ok, new, old):
 
 def apply_update(optimizer: optax.GradientTransformation, params, opt_state, grads, loss: jax.Array, lr: jax.Array):
     """The optimiser's part of an update: `(params, opt_state, ok, grad_norm)`, the new parameters
-    and state where the loss and the gradients' norm are finite (`ok`), else the old ones. The norm
-    is taken of the gradients packed into one vector (`parallel.pack`; the training step's already
-    are one, the gradient of its packed parameters)."""
-    gnorm = optax.tree.norm(parallel.pack(grads))
+    and state where the loss and the gradients' norm are finite (`ok`), else the old ones."""
+    gnorm = optax.tree.norm(grads)
     ok = jnp.isfinite(loss) & jnp.isfinite(gnorm)
     opt_state = set_learning_rate(opt_state, lr)
     updates, new_opt = optimizer.update(grads, opt_state, params)
